@@ -84,6 +84,9 @@ class EvalConfig:
     batch_size: int = 16
     max_gen_toks: int | None = None  # None = each task YAML's own
     log_samples: int = 5  # sample generations kept per task per stage
+    # eval items of the task about to be trained on which the teacher's in-context accuracy (SDFT's ceiling)
+    # is measured before each stage; 0 turns it off
+    in_context_items: int = 16
 
 
 @dataclass

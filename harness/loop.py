@@ -1,0 +1,262 @@
+"""The continual-learning loop: stage 0 evaluates the untouched model, then train task i -> evaluate everything.
+
+Resume: a stage is done when its MLflow child run is FINISHED. Rerunning the same command reuses the done
+stages' results, reloads the weights from the last done stage's checkpoint (or, with `checkpoints=none`,
+retrains the done stages deterministically without evaluating or logging them) and continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import results_path, to_container, tracking_uri, validate
+from harness.evaluation import evaluate, primary_metric
+from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
+
+log = logging.getLogger(__name__)
+
+# Keys that do not change a run's results: excluded from its identity so that a rerun resumes.
+NON_IDENTITY_KEYS = ("results_dir", "tracking_uri", "print_config", "checkpoints")
+
+
+@dataclass
+class StreamPlan:
+    specs: list[TaskSpec]
+    train_items: list[list[Item]]
+    suite_tasks: list[str]
+    include_paths: list[str]
+
+
+def run_key(cfg: DictConfig) -> str:
+    """A stable identity of the run: the resolved config minus keys that do not affect results."""
+    resolved = to_container(cfg)
+    for key in NON_IDENTITY_KEYS:
+        resolved.pop(key, None)
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_stream(cfg: DictConfig) -> StreamPlan:
+    """Resolve tasks and read all training data up front, so bad input fails before any training."""
+    names = list(cfg.stream.tasks)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"stream '{cfg.stream.name}' repeats task(s) {repeated}: a task may appear once per stream "
+            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
+        )
+    specs = [resolve_task(n) for n in names]
+    limit = cfg.trainer.max_train_items
+    train_items = [load_train_items(spec, limit) for spec in specs]
+    include = {str(TASKS_ROOT)} | {str(s.path) for s in specs} | {str(Path(p)) for p in cfg.suite.include_paths}
+    return StreamPlan(specs, train_items, list(cfg.suite.tasks), sorted(include))
+
+
+def _seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+    torch.use_deterministic_algorithms(False)
+
+
+def _checkpoint_dir(cfg: DictConfig, key: str) -> Path:
+    return results_path(cfg) / "checkpoints" / cfg.experiment_name / key
+
+
+def save_checkpoint(model: torch.nn.Module, directory: Path, stage: int, policy: str) -> Path | None:
+    """Write stage weights atomically (temp file, then rename); apply the keep policy afterwards."""
+    if policy == "none":
+        return None
+    from safetensors.torch import save_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"stage_{stage}.safetensors"
+    tmp = directory / f".stage_{stage}.safetensors.tmp"
+    save_model(model, str(tmp))
+    os.replace(tmp, final)  # atomic on POSIX: a reader sees the old file or the new one, never half of one
+    if policy == "last":
+        for old in directory.glob("stage_*.safetensors"):
+            if old != final:
+                old.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(model: torch.nn.Module, directory: Path, stage: int) -> bool:
+    path = directory / f"stage_{stage}.safetensors"
+    if not path.is_file():
+        return False
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), device=str(next(model.parameters()).device))
+    return True
+
+
+def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool):
+    from harness.methods import get_method
+    from harness.methods.base import StageContext
+
+    train = get_method(cfg.method.name)
+    replay = [item for items in plan.train_items[: stage - 1] for item in items]
+    ctx = StageContext(stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress)
+    _seed_everything(int(cfg.seed) * 1000 + stage)
+    return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
+
+
+def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> float | None:
+    """The SDFT teacher's ceiling on this task: greedy accuracy with the demonstration in context."""
+    n = int(cfg.eval.in_context_items)
+    if n <= 0:
+        return None
+    from harness.scoring import greedy_scores, load_eval_docs
+
+    docs = load_eval_docs(spec)[:n]
+    scores = greedy_scores(model, tokenizer, spec, docs, mode="in_context", template=cfg.method.distill.template,
+                           batch_size=int(cfg.eval.batch_size))
+    return sum(scores) / max(len(scores), 1)
+
+
+def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tuple[dict[str, float], Any]:
+    stream_eval = [name for spec in plan.specs for name in spec.eval_tasks]
+    result = evaluate(
+        model, tokenizer, stream_eval + plan.suite_tasks, plan.include_paths,
+        builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
+        max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
+    )
+    from harness.tracking import sanitize_metric_key
+
+    metrics: dict[str, float] = {}
+    for task, values in result.metrics.items():
+        for key, value in values.items():
+            metrics[f"{task}/{sanitize_metric_key(key)}"] = value
+    for spec in plan.specs:
+        metrics[f"score/{spec.name}"] = primary_metric(result.metrics[spec.eval_tasks[0]], spec.metric)
+    general = [primary_metric(result.metrics[t]) for t in plan.suite_tasks]
+    for task, value in zip(plan.suite_tasks, general):
+        metrics[f"general/{task}"] = value
+    if general:
+        metrics["general/avg"] = sum(general) / len(general)
+    for task, n in result.n_items.items():
+        metrics[f"n_items/{task}"] = float(n)
+    return metrics, result
+
+
+def _summary_line(stage: int, label: str, metrics: dict[str, float], base: dict[str, float] | None,
+                  seconds: float) -> str:
+    scores = " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items() if k.startswith("score/"))
+    line = f"[stage {stage}: {label}] {scores}"
+    if "general/avg" in metrics:
+        line += f" | general={metrics['general/avg']:.3f}"
+        if base and "general/avg" in base:
+            line += f" (delta {metrics['general/avg'] - base['general/avg']:+.3f})"
+    return line + f" | {seconds:.0f}s"
+
+
+def _matrices(plan: StreamPlan, stage_metrics: dict[int, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    stages = sorted(stage_metrics)
+    R = pd.DataFrame([[stage_metrics[i].get(f"score/{s.name}", float("nan")) for s in plan.specs] for i in stages],
+                     index=pd.Index(stages, name="stage"), columns=[s.name for s in plan.specs])
+    G = pd.DataFrame([[stage_metrics[i].get(f"general/{t}", float("nan")) for t in plan.suite_tasks] for i in stages],
+                     index=pd.Index(stages, name="stage"), columns=plan.suite_tasks)
+    return R, G
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) one (method, stream, seed) experiment; returns R, G and the CL metrics."""
+    from tqdm.auto import tqdm
+
+    from harness.metrics import all_metrics
+    from harness.models import load_model
+    from harness.tracking import Tracker, flatten_config
+
+    validate(cfg)
+    plan = plan_stream(cfg)  # bad task data fails here, before the model loads
+    results = results_path(cfg)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"results_dir {results} is not writable ({err}); set results_dir=... to a writable folder") from None
+    tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
+    key = run_key(cfg)
+    tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed), "model": cfg.model.name,
+            "run_key": key}
+    params = flatten_config(to_container(cfg))
+    params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
+    params["suite_tasks"] = json.dumps(plan.suite_tasks)
+    parent = tracker.open_parent(key, tags, params)
+    done = tracker.completed_stages(parent)
+    ckpt_dir = _checkpoint_dir(cfg, key)
+    T = len(plan.specs)
+
+    _seed_everything(int(cfg.seed))
+    model, tokenizer = load_model(cfg.model)
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    stage_metrics: dict[int, dict[str, float]] = dict(done)
+    resume_from = max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1)
+    if resume_from > 0:
+        if load_checkpoint(model, ckpt_dir, resume_from):
+            log.info("resuming after stage %d from %s", resume_from, ckpt_dir)
+        else:
+            log.info("no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from)
+            for stage in range(1, resume_from + 1):
+                _train_stage(model, tokenizer, plan, cfg, stage, progress=False)
+    if resume_from >= 0:
+        print(f"resuming {cfg.method.name}/{cfg.stream.name}/seed {cfg.seed}: stages 0..{resume_from} already done")
+
+    bar = tqdm(range(T + 1), desc=f"{cfg.method.name} stages", unit="stage", disable=None)
+    for stage in bar:
+        if stage <= resume_from:
+            continue
+        started = time.time()
+        label = "base" if stage == 0 else plan.specs[stage - 1].name
+        bar.set_postfix_str(label)
+        train_metrics: dict[str, float] = {}
+        step_stats: list[dict[str, float]] = []
+        if stage > 0:
+            spec = plan.specs[stage - 1]
+            ceiling = _in_context_score(model, tokenizer, spec, cfg)
+            if ceiling is not None:
+                train_metrics["train/teacher_in_context_acc"] = ceiling
+            from harness.methods.base import NonFiniteLossError
+
+            try:
+                stats = _train_stage(model, tokenizer, plan, cfg, stage, progress=True)
+            except NonFiniteLossError as err:
+                message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
+                tracker.mark_failed(parent, message)
+                raise RuntimeError(message) from err
+            step_stats = stats.steps
+            train_metrics.update({f"train/{k}": float(v) for k, v in stats.summary.items()})
+        train_s = time.time() - started
+        eval_started = time.time()
+        metrics, result = _evaluate_stage(model, tokenizer, plan, cfg)
+        metrics.update(train_metrics)
+        metrics["time/train_s"] = train_s
+        metrics["time/eval_s"] = time.time() - eval_started
+        # Weights first, then the FINISHED child run: a stage marked done always has its checkpoint.
+        save_checkpoint(model, ckpt_dir, stage, cfg.checkpoints)
+        tracker.log_stage(parent, stage, label, metrics, step_stats,
+                          {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
+        stage_metrics[stage] = metrics
+        print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
+
+    R, G = _matrices(plan, stage_metrics)
+    final = all_metrics(R.to_numpy(), G.to_numpy())
+    tracker.finish_parent(parent, R, G, final, config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    print("accuracy matrix (rows: after stage i; 0 = base):")
+    print(R.round(3).to_string())
+    print("final: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items() if isinstance(v, float)))
+    return {"R": R, "G": G, "metrics": final, "parent_run_id": parent}

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real embedded model and a tiny randomly initialised one with the same tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests never reach for the network: our tasks read local files, the model is embedded.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """SmolLM2-135M-Instruct from the embedded GGUF (converted once, then read from the cache)."""
+    from harness.config import ModelConfig
+    from harness.models import load_model
+
+    return load_model(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A 2-layer, 64-wide model with SmolLM2's tokenizer: fast, deterministic, learns nothing useful."""
+    from harness.config import ModelConfig
+    from harness.models import load_model
+
+    torch.manual_seed(0)
+    return load_model(ModelConfig(random_init=True, device="cpu", dtype="float32"))

@@ -1,0 +1,66 @@
+"""Every config under conf/ composes against the schema; bad choices fail early with the valid options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+from harness.cli import CONF_DIR, compose, main
+
+GROUP_OPTIONS = [
+    (group.name, option.stem)
+    for group in sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    for option in sorted(group.glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_option_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    assert cfg.stream.tasks, "a composed config always has a stream"
+    if group == "method":
+        assert cfg.method.name in ("sft", "sdft", "dft", "opsd", "sft_replay")
+
+
+def test_defaults_are_the_paper_sdft():
+    cfg = compose([])
+    d = cfg.method.distill
+    assert (cfg.method.name, d.teacher, d.ema_rate, d.divergence, d.support, d.num_rollouts, d.temperature) == (
+        "sdft", "ema", 0.01, "forward", "full", 1, 1.0)
+    assert cfg.trainer.weight_decay == 0.0 and cfg.trainer.max_grad_norm == 1.0
+    assert cfg.model.name == "smollm2-135m-instruct"
+
+
+def test_unknown_group_option_lists_valid_ones():
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as err:
+        compose(["method=nosuchmethod"])
+    message = str(err.value)
+    assert "sdft" in message and "sft" in message
+
+
+def test_wrong_type_fails_at_composition():
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        compose(["trainer.lr=fast"])
+
+
+def test_unknown_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose(["trainer.learning_rate=1e-5"])
+
+
+def test_semantic_validation_names_key_and_valid_values():
+    with pytest.raises(ValueError, match="method.distill.divergence='kl'.*forward, reverse, jsd"):
+        compose(["method.distill.divergence=kl"])
+
+
+def test_cli_help_lists_subcommands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for sub in ("run", "report", "tasks", "bench"):
+        assert sub in out
+    assert main(["run", "--help"]) == 0
+    assert "method" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2
