@@ -26,9 +26,17 @@ class EvalResult:
     raw: dict[str, Any] = field(default_factory=dict)  # lm-eval's results/configs, JSON-safe
 
 
+# Entries of lm-eval's per-task results that are bookkeeping, not scores.
+NON_SCORE_KEYS = ("alias", "sample_len", "sample_count", "samples")
+
+
+def score_keys(task_metrics: dict[str, Any]) -> list[str]:
+    return [k for k in task_metrics if "stderr" not in k and k.split(",")[0] not in NON_SCORE_KEYS]
+
+
 def primary_metric(task_metrics: dict[str, float], preferred: str | None = None) -> float:
-    """The score that goes into the accuracy matrix: `preferred` if given, else the first non-stderr metric."""
-    keys = [k for k in task_metrics if "stderr" not in k and k != "alias"]
+    """The score that goes into the accuracy matrix: `preferred` if given, else the first score metric."""
+    keys = score_keys(task_metrics)
     if preferred:
         for key in keys:
             if key.split(",")[0] == preferred:
@@ -125,7 +133,7 @@ def stream_eval_names(specs: list[TaskSpec]) -> list[str]:
 
 
 def _metric_names(out: dict, task: str) -> list[str]:
-    return [k.split(",")[0] for k in out["results"].get(task, {}) if "stderr" not in k and k != "alias"]
+    return [k.split(",")[0] for k in score_keys(out["results"].get(task, {}))]
 
 
 def _first_arg(row: dict) -> str:

@@ -7,7 +7,6 @@ retrains the done stages deterministically without evaluating or logging them) a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,24 +25,12 @@ from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change a run's results: excluded from its identity so that a rerun resumes.
-NON_IDENTITY_KEYS = ("results_dir", "tracking_uri", "print_config", "checkpoints")
-
-
 @dataclass
 class StreamPlan:
     specs: list[TaskSpec]
     train_items: list[list[Item]]
     suite_tasks: list[str]
     include_paths: list[str]
-
-
-def run_key(cfg: DictConfig) -> str:
-    """A stable identity of the run: the resolved config minus keys that do not affect results."""
-    resolved = to_container(cfg)
-    for key in NON_IDENTITY_KEYS:
-        resolved.pop(key, None)
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_stream(cfg: DictConfig) -> StreamPlan:
@@ -140,8 +127,10 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tupl
             metrics[f"{task}/{sanitize_metric_key(key)}"] = value
     for spec in plan.specs:
         metrics[f"score/{spec.name}"] = primary_metric(result.metrics[spec.eval_tasks[0]], spec.metric)
+    for task, metric in _extra_eval_tasks(plan):
+        metrics[f"extra/{task}"] = primary_metric(result.metrics[task], metric)
     general = [primary_metric(result.metrics[t]) for t in plan.suite_tasks]
-    for task, value in zip(plan.suite_tasks, general):
+    for task, value in zip(plan.suite_tasks, general, strict=True):
         metrics[f"general/{task}"] = value
     if general:
         metrics["general/avg"] = sum(general) / len(general)
@@ -161,13 +150,24 @@ def _summary_line(stage: int, label: str, metrics: dict[str, float], base: dict[
     return line + f" | {seconds:.0f}s"
 
 
-def _matrices(plan: StreamPlan, stage_metrics: dict[int, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _extra_eval_tasks(plan: StreamPlan) -> list[tuple[str, str]]:
+    """(eval task, metric key) for every eval task beyond each stream task's first, e.g. knowledge_ood."""
+    return [(name, spec.metric) for spec in plan.specs for name in spec.eval_tasks[1:]]
+
+
+def _frame(stage_metrics: dict[int, dict[str, float]], keys: list[str], columns: list[str]) -> pd.DataFrame:
     stages = sorted(stage_metrics)
-    R = pd.DataFrame([[stage_metrics[i].get(f"score/{s.name}", float("nan")) for s in plan.specs] for i in stages],
-                     index=pd.Index(stages, name="stage"), columns=[s.name for s in plan.specs])
-    G = pd.DataFrame([[stage_metrics[i].get(f"general/{t}", float("nan")) for t in plan.suite_tasks] for i in stages],
-                     index=pd.Index(stages, name="stage"), columns=plan.suite_tasks)
-    return R, G
+    rows = [[stage_metrics[i].get(k, float("nan")) for k in keys] for i in stages]
+    return pd.DataFrame(rows, index=pd.Index(stages, name="stage"), columns=columns)
+
+
+def _matrices(plan: StreamPlan, stage_metrics: dict[int, dict[str, float]]):
+    names = [s.name for s in plan.specs]
+    R = _frame(stage_metrics, [f"score/{n}" for n in names], names)
+    G = _frame(stage_metrics, [f"general/{t}" for t in plan.suite_tasks], plan.suite_tasks)
+    extra = _extra_eval_tasks(plan)
+    X = _frame(stage_metrics, [f"extra/{t}" for t, _ in extra], [t for t, _ in extra])
+    return R, G, X
 
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
@@ -176,7 +176,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     from harness.metrics import all_metrics
     from harness.models import load_model
-    from harness.tracking import Tracker, flatten_config
+    from harness.tracking import Tracker, flatten_config, run_key
 
     validate(cfg)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
@@ -189,7 +189,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     except OSError as err:
         raise ValueError(f"results_dir {results} is not writable ({err}); set results_dir=... to a writable folder") from None
     tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
-    key = run_key(cfg)
+    key = run_key(to_container(cfg))
     tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed), "model": cfg.model.name,
             "run_key": key}
     params = flatten_config(to_container(cfg))
@@ -253,9 +253,10 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         stage_metrics[stage] = metrics
         print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
 
-    R, G = _matrices(plan, stage_metrics)
+    R, G, X = _matrices(plan, stage_metrics)
     final = all_metrics(R.to_numpy(), G.to_numpy())
-    tracker.finish_parent(parent, R, G, final, config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    tracker.finish_parent(parent, R, G, final, extra=X if X.shape[1] else None,
+                          config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
     print("accuracy matrix (rows: after stage i; 0 = base):")
     print(R.round(3).to_string())
     print("final: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items() if isinstance(v, float)))

@@ -62,7 +62,7 @@ def test_multirun_sweep_gives_one_parent_per_combination(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _parents(tmp_path)
     assert len(runs) == 4
-    assert sorted(zip(runs["tags.method"], runs["tags.seed"])) == [("dft", "0"), ("dft", "1"), ("sft", "0"), ("sft", "1")]
+    assert sorted(zip(runs["tags.method"], runs["tags.seed"], strict=True)) == [("dft", "0"), ("dft", "1"), ("sft", "0"), ("sft", "1")]
 
 
 def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):

@@ -20,7 +20,7 @@ def test_smoke_experiment_with_the_real_model(tmp_path):
     assert list(R.index) == [0, 1, 2] and list(R.columns) == list(cfg.stream.tasks)
     assert R.notna().all().all() and ((R >= 0) & (R <= 1)).all().all()
     assert list(G.columns) == list(cfg.suite.tasks) and G.notna().all().all()
-    for key in ("acc_final", "new_task_accuracy", "bwt", "general_delta"):
+    for key in ("acc", "new_task_acc", "bwt", "general_delta"):
         assert key in out["metrics"] and not math.isnan(out["metrics"][key])
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -1,0 +1,457 @@
+"""MLflow tracking: one parent run per (method, stream, seed, swept keys), one child run per stage.
+
+The layout is the "Tracking contract" of docs/ARCHITECTURE.md; `harness.report` relies on nothing else.
+Every call names its run explicitly through an `MlflowClient` (never mlflow's global active run), so two
+runs in one process (a Hydra sweep, a test) cannot leak metrics into each other.
+
+API used by the loop::
+
+    tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results_path(cfg) / "mlartifacts")
+    parent = tracker.open_parent(run_key(config), tags={...}, params=flatten_config(config),
+                                 artifacts={"config.yaml": yaml_text})      # new, or the one to resume
+    done = tracker.completed_stages(parent)          # {stage: metrics} of FINISHED children only;
+                                                     # unfinished children (a killed stage) are deleted
+    tracker.log_stage(parent, stage, task, metrics, step_stats, artifacts)   # FINISHED when all is logged
+    tracker.finish_parent(parent, R, G, final_metrics, config_yaml=...)     # idempotent
+    tracker.mark_failed(parent, message)
+
+Helpers: `sanitize_metric_key` (lm-eval's `acc,none` -> `acc`), `lm_eval_metrics` (lm-eval results ->
+`<task>/<metric>` floats), `flatten_config` (nested config -> dotted string params), `run_key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, Run, ViewType
+from mlflow.exceptions import MlflowException
+
+# MLflow's own limits (mlflow.utils.validation); repeated here so that we truncate instead of crashing.
+MAX_PARAM_VALUE = 6000
+MAX_KEY = 250
+MAX_TAG_VALUE = 5000
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_TAGS_PER_BATCH = 100
+
+ROLE = "harness.role"
+COMPLETE = "harness.complete"
+ERROR = "harness.error"
+PARENT_ID = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows children under the parent
+
+# Config keys that say where things go or how they are shown, not what is computed: excluded from the
+# run key (resuming from another directory finds the same run) and from the report's grouping.
+NON_RESULT_KEYS = frozenset(
+    {
+        "results_dir",
+        "tracking_uri",
+        "print_config",
+        "checkpoints",
+        "experiment_name",
+        "model.cache_dir",
+        "eval.log_samples",
+    }
+)
+
+# MLflow allows alphanumerics, _ - . / space and (not on Windows) ':'; everything else becomes '_'.
+_ILLEGAL = re.compile(r"[^\w\-./ ]")
+
+
+def sanitize_metric_key(key: str) -> str:
+    """A legal MLflow metric/param key for `key`.
+
+    lm-eval names metrics `<metric>,<filter>`: the default filter `none` is dropped (`acc,none` -> `acc`,
+    `exact_match,none` -> `exact_match`); any other filter is kept with an underscore so that two filters
+    of one metric stay distinct (`exact_match,strict-match` -> `exact_match_strict-match`). Other illegal
+    characters become `_`; empty path segments and leading/trailing slashes are removed because MLflow
+    rejects keys that are not normalised paths.
+    """
+    metric, sep, filt = key.partition(",")
+    if sep:
+        key = metric if filt in ("none", "") else f"{metric}_{filt}"
+    key = _ILLEGAL.sub("_", key)
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    key = "/".join(p if p != ".." else "__" for p in parts)
+    if not key:
+        raise ValueError("metric key is empty after sanitising")
+    return key[:MAX_KEY]
+
+
+def lm_eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """`<task>/<metric>` -> value for every numeric entry of lm-eval's `results["results"]` (or of the
+    per-task mapping itself). Non-numeric entries (`alias`, stderr `"N/A"`) are skipped."""
+    per_task = results.get("results", results)
+    out: dict[str, float] = {}
+    for task, values in per_task.items():
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            out[sanitize_metric_key(f"{task}/{name}")] = float(value)
+    return out
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b.c": "value"}; lists as JSON, values truncated to MLflow's param limit."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+            continue
+        is_list = isinstance(value, Sequence) and not isinstance(value, (str, bytes))  # ListConfig too
+        text = json.dumps(list(value), default=str) if is_list else str(value)
+        flat[sanitize_metric_key(name)] = text[:MAX_PARAM_VALUE]
+    return flat
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """A stable hash of everything in the resolved config that can change results (seed included)."""
+    flat = {k: v for k, v in flatten_config(config).items() if k not in NON_RESULT_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, with advice, when an http(s) tracking server does not answer.
+
+    MLflow itself retries a dead server for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 with
+    exponential backoff); one direct request settles it first. Any HTTP answer (even 401 or 404)
+    counts as reachable: authentication and paths are MLflow's business, not this check's.
+    """
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    import requests  # a dependency of mlflow
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as err:
+        raise ConnectionError(
+            f"MLflow tracking server {uri} is not reachable ({type(err).__name__}). Start it "
+            f"(e.g. `mlflow server --port {urlparse(uri).port or 5000}`), fix tracking_uri, or set "
+            "tracking_uri=null to use the local SQLite store under results_dir."
+        ) from None
+
+
+class Tracker:
+    """One MLflow experiment: creates it on first use (artifacts under `artifact_root`) and writes the
+    parent/child runs of the tracking contract.
+
+    `artifact_root` applies to local stores only: a tracking server decides where its artifacts live
+    (a path on this machine would be useless to readers elsewhere). With `create=False` a missing store
+    or experiment is an error instead of being created (what `harness report` wants).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        artifact_root: Path | str | None = None,
+        create: bool = True,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        check_reachable(tracking_uri)
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri[len("sqlite:///") :])
+            if not create and not db.exists():
+                raise FileNotFoundError(
+                    f"no MLflow store at {db}: run `harness run` first, or pass results_dir=/tracking_uri="
+                )
+            db.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._experiment(artifact_root, create)
+
+    def _experiment(self, artifact_root: Path | str | None, create: bool) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ValueError(
+                    f"experiment {self.experiment_name!r} was deleted in MLflow ({self.tracking_uri}): "
+                    "restore it (`mlflow experiments restore`), purge it (`mlflow gc`), or pick another "
+                    "experiment_name"
+                )
+            return exp.experiment_id
+        if not create:
+            names = [e.name for e in self.client.search_experiments()]
+            raise ValueError(
+                f"no experiment {self.experiment_name!r} in {self.tracking_uri}; it has: {', '.join(names) or 'none'}"
+            )
+        location = None
+        if artifact_root is not None and urlparse(self.tracking_uri).scheme not in ("http", "https"):
+            slug = re.sub(r"[^\w\-.]", "_", self.experiment_name)
+            path = Path(artifact_root).expanduser().resolve() / slug
+            path.mkdir(parents=True, exist_ok=True)
+            location = path.as_uri()
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        except MlflowException:
+            # a parallel sweep job created it between our lookup and our create
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # ---- queries -------------------------------------------------------------------------------
+    def search(self, filter_string: str = "", view: int = ViewType.ACTIVE_ONLY) -> list[Run]:
+        """All runs of this experiment matching `filter_string`, following MLflow's pagination."""
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string, run_view_type=view, max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def parents(self, complete_only: bool = True) -> list[Run]:
+        runs = self.search(f"tags.`{ROLE}` = 'parent'")
+        if complete_only:
+            runs = [r for r in runs if r.data.tags.get(COMPLETE) == "true"]
+        return sorted(runs, key=lambda r: r.info.start_time or 0)
+
+    def children(self, parent_id: str) -> list[Run]:
+        return self.search(f"tags.`{PARENT_ID}` = '{parent_id}' and tags.`{ROLE}` = 'stage'")
+
+    def is_complete(self, parent_id: str) -> bool:
+        return self.client.get_run(parent_id).data.tags.get(COMPLETE) == "true"
+
+    def history(self, run_id: str, key: str) -> dict[int, float]:
+        """step -> value of one metric (the last value logged at each step)."""
+        points = sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.timestamp)
+        return {m.step: m.value for m in points}
+
+    # ---- the parent run ------------------------------------------------------------------------
+    def open_parent(
+        self,
+        run_key: str,
+        tags: Mapping[str, Any],
+        params: Mapping[str, str],
+        artifacts: Mapping[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> str:
+        """The id of this experiment's parent run tagged `run_key` (set RUNNING again: a resume), or of
+        a new one. Params already on a resumed run are not re-logged: MLflow forbids changing a param,
+        and keys outside the run key (e.g. results_dir) may legitimately differ between attempts."""
+        found = self.search(f"tags.run_key = '{run_key}' and tags.`{ROLE}` = 'parent'")
+        if found:
+            # prefer a complete run, then the latest; more than one only after a manual copy
+            run = max(found, key=lambda r: (r.data.tags.get(COMPLETE) == "true", r.info.start_time or 0))
+            run_id = run.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            if ERROR in run.data.tags:
+                self.client.delete_tag(run_id, ERROR)
+            existing = set(run.data.params)
+        else:
+            all_tags = {str(k): str(v)[:MAX_TAG_VALUE] for k, v in tags.items()}
+            all_tags.update({ROLE: "parent", "run_key": run_key})
+            name = run_name or "-".join(str(tags[k]) for k in ("method", "stream", "seed") if k in tags)
+            run_id = self.client.create_run(
+                self.experiment_id, tags=all_tags, run_name=name or None
+            ).info.run_id
+            existing = set()
+        new = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in existing]
+        for chunk in _chunks(new, _MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+        if artifacts:
+            self.log_artifacts(run_id, artifacts)
+        return run_id
+
+    def finish_parent(
+        self,
+        parent_id: str,
+        R: pd.DataFrame,
+        G: pd.DataFrame,
+        final_metrics: Mapping[str, float],
+        extra: pd.DataFrame | None = None,
+        config_yaml: str | None = None,
+    ) -> None:
+        """Curves `score/<task>`, `general/<task>`, `general/avg` (and `extra/<task>` for further eval
+        tasks) with step = stage; `final/<metric>`; the matrices as CSV (and `config.yaml` when given); tag
+        complete; status FINISHED.
+
+        Idempotent: a (key, step) point already stored is not logged again, so a rerun after a crash in
+        here completes what is missing without duplicating curve points.
+        """
+        points: list[tuple[str, int, float]] = []
+        for prefix, frame in (("score", R), ("general", G), ("extra", extra)):
+            if frame is None:
+                continue
+            for task in frame.columns:
+                for stage, value in frame[task].items():
+                    points.append((sanitize_metric_key(f"{prefix}/{task}"), int(stage), float(value)))
+        if G.shape[1]:
+            for stage, value in G.mean(axis=1).items():
+                points.append(("general/avg", int(stage), float(value)))
+        for name, value in final_metrics.items():
+            points.append((sanitize_metric_key(f"final/{name}"), 0, float(value)))
+
+        run = self.client.get_run(parent_id)
+        logged: dict[str, set[int]] = {}
+        for key in {k for k, _, _ in points}:
+            logged[key] = (
+                {m.step for m in self.client.get_metric_history(parent_id, key)}
+                if key in run.data.metrics
+                else set()
+            )
+        ts = _now_ms()
+        todo = [Metric(k, v, ts, s) for k, s, v in points if s not in logged[k]]
+        for chunk in _chunks(todo, _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(parent_id, metrics=chunk)
+
+        params = {"stream_tasks": json.dumps(list(R.columns)), "suite_tasks": json.dumps(list(G.columns))}
+        missing = [Param(k, v) for k, v in params.items() if k not in run.data.params]
+        if missing:
+            self.client.log_batch(parent_id, params=missing)
+        artifacts: dict[str, Any] = {
+            "accuracy_matrix.csv": R.rename_axis("stage"),
+            "general_matrix.csv": G.rename_axis("stage"),
+        }
+        if extra is not None:
+            artifacts["extra_matrix.csv"] = extra.rename_axis("stage")
+        if config_yaml is not None:
+            artifacts["config.yaml"] = config_yaml
+        self.log_artifacts(parent_id, artifacts)
+        self.client.set_tag(parent_id, COMPLETE, "true")
+        self.client.set_terminated(parent_id, "FINISHED")
+
+    def mark_failed(self, parent_id: str, message: str) -> None:
+        """Record why the run stopped (tag `harness.error`) and set FAILED; a rerun resumes it."""
+        self.client.set_tag(parent_id, ERROR, message[:MAX_TAG_VALUE])
+        self.client.set_terminated(parent_id, "FAILED")
+
+    # ---- stage (child) runs --------------------------------------------------------------------
+    def completed_stages(self, parent_id: str) -> dict[int, dict[str, float]]:
+        """stage -> latest metrics of its child run, for FINISHED children only.
+
+        A child that is not FINISHED belongs to a stage that was interrupted (killed, crashed): it is
+        deleted here, so that the rerun's child for that stage is the only one the UI and report see.
+        """
+        done: dict[int, Run] = {}
+        for run in sorted(self.children(parent_id), key=lambda r: r.info.start_time or 0):
+            stage = int(run.data.tags["stage"])
+            if run.info.status != "FINISHED":
+                self.client.delete_run(run.info.run_id)
+                continue
+            if stage in done:  # two finished children of one stage: keep the latest
+                self.client.delete_run(done[stage].info.run_id)
+            done[stage] = run
+        return {stage: dict(run.data.metrics) for stage, run in sorted(done.items())}
+
+    def log_stage(
+        self,
+        parent_id: str,
+        stage: int,
+        task: str,
+        metrics: Mapping[str, float],
+        step_stats: list[Mapping[str, float]] | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+    ) -> str:
+        """One child run for `stage` (task = the trained task, or "base" for stage 0).
+
+        `metrics` are logged with step = stage under sanitised keys; `step_stats[k]` as
+        `train_step/<stat>` with step = its `step` entry if present, else k + 1. The child is set
+        FINISHED only after everything is stored; any failure in between leaves it FAILED, which
+        `completed_stages` treats as not done.
+        """
+        for run in self.children(parent_id):
+            if int(run.data.tags["stage"]) != stage:
+                continue
+            if run.info.status == "FINISHED":
+                raise ValueError(
+                    f"stage {stage} of parent run {parent_id} is already logged (run {run.info.run_id})"
+                )
+            self.client.delete_run(run.info.run_id)
+        tags = {PARENT_ID: parent_id, ROLE: "stage", "stage": str(stage), "task": task}
+        run_id = self.client.create_run(
+            self.experiment_id, tags=tags, run_name=f"stage{stage}-{task}"
+        ).info.run_id
+        try:
+            ts = _now_ms()
+            batch = [Metric(sanitize_metric_key(k), float(v), ts, stage) for k, v in metrics.items()]
+            for k, stats in enumerate(step_stats or []):
+                step = int(stats.get("step", k + 1))
+                batch += [
+                    Metric(sanitize_metric_key(f"train_step/{name}"), float(v), ts, step)
+                    for name, v in stats.items()
+                    if name != "step"
+                ]
+            for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=chunk)
+            if artifacts:
+                self.log_artifacts(run_id, artifacts)
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    # ---- artifacts -----------------------------------------------------------------------------
+    def log_artifacts(self, run_id: str, artifacts: Mapping[str, Any]) -> None:
+        """name -> str (text) | bytes | dict/list (JSON) | DataFrame (CSV) | Path (file copied).
+        A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, obj in artifacts.items():
+                rel = Path(name)
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise ValueError(f"artifact name {name!r} must be a relative path inside the run")
+                if isinstance(obj, Path):
+                    self.client.log_artifact(
+                        run_id, str(obj), rel.parent.as_posix() if rel.parent.parts else None
+                    )
+                    continue
+                local = Path(tmp) / rel.name
+                if isinstance(obj, bytes):
+                    local.write_bytes(obj)
+                elif isinstance(obj, str):
+                    local.write_text(obj, encoding="utf-8")
+                elif isinstance(obj, pd.DataFrame):
+                    # a plain 0..n-1 index carries no information; a named one (stage) does
+                    keep_index = not isinstance(obj.index, pd.RangeIndex) or obj.index.name is not None
+                    local.write_text(obj.to_csv(index=keep_index), encoding="utf-8")
+                elif isinstance(obj, (dict, list)):
+                    local.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
+                else:
+                    raise TypeError(f"artifact {name!r}: unsupported type {type(obj).__name__}")
+                self.client.log_artifact(
+                    run_id, str(local), rel.parent.as_posix() if rel.parent.parts else None
+                )
+                local.unlink()
+
+    def read_artifact_text(self, run_id: str, name: str) -> str:
+        """The text of one artifact (downloads it to a temporary folder first)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, name, tmp)
+            return Path(path).read_text(encoding="utf-8")
+
+    def read_artifact_csv(self, run_id: str, name: str) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(self.read_artifact_text(run_id, name)), index_col=0)
+
+
+def _json_default(obj: Any) -> Any:
+    # lm-eval results hold numpy scalars, dtypes and callables: keep what is a number, name the rest
+    if hasattr(obj, "item"):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    return str(obj)

@@ -1,0 +1,226 @@
+"""`harness report` on a store written through our own tracking code, checked against hand-computed numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image as mpimg
+from omegaconf import OmegaConf
+
+from harness import metrics
+from harness.report import RunResult, group_runs, write_report
+from harness.tracking import Tracker, flatten_config
+
+# Student t 0.975 quantiles from a printed table (independent of scipy): 1 and 3 degrees of freedom.
+T975 = {1: 12.7062047, 3: 3.18244631}
+
+TASKS, SUITE = ["a", "b"], ["g1", "g2"]
+# (method, seed) -> (R, G); rows = base, after a, after b
+RUNS = {
+    ("sft", 0): ([[0.1, 0.2], [0.9, 0.3], [0.5, 0.8]], [[0.6, 0.8], [0.5, 0.7], [0.4, 0.6]]),
+    ("sft", 1): ([[0.1, 0.2], [0.7, 0.1], [0.3, 1.0]], [[0.6, 0.8], [0.5, 0.5], [0.4, 0.4]]),
+    ("sdft", 0): ([[0.1, 0.2], [0.6, 0.2], [0.6, 0.7]], [[0.6, 0.8], [0.6, 0.8], [0.6, 0.7]]),
+    ("sdft", 1): ([[0.1, 0.3], [0.8, 0.4], [0.7, 0.9]], [[0.6, 0.8], [0.6, 0.7], [0.5, 0.7]]),
+}
+# Per-run summary values worked out by hand from the matrices above (DESIGN section 5):
+# a/new = R[1,a], a/general = mean G[1], b/new = R[2,b], b/general = mean G[2], then the CL metrics.
+COLS = [
+    "a/new",
+    "a/general",
+    "b/new",
+    "b/general",
+    "acc",
+    "new_task_acc",
+    "bwt",
+    "fwt",
+    "forgetting",
+    "general_delta",
+]
+BY_HAND = {
+    ("sft", 0): [0.9, 0.6, 0.8, 0.5, 0.65, 0.85, -0.4, 0.1, 0.4, -0.2],
+    ("sft", 1): [0.7, 0.5, 1.0, 0.4, 0.65, 0.85, -0.4, -0.1, 0.4, -0.3],
+    ("sdft", 0): [0.6, 0.7, 0.7, 0.65, 0.65, 0.65, 0.0, 0.0, 0.0, -0.05],
+    ("sdft", 1): [0.8, 0.65, 0.9, 0.6, 0.8, 0.85, -0.1, 0.1, 0.1, -0.1],
+}
+
+
+def _frame(rows, cols) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=cols, index=pd.Index(range(len(rows)), name="stage"))
+
+
+def _config(method: str, seed: int) -> dict:
+    return {
+        "method": {"name": method},
+        "seed": seed,
+        "trainer": {"lr": 5e-5},
+        "eval": {"limit": 20},
+        "model": {"name": "tiny-test"},
+        "stream": {"name": "demo", "tasks": TASKS},
+        "results_dir": f"/somewhere/{seed}",
+    }
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", "cmp", results / "mlartifacts")
+    for (method, seed), (R, G) in RUNS.items():
+        params = flatten_config(_config(method, seed))
+        params.update({"stream_tasks": '["a", "b"]', "suite_tasks": '["g1", "g2"]'})
+        tags = {"method": method, "stream": "demo", "seed": seed, "model": "tiny-test"}
+        parent = tracker.open_parent(f"{method}-{seed}", tags, params)
+        r, g = _frame(R, TASKS), _frame(G, SUITE)
+        for stage in range(3):
+            tracker.log_stage(
+                parent,
+                stage,
+                "base" if stage == 0 else TASKS[stage - 1],
+                {
+                    **{f"score/{t}": r.loc[stage, t] for t in TASKS},
+                    **{f"general/{m}": g.loc[stage, m] for m in SUITE},
+                    **({"n_items/a": 20, "n_items/b": 15} if stage == 0 else {}),
+                },
+            )
+        tracker.finish_parent(parent, r, g, metrics.all_metrics(r, g))
+    # an unfinished run (killed at stage 1) must not enter the report
+    unfinished = tracker.open_parent(
+        "sft-2",
+        {"method": "sft", "stream": "demo", "seed": 2},
+        {**flatten_config(_config("sft", 2)), "stream_tasks": '["a", "b"]'},
+    )
+    tracker.log_stage(unfinished, 0, "base", {"score/a": 0.0, "score/b": 0.0})
+    cfg = OmegaConf.create({"experiment_name": "cmp", "results_dir": str(results), "tracking_uri": None})
+    out = write_report(cfg)
+    assert out == results / "cmp"
+    return out
+
+
+def _mean_ci2(x: float, y: float) -> tuple[float, float]:
+    # two values: sd = |x - y| / sqrt(2), so t * sd / sqrt(2) = t * |x - y| / 2
+    return (x + y) / 2, T975[1] * abs(x - y) / 2
+
+
+def test_summary_csv_numbers(report_dir):
+    summary = pd.read_csv(report_dir / "summary.csv")
+    assert summary["method"].tolist() == ["base model", "sdft", "sft"]
+    assert summary["n"].tolist() == [4, 2, 2]
+    assert summary["seeds"].tolist() == ["0 1", "0 1", "0 1"]
+    for method in ("sft", "sdft"):
+        row = summary.set_index("method").loc[method]
+        for k, col in enumerate(COLS):
+            mean, half = _mean_ci2(BY_HAND[(method, 0)][k], BY_HAND[(method, 1)][k])
+            assert row[col] == pytest.approx(mean, abs=1e-9), (method, col)
+            assert row[f"{col}_ci95"] == pytest.approx(half, abs=1e-6), (method, col)
+    base = summary.set_index("method").loc["base model"]
+    assert base["a/new"] == pytest.approx(0.1) and base["a/new_ci95"] == pytest.approx(0.0, abs=1e-12)
+    # b at stage 0: 0.2, 0.2, 0.2, 0.3 -> mean 0.225, sd 0.05, n 4
+    assert base["b/new"] == pytest.approx(0.225)
+    assert base["b/new_ci95"] == pytest.approx(T975[3] * 0.05 / 2, abs=1e-6)
+    assert base["a/general"] == pytest.approx(0.7) and base["b/general"] == pytest.approx(0.7)
+    for col in ("acc", "new_task_acc", "bwt", "fwt", "forgetting", "general_delta"):
+        assert np.isnan(base[col])
+
+
+def test_matrix_csv(report_dir):
+    sft = pd.read_csv(report_dir / "matrix_demo_sft.csv", index_col="stage")
+    expected = pd.DataFrame(
+        {"a": [0.1, 0.8, 0.4], "b": [0.2, 0.2, 0.9]}, index=pd.Index([0, 1, 2], name="stage")
+    )
+    pd.testing.assert_frame_equal(sft, expected, atol=1e-12)
+    sdft = pd.read_csv(report_dir / "matrix_demo_sdft.csv", index_col="stage")
+    np.testing.assert_allclose(sdft.to_numpy(), [[0.1, 0.25], [0.7, 0.3], [0.65, 0.8]])
+    md = (report_dir / "matrix_demo_sft.md").read_text()
+    assert "| 2 (b) | 40.0 ± 127.1 | 90.0 ± 127.1 | 45.0 |" in md
+
+
+def test_tables_and_comparison(report_dir):
+    md = (report_dir / "summary.md").read_text()
+    # the paper layout: base row first, per task "new / general"
+    assert "| base model | 4 | 10.0 ± 0.0 / 70.0 ± 0.0 | 22.5 ± 8.0 / 70.0 ± 0.0 |" in md
+    assert (
+        "Evaluation items per task (`eval.limit`; None = the full eval set): 20; evaluated: a 20, b 15" in md
+    )
+    assert "WARNING" not in md
+    assert "Model: tiny-test" in md and "Seeds: 0, 1 (4 complete runs; 1 incomplete runs ignored)" in md
+    # the comparison sentence is computed from the numbers
+    assert "sft has the higher new-task accuracy (85.0 ± 0.0 vs 75.0 ± 127.1 for sdft; 95% CIs overlap)" in md
+    assert "sdft has the higher final general-suite average" in md
+    assert (
+        "sdft has the lower forgetting (Chaudhry) (5.0 ± 63.5 vs 40.0 ± 0.0 for sft; 95% CIs overlap)" in md
+    )
+    tex = (report_dir / "summary.tex").read_text()
+    for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lrrrrrrrrr}"):
+        assert rule in tex
+    assert "$80.0_{\\pm 127.1}$ / $55.0_{\\pm 63.5}$" in tex  # sft, task a
+    assert "new\\_task" not in tex and "general $\\Delta$" not in tex.lower()
+
+
+def test_plots_are_valid_pngs_and_html_is_self_contained(report_dir):
+    pngs = sorted(p.name for p in report_dir.glob("*.png"))
+    assert pngs == [
+        "forgetting_demo.png",
+        "general_demo.png",
+        "heatmap_demo_sdft.png",
+        "heatmap_demo_sft.png",
+        "normalized_demo.png",
+    ]
+    for name in pngs:
+        data = (report_dir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        pixels = mpimg.imread(report_dir / name)
+        assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 300, name
+        # not a blank canvas: many distinct colours and real variance
+        assert pixels[..., :3].std() > 0.05, name
+        assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 50, name
+    page = (report_dir / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == len(pngs)
+    assert "http://" not in page and "https://" not in page  # opens offline
+    assert "<td>base model</td>" in page
+
+
+def test_grouping_splits_swept_params_not_seeds():
+    frame = _frame([[0.0], [1.0]], ["a"])
+    empty = _frame([[], []], [])
+
+    def run(method, seed, lr, results_dir):
+        params = {"trainer.lr": lr, "seed": str(seed), "results_dir": results_dir, "method.name": method}
+        return RunResult(f"{method}{seed}{lr}", method, "s", str(seed), "m", params, frame, empty, empty)
+
+    runs = [
+        run("sft", 0, "1e-4", "/x"),
+        run("sft", 1, "1e-4", "/y"),
+        run("sft", 0, "5e-5", "/x"),
+        run("sdft", 0, "5e-5", "/x"),
+        run("sdft", 1, "5e-5", "/z"),
+    ]
+    labels = {g.label: len(g.runs) for g in group_runs(runs)}
+    assert labels == {"sdft": 2, "sft (trainer.lr=1e-4)": 2, "sft (trainer.lr=5e-5)": 1}
+
+
+def test_single_seed_single_task_without_suite(tmp_path):
+    """The degenerate corners: n = 1 (no CI), T = 1 (BWT/FWT/Forgetting undefined), no general suite."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "edge", tmp_path / "mlartifacts")
+    for method, after in (("sft", 0.9), ("sdft", 0.6)):
+        parent = tracker.open_parent(
+            method,
+            {"method": method, "stream": "one", "seed": 0, "model": "m"},
+            {"stream_tasks": '["a"]', "suite_tasks": "[]", "method.name": method},
+        )
+        r, g = _frame([[0.2], [after]], ["a"]), _frame([[], []], [])
+        tracker.finish_parent(parent, r, g, metrics.all_metrics(r, g))
+    cfg = OmegaConf.create({"experiment_name": "edge", "results_dir": str(tmp_path), "tracking_uri": None})
+    out = write_report(cfg)
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    assert summary.loc["sft", "a/new"] == pytest.approx(0.9) and np.isnan(summary.loc["sft", "a/new_ci95"])
+    assert np.isnan(summary.loc["sft", "bwt"]) and np.isnan(summary.loc["sft", "general_delta"])
+    md = (out / "summary.md").read_text()
+    assert "sft has the higher new-task accuracy (90.0 vs 60.0 for sdft; no CI with a single seed)" in md
+    assert "forgetting (Chaudhry) is undefined here" in md
+    assert not (out / "general_one.png").exists()
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "forgetting_one.png",
+        "heatmap_one_sdft.png",
+        "heatmap_one_sft.png",
+        "normalized_one.png",
+    ]
