@@ -1,0 +1,119 @@
+"""Tokenization and collation shared by every method.
+
+One layout serves training, teacher scoring and generation: prompts left-padded to a common length P,
+completions (demonstrations or rollouts) right-padded to C, concatenated. The hidden state at column P-1+t
+predicts completion token t for every row, so the completion positions are one slice, no gather, and the
+LM head runs on those positions only. Position ids are derived from the attention mask, so padding never
+shifts a sequence's positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.tasks import Item, Messages, student_messages
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Messages) -> list[int]:
+    """The chat template with the assistant turn opened (what the model continues from)."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(encoded, "keys"):  # transformers 5 returns a BatchEncoding
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def completion_ids(tokenizer: Any, text: str) -> list[int]:
+    """A demonstration as the model would generate it: its tokens, then the end-of-turn token.
+
+    The EOS ends a generated turn too (generation stops on it), so SFT and SDFT train on the same shape.
+    """
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
+def encode_demonstration(tokenizer: Any, item: Item, max_length: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, demonstration ids) for SFT; a demonstration too long for `max_length` is cut at the end."""
+    prompt = chat_prompt_ids(tokenizer, student_messages(item))
+    demo = completion_ids(tokenizer, item.demonstration)
+    if len(prompt) >= max_length:
+        raise ValueError(
+            f"item {item_name(item)}: the prompt alone has {len(prompt)} tokens, model.max_length={max_length}"
+        )
+    return prompt, demo[: max_length - len(prompt)]
+
+
+def item_name(item: Item) -> str:
+    parts = [p for p in (item.source, f"id={item.id}" if item.id is not None else "") if p]
+    return " ".join(parts) or repr(str(item.prompt)[:60])
+
+
+def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) [B, max_len]; `side` is where the padding goes."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if not seq:
+            continue
+        if side == "left":
+            ids[row, width - len(seq):] = torch.as_tensor(seq)
+            mask[row, width - len(seq):] = 1
+        else:
+            ids[row, : len(seq)] = torch.as_tensor(seq)
+            mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class PromptCompletionBatch:
+    input_ids: torch.Tensor  # [B, P + C]
+    attention_mask: torch.Tensor  # [B, P + C]
+    prompt_len: int  # P: column P-1+t predicts completion token t
+    completion_ids: torch.Tensor  # [B, C], right-padded
+    completion_mask: torch.Tensor  # [B, C]
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        return position_ids(self.attention_mask)
+
+    def to(self, device: torch.device) -> PromptCompletionBatch:
+        return PromptCompletionBatch(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_len,
+                                     self.completion_ids.to(device), self.completion_mask.to(device))
+
+
+def join(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor,
+         completion_mask: torch.Tensor) -> PromptCompletionBatch:
+    """Left-padded prompts [B, P] + right-padded completions [B, C] -> one batch."""
+    return PromptCompletionBatch(
+        torch.cat([prompt_ids, completion], dim=1),
+        torch.cat([prompt_mask, completion_mask], dim=1),
+        prompt_ids.shape[1],
+        completion,
+        completion_mask,
+    )
+
+
+def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+            ) -> PromptCompletionBatch:
+    p_ids, p_mask = pad(prompts, pad_id, "left")
+    c_ids, c_mask = pad(completions, pad_id, "right")
+    return join(p_ids, p_mask, c_ids, c_mask)
+
+
+def completion_hidden(model: Any, batch: PromptCompletionBatch) -> torch.Tensor:
+    """Final hidden states [B, C, H] at the positions that predict the completion tokens.
+
+    Runs the decoder without its LM head: the head is applied later, chunked, to these positions only.
+    """
+    decoder = getattr(model, model.base_model_prefix)
+    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                  position_ids=batch.position_ids, use_cache=False)
+    p, c = batch.prompt_len, batch.completion_ids.shape[1]
+    return out.last_hidden_state[:, p - 1: p - 1 + c]

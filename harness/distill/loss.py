@@ -1,0 +1,94 @@
+"""The SDFT distillation loss on completion positions, fused with the LM heads and chunked.
+
+Per token: divergence(student || teacher) on next-token distributions at the same temperature; tokens
+before `skip_tokens` and padding get weight 0; the per-token loss is averaged per sequence, then over the
+batch (TRL's and the paper's aggregation). Only completion positions reach the heads, `chunk_size` positions
+at a time, so neither model's full [B, C, V] logits ever exist (harness.distill.fused_head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.distill.divergence import kl, token_divergence
+from harness.distill.fused_head import fused_head_loss
+
+FIRST_TOKENS = 3  # diagnostics: KL on the first completion tokens vs the rest (DESIGN section 11)
+
+
+@dataclass
+class DistillSettings:
+    divergence: str = "forward"
+    beta: float = 0.5
+    support: str = "full"
+    topk: int = 20
+    tail: bool = True
+    skip_tokens: int = 3
+    temperature: float = 1.0
+    chunk_size: int = 128
+
+
+def loss_mask(completion_mask: torch.Tensor, skip_tokens: int) -> torch.Tensor:
+    positions = torch.arange(completion_mask.shape[1], device=completion_mask.device).unsqueeze(0)
+    return completion_mask * (positions >= skip_tokens).to(completion_mask.dtype)
+
+
+def distillation_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    student_head: torch.nn.Module,
+    teacher_head: torch.nn.Module,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    settings: DistillSettings,
+    batch_total: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss, diagnostics). Hidden states [B, C, H] at the positions predicting completion tokens [B, C].
+
+    `batch_total`: number of sequences the batch mean divides by (the whole step's, under accumulation).
+    Diagnostics: `kl` = forward KL(teacher || student) per loss token (whatever the trained divergence),
+    `kl_first` / `kl_rest` split at FIRST_TOKENS, `loss_tokens`.
+    """
+    rows = completion_ids.shape[0]
+    batch_total = batch_total or rows
+    keep = completion_mask.bool()
+    trained = loss_mask(completion_mask, settings.skip_tokens).float()
+    per_seq = trained.sum(-1, keepdim=True).clamp(min=1.0)
+    weights = (trained / per_seq / batch_total)[keep]
+    tokens = completion_ids[keep]
+    t_hidden = teacher_hidden[keep].detach()
+    temp = float(settings.temperature)
+    fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
+
+    def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher_head(t_hidden[start:end]) / temp
+        student_logits = student_logits / temp
+        value = token_divergence(student_logits, teacher_logits, kind=settings.divergence, beta=settings.beta,
+                                 support=settings.support, topk=settings.topk, tail=settings.tail,
+                                 tokens=tokens[start:end])
+        if settings.divergence == "forward" and settings.support == "full":
+            fkl[start:end] = value.detach()
+        else:
+            with torch.no_grad():
+                fkl[start:end] = kl(torch.log_softmax(teacher_logits.float(), -1),
+                                    torch.log_softmax(student_logits.detach().float(), -1))
+        return value
+
+    loss = fused_head_loss(student_hidden[keep], student_head, weights, per_token, settings.chunk_size)
+    position = torch.arange(completion_ids.shape[1], device=tokens.device).expand_as(completion_ids)[keep]
+    trained_flat = trained[keep].bool()
+    first = position < FIRST_TOKENS
+    diag = {
+        "kl": _mean(fkl[trained_flat]),
+        "kl_first": _mean(fkl[first]),
+        "kl_rest": _mean(fkl[~first]),
+        "loss_tokens": float(trained_flat.sum()),
+    }
+    return loss, diag
+
+
+def _mean(x: torch.Tensor) -> float:
+    return float(x.mean()) if x.numel() else float("nan")

@@ -1,0 +1,48 @@
+"""The SDFT teacher: an EMA of the student, the stage's starting weights, or the live student.
+
+A teacher is built at the start of every stage from the student *as it is then* (a deep copy in memory),
+so in a continual run it never reverts to the original base model (TRL's SDFTTrainer reloads its teacher
+from `config._name_or_path`, i.e. the original checkpoint; we never read weights from disk here).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from harness.config import TEACHERS
+
+
+class Teacher:
+    def __init__(self, student: torch.nn.Module, kind: str = "ema", ema_rate: float = 0.01) -> None:
+        if kind not in TEACHERS:
+            raise ValueError(f"teacher={kind!r} is not known; valid: {', '.join(TEACHERS)}")
+        if not 0.0 < ema_rate <= 1.0:
+            raise ValueError(f"ema_rate={ema_rate}: must be in (0, 1]")
+        self.kind, self.rate, self.student = kind, ema_rate, student
+        if kind == "live":
+            self.model: Any = student  # no copy: the OPSD memory saving
+        else:
+            grads = [p.grad for p in student.parameters()]
+            for p in student.parameters():
+                p.grad = None  # keep gradients out of the copy
+            self.model = copy.deepcopy(student)
+            for p, g in zip(student.parameters(), grads, strict=True):
+                p.grad = g
+            self.model.requires_grad_(False)
+            self.model.eval()
+        self._teacher_params = [p for p in self.model.parameters()]
+        self._student_params = [p for p in student.parameters()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After every optimizer step: phi <- a*theta + (1-a)*phi, in place, all tensors at once."""
+        if self.kind == "ema":
+            torch._foreach_lerp_(self._teacher_params, [p.detach() for p in self._student_params], self.rate)
+
+    def release(self) -> None:
+        """Drop the copy (the next stage builds a fresh one from the student)."""
+        self._teacher_params, self._student_params = [], []
+        self.model = None

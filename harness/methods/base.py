@@ -1,0 +1,156 @@
+"""What every method shares: the stage context, the returned stats, and the optimizer-step loop.
+
+A method supplies `micro_step(micro, batch) -> (loss, stats)`: forward and backward of the micro-batch
+`micro` (a slice of the step's `batch`), its loss already scaled so that the micro-batches of one step add
+up to the loss of the whole batch (the normaliser may depend on the whole batch, e.g. its token count).
+The loop owns shuffling, step counting, the optimizer and schedule, clipping, the NaN check, and the
+per-step stats; methods never talk to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.optim import build_optimizer, build_scheduler
+from harness.tasks import Item
+
+
+@dataclass
+class StageContext:
+    stage: int = 1
+    seed: int = 0
+    replay_items: list[Item] = field(default_factory=list)  # earlier tasks' train items (sft_replay)
+    progress: bool = False  # a tqdm bar over optimizer steps
+
+
+@dataclass
+class TrainStats:
+    steps: list[dict[str, float]]  # one dict per optimizer step
+    summary: dict[str, float]
+
+
+class NonFiniteLossError(RuntimeError):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"non-finite training loss {value} at optimizer step {step}; the step was not applied")
+        self.step, self.value = step, value
+
+
+def stage_generator(ctx: StageContext) -> torch.Generator:
+    """One RNG per (seed, stage): shuffling and sampling are reproducible and differ between stages.
+
+    seed * 1_000_003 + stage rather than seed + stage, so (seed 0, stage 1) and (seed 1, stage 0) differ.
+    """
+    return torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.stage)
+
+
+def num_steps(n_items: int, trainer_cfg: Any) -> int:
+    steps = math.ceil(float(trainer_cfg.epochs) * n_items / int(trainer_cfg.batch_size))
+    if trainer_cfg.max_steps is not None:
+        steps = min(steps, int(trainer_cfg.max_steps))
+    return max(steps, 0)
+
+
+def epoch_batches(n_items: int, batch_size: int, steps: int, gen: torch.Generator) -> list[list[int]]:
+    """`steps` batches of indices: consecutive slices of one fresh permutation per epoch."""
+    order: list[int] = []
+    while len(order) < steps * batch_size:
+        order.extend(torch.randperm(n_items, generator=gen).tolist())
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+
+
+def limit_items(items: list[Item], cfg: Any) -> list[Item]:
+    limit = cfg.trainer.max_train_items
+    return list(items[:limit]) if limit else list(items)
+
+
+MicroStep = Callable[[list[Item], list[Item]], tuple[float, dict[str, float]]]
+
+
+def run_stage(
+    model: torch.nn.Module,
+    cfg: Any,
+    ctx: StageContext,
+    batches: list[list[Item]],
+    micro_step: MicroStep,
+    after_step: Callable[[], None] | None = None,
+    desc: str = "train",
+) -> TrainStats:
+    """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches."""
+    tcfg = cfg.trainer
+    optimizer = build_optimizer(model, tcfg)
+    scheduler = build_scheduler(optimizer, tcfg.warmup_steps, len(batches))
+    accum = int(tcfg.grad_accum)
+    checkpointing = bool(tcfg.gradient_checkpointing)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    steps: list[dict[str, float]] = []
+    bar = None
+    if ctx.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(batches), desc=f"stage {ctx.stage} {desc}", unit="step")
+    start = time.perf_counter()
+    try:
+        for step, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            size = math.ceil(len(batch) / accum)
+            loss, merged = 0.0, {}
+            for micro in (batch[i:i + size] for i in range(0, len(batch), size)):
+                micro_loss, stats = micro_step(micro, batch)
+                loss += micro_loss
+                for key, value in stats.items():
+                    merged.setdefault(key, []).append(value)
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(step, loss)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            if after_step is not None:
+                after_step()
+            record = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+            record.update(_merge(merged))
+            record["step_s"] = time.perf_counter() - t0
+            if "completion_tokens" in record:
+                record["tokens_per_s"] = record["completion_tokens"] / record["step_s"]
+            steps.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        optimizer.zero_grad(set_to_none=True)
+        if checkpointing:
+            model.gradient_checkpointing_disable()
+        model.eval()
+    return TrainStats(steps, summarize(steps, time.perf_counter() - start))
+
+
+def _merge(values: dict[str, list[float]]) -> dict[str, float]:
+    """Micro-batch stats -> step stats: counts and times add up, everything else is averaged."""
+    out = {}
+    for key, vals in values.items():
+        additive = key.endswith("_s") or key.endswith("_tokens")
+        out[key] = float(sum(vals)) if additive else float(sum(vals) / len(vals))
+    return out
+
+
+def summarize(steps: list[dict[str, float]], train_s: float) -> dict[str, float]:
+    summary: dict[str, float] = {"steps": float(len(steps)), "train_s": train_s}
+    if not steps:
+        return summary
+    for key in steps[0]:
+        vals = [s[key] for s in steps if key in s]
+        summary[f"mean_{key}"] = float(sum(vals) / len(vals))
+    summary["first_loss"] = steps[0]["loss"]
+    summary["last_loss"] = steps[-1]["loss"]
+    return summary

@@ -1,0 +1,14 @@
+"""DFT (dynamic fine-tuning): SFT with each token's loss weighted by its detached probability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.methods.base import StageContext, TrainStats
+from harness.methods.sft import token_dft, train_supervised
+from harness.tasks import Item, TaskSpec
+
+
+def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
+          ctx: StageContext) -> TrainStats:
+    return train_supervised(model, tokenizer, items, cfg, ctx, token_dft, "dft")

@@ -1,0 +1,47 @@
+"""SFT with replay: a share `method.replay_fraction` of every batch is drawn from earlier tasks' items.
+
+Same number of steps and batch size as SFT on the stage's task (so the compute matches SFT's); the
+stage's own items fill the rest of each batch, reshuffled every epoch. With no earlier items (stage 1) it
+is plain SFT.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from harness.methods.base import (
+    StageContext,
+    TrainStats,
+    epoch_batches,
+    limit_items,
+    num_steps,
+    run_stage,
+    stage_generator,
+)
+from harness.methods.sft import SupervisedStep
+from harness.tasks import Item, TaskSpec
+
+
+def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
+          ctx: StageContext) -> TrainStats:
+    items = limit_items(items, cfg)
+    batch_size = int(cfg.trainer.batch_size)
+    fraction = float(cfg.method.replay_fraction)
+    n_replay = min(batch_size - 1, round(fraction * batch_size)) if ctx.replay_items else 0
+    gen = stage_generator(ctx)
+    steps = num_steps(len(items), cfg.trainer)
+    own = epoch_batches(len(items), batch_size - n_replay, steps, gen)
+    batches = []
+    for idx in own:
+        batch = [items[i] for i in idx]
+        if n_replay:
+            pick = torch.randint(len(ctx.replay_items), (n_replay,), generator=gen).tolist()
+            batch += [ctx.replay_items[i] for i in pick]
+        batches.append(batch)
+    stats = run_stage(model, cfg, ctx, batches, SupervisedStep(model, tokenizer, cfg), desc="sft_replay")
+    stats.summary["replay_per_batch"] = float(n_replay)
+    stats.summary["replay_share"] = n_replay / batch_size if batch_size else math.nan
+    return stats

@@ -1,0 +1,40 @@
+"""AdamW with a linear-warmup cosine schedule (DESIGN section 4: weight decay 0, clip 1.0 by default)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        params,
+        lr=float(trainer_cfg.lr),
+        betas=(float(trainer_cfg.adam_beta1), float(trainer_cfg.adam_beta2)),
+        weight_decay=float(trainer_cfg.weight_decay),
+        # foreach keeps the update to a handful of kernels, which matters for many small tensors on CPU
+        foreach=True,
+    )
+
+
+def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier for optimizer step `step` (0-based).
+
+    Warm-up reaches the full rate at step `warmup_steps - 1`, starting at 1/warmup (not 0, so no step is
+    wasted at a zero rate, which matters for short stages); then a half cosine towards 0 at `total_steps`.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine_factor(step, int(warmup_steps), int(total_steps))
+    )
