@@ -104,9 +104,10 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
     n = int(cfg.eval.in_context_items)
     if n <= 0:
         return None
-    from harness.scoring import greedy_scores, load_eval_docs
+    from harness.scoring import greedy_scores
 
-    docs = load_eval_docs(spec)[:n]
+    lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
+    docs = [json.loads(line) for line in lines if line.strip()][:n]
     scores = greedy_scores(model, tokenizer, spec, docs, mode="in_context", template=cfg.method.distill.template,
                            batch_size=int(cfg.eval.batch_size))
     return sum(scores) / max(len(scores), 1)
