@@ -77,6 +77,8 @@ def evaluate(
         # Our tasks read local JSON files; never let datasets/hub reach for the network.
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # lm-eval logs every context it builds at INFO; one line per stage from the loop is what users read.
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
     was_training = model.training
     model.eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,

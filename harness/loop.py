@@ -45,7 +45,10 @@ def plan_stream(cfg: DictConfig) -> StreamPlan:
     specs = [resolve_task(n) for n in names]
     limit = cfg.trainer.max_train_items
     train_items = [load_train_items(spec, limit) for spec in specs]
-    include = {str(TASKS_ROOT)} | {str(s.path) for s in specs} | {str(Path(p)) for p in cfg.suite.include_paths}
+    # lm-eval indexes include paths recursively: the built-in root covers built-in tasks; only a user's
+    # folders elsewhere are added (adding both would register each built-in task twice).
+    user_dirs = {str(s.path) for s in specs if TASKS_ROOT not in s.path.parents}
+    include = {str(TASKS_ROOT)} | user_dirs | {str(Path(p).resolve()) for p in cfg.suite.include_paths}
     return StreamPlan(specs, train_items, list(cfg.suite.tasks), sorted(include))
 
 

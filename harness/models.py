@@ -111,13 +111,21 @@ def locate_weights(name: str, cache_dir: str | None = None) -> str:
     return name
 
 
-def prepare_tokenizer(tokenizer: Any) -> Any:
-    """A pad token (the EOS when the model has none) and left padding, which batched generation needs.
+# Candidates for a pad token distinct from EOS, in order of preference.
+PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<|pad|>")
 
-    Training code pads explicitly with attention masks, so one padding side serves every use.
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """A pad token distinct from EOS where the vocabulary has one, and left padding for batched generation.
+
+    Why distinct: lm-eval calls `generate` without an attention mask, and transformers can infer the mask
+    from the pad id only when pad != eos; with pad == eos, left pads would be attended to. SmolLM2 ships
+    pad == eos == <|im_end|>. Training code pads explicitly with attention masks, so one side serves all uses.
     """
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        distinct = next((t for t in PAD_CANDIDATES if t in vocab and vocab[t] != tokenizer.eos_token_id), None)
+        tokenizer.pad_token = distinct or tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
 
@@ -150,7 +158,7 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     model.to(device)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
