@@ -58,6 +58,10 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR]
 """
 
 
+# Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
+
+
 def _groups_help() -> str:
     lines = []
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
@@ -80,11 +84,30 @@ def compose(overrides: list[str]):
     return cfg
 
 
+def _check_results_dir(argv: list[str]) -> None:
+    """Hydra creates its output folder under results_dir before our code runs and fails there with a
+    traceback; check the folder first so that an unwritable one gets one clear line (the loop checks again)."""
+    values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
+    if not values or "," in values[-1]:  # the default, or a sweep over folders: left to the loop
+        return
+    folder = Path(values[-1]).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"results_dir {folder} is not writable ({err}); set results_dir=... to a writable folder") from None
+
+
 def _run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP.format(groups=_groups_help()))
         return 0
     argv = ["--help" if a == "--hydra-help" else a for a in argv]
+    # Hydra's argparse takes -m only before the overrides (`a=1 -m b=1,2` fails); let it go anywhere.
+    argv = sorted(argv, key=lambda a: a not in ("-m", "--multirun"))
+    _check_results_dir(argv)
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
@@ -94,13 +117,23 @@ def _run(argv: list[str]) -> int:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        validate(cfg)
-        if cfg.print_config:
-            print(OmegaConf.to_yaml(cfg, resolve=True))
-            return
-        from harness.loop import run_experiment
+        try:
+            validate(cfg)
+            if cfg.print_config:
+                print(OmegaConf.to_yaml(cfg, resolve=True))
+                return
+            from harness.loop import run_experiment  # heavy (torch): not for print_config
 
-        run_experiment(cfg)
+            run_experiment(cfg)
+        except Exception as err:
+            from harness.loop import StageFailedError
+
+            if not isinstance(err, (*USER_ERRORS, StageFailedError)):
+                raise
+            # Hydra would print its own traceback for any exception; a user-fixable problem gets one line.
+            # SystemExit passes through Hydra (it catches Exception only) and stops a sweep like an error.
+            print(f"harness run: error: {err}", file=sys.stderr)
+            sys.exit(1)
 
     sys.argv = ["harness run", *argv]
     _main()
@@ -166,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest) or 0
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError) as err:
+    except USER_ERRORS as err:
         # Known, user-fixable problems: one clear line instead of a traceback.
         print(f"harness {command}: error: {err}", file=sys.stderr)
         return 1

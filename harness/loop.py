@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from harness.evaluation import evaluate, primary_metric
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
 log = logging.getLogger(__name__)
+
+
+class StageFailedError(RuntimeError):
+    """A stage stopped (e.g. a non-finite loss); the message names the stage, task and step."""
+
 
 @dataclass
 class StreamPlan:
@@ -50,6 +56,56 @@ def plan_stream(cfg: DictConfig) -> StreamPlan:
     user_dirs = {str(s.path) for s in specs if TASKS_ROOT not in s.path.parents}
     include = {str(TASKS_ROOT)} | user_dirs | {str(Path(p).resolve()) for p in cfg.suite.include_paths}
     return StreamPlan(specs, train_items, list(cfg.suite.tasks), sorted(include))
+
+
+def check_lengths(tokenizer: Any, plan: StreamPlan, max_length: int) -> None:
+    """Every training item's prompt + demonstration must fit the context, checked before any training.
+
+    Otherwise SFT would silently cut the demonstration (and its end-of-turn token) and a teacher context
+    would lose part of it; the error names the item (file:line) so the user can shorten or drop it.
+    (Teacher templates add a few more tokens: the distillation methods check those themselves.)
+    """
+    from harness.batching import chat_prompt_ids, completion_ids, item_name
+    from harness.tasks import student_messages
+
+    for items in plan.train_items:
+        for item in items:
+            n = len(chat_prompt_ids(tokenizer, student_messages(item))) + len(completion_ids(tokenizer, item.demonstration))
+            if n > max_length:
+                raise ValueError(
+                    f"item {item_name(item)}: prompt + demonstration have {n} tokens, more than "
+                    f"model.max_length={max_length}; shorten or remove the item, or raise model.max_length"
+                )
+
+
+@contextmanager
+def _store_lock(results: Path, uri: str):
+    """Serialise opening a local SQLite store: parallel sweep jobs (submitit, SLURM) that create it at once
+    race in MLflow's schema migration and one of them fails."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(results / ".mlflow.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _load_model(cfg: DictConfig):
+    from harness.models import load_model
+
+    try:
+        return load_model(cfg.model)
+    except OSError as err:  # transformers' "not a local folder and not on the hub (or offline)"
+        raise ValueError(
+            f"model.name={cfg.model.name!r} could not be loaded: {str(err).splitlines()[0]} "
+            "Use the embedded default (model=smollm2), a local model directory, or a hub id that is cached "
+            "or reachable (model=hf model.name=ORG/NAME)."
+        ) from None
 
 
 def _seed_everything(seed: int) -> None:
@@ -179,7 +235,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from harness.metrics import all_metrics
-    from harness.models import load_model
     from harness.tracking import Tracker, flatten_config, run_key
 
     validate(cfg)
@@ -192,7 +247,13 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"results_dir {results} is not writable ({err}); set results_dir=... to a writable folder") from None
-    tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
+    with _store_lock(results, tracking_uri(cfg)):
+        tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
+    _seed_everything(int(cfg.seed))
+    # The model and the item lengths are checked before the parent run exists: a bad model name or an
+    # over-long item leaves no empty RUNNING run behind.
+    model, tokenizer = _load_model(cfg)
+    check_lengths(tokenizer, plan, int(cfg.model.max_length))
     key = run_key(to_container(cfg))
     tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed), "model": cfg.model.name,
             "run_key": key}
@@ -204,8 +265,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
 
-    _seed_everything(int(cfg.seed))
-    model, tokenizer = load_model(cfg.model)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     stage_metrics: dict[int, dict[str, float]] = dict(done)
@@ -241,7 +300,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             except NonFiniteLossError as err:
                 message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
                 tracker.mark_failed(parent, message)
-                raise RuntimeError(message) from err
+                raise StageFailedError(message) from err
             step_stats = stats.steps
             train_metrics.update({f"train/{k}": float(v) for k, v in stats.summary.items()})
         train_s = time.time() - started

@@ -82,7 +82,8 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed = _parents(tmp_path / "run")
-    assert len(killed) == 1 and killed["tags.harness.complete"].isna().all()
+    assert len(killed) == 1
+    assert "tags.harness.complete" not in killed or killed["tags.harness.complete"].isna().all()
     stage1_before = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}").search_runs(
         [killed["experiment_id"][0]], "tags.stage = '1'")[0]
 
