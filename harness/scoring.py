@@ -16,8 +16,9 @@ import yaml
 
 from harness.tasks import Item, TaskSpec, resolve_template, student_messages, teacher_messages
 
-# Where a task's lm-eval YAML names no `until`, generation stops at a blank line (the built-in stream
-# tasks' choice); greedy_scores otherwise cuts where the YAML does, so both paths score the same text.
+# greedy_scores cuts a response where the task's lm-eval YAML `until` does, so both paths score the same
+# text; a folder whose YAML names no `until` gets lm-eval's own default, a blank line. (Generation also
+# stops at the EOS token, which is removed from the decoded text.)
 STOP_STRINGS = ("\n\n",)
 
 Scorer = Callable[[str, dict], float]

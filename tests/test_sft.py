@@ -92,7 +92,7 @@ def test_prompt_and_padding_get_no_gradient(tiny_model) -> None:
                            lambda lg, s, e: token_nll(lg, targets[s:e]), 4)
     loss.backward()
     per_position = out.grad.abs().sum(-1)  # [B, P + C]
-    for row, (prompt, demo) in enumerate(pairs):
+    for row, (_prompt, demo) in enumerate(pairs):
         predicting = torch.zeros(P + C, dtype=torch.bool)
         predicting[P - 1:P - 1 + len(demo)] = True  # positions whose next token is a demonstration token
         assert (per_position[row][~predicting] == 0).all()

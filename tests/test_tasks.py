@@ -26,6 +26,13 @@ def _module(path: Path):
     return module
 
 
+@pytest.fixture(scope="module")
+def tokenizer():
+    from harness.models import load_tokenizer
+
+    return load_tokenizer()
+
+
 def test_builtin_names_cover_configs():
     assert set(STREAM_TASKS + GENERAL_TASKS) <= set(builtin_task_names())
 
@@ -75,8 +82,9 @@ def test_generator_is_deterministic_and_matches_files(name):
 
 
 @pytest.mark.parametrize("name", STREAM_TASKS)
-def test_demonstrations_are_short(name, real_model):
-    _, tok = real_model
+def test_demonstrations_are_short(name, tokenizer):
+    """Rollout and eval lengths cover the longest demonstration, and demonstrations stay short (CPU cost)."""
+    tok = tokenizer
     longest = max(len(tok(r["demonstration"])["input_ids"]) for r in _rows(TASKS_ROOT / name / "train.jsonl"))
     spec = resolve_task(name)
     assert longest <= 64

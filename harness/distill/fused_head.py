@@ -58,16 +58,10 @@ class _FusedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        scale = grad_out
-        return (
-            None if grad_h is None else grad_h * scale.to(grad_h.dtype),
-            None if grad_w is None else grad_w * scale.to(grad_w.dtype),
-            None if grad_b is None else grad_b * scale.to(grad_b.dtype),
-            None,
-            None,
-            None,
-        )
+        # in place: the saved gradients are used once (no double backward), and a copy of the head-sized
+        # weight gradient would be one more vocabulary x hidden buffer at the peak
+        grads = [None if g is None else g.mul_(grad_out.to(g.dtype)) for g in ctx.saved_tensors]
+        return grads[0], grads[1], grads[2], None, None, None
 
 
 def fused_head_loss(
