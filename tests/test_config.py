@@ -64,3 +64,10 @@ def test_cli_help_lists_subcommands(capsys):
     assert main(["run", "--help"]) == 0
     assert "method" in capsys.readouterr().out
     assert main(["nonsense"]) == 2
+
+
+def test_experiment_overlay_wins_over_top_level_defaults():
+    cfg = compose(["experiment=smoke"])
+    assert cfg.experiment_name == "smoke"
+    assert cfg.trainer.max_steps == 2
+    assert compose([]).experiment_name == "default"
