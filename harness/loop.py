@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import results_path, to_container, tracking_uri, validate
-from harness.evaluation import evaluate, primary_metric
+from harness.evaluation import evaluate, primary_metric, score_keys
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,11 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tupl
 
     metrics: dict[str, float] = {}
     for task, values in result.metrics.items():
-        for key, value in values.items():
-            metrics[f"{task}/{sanitize_metric_key(key)}"] = value
+        for key in score_keys(values):  # scores and their stderr; not lm-eval's bookkeeping (sample_len)
+            metrics[f"{task}/{sanitize_metric_key(key)}"] = values[key]
+            stderr = key.replace(",", "_stderr,", 1) if "," in key else f"{key}_stderr"
+            if stderr in values:
+                metrics[f"{task}/{sanitize_metric_key(stderr)}"] = values[stderr]
     for spec in plan.specs:
         metrics[f"score/{spec.name}"] = primary_metric(result.metrics[spec.eval_tasks[0]], spec.metric)
     for task, metric in _extra_eval_tasks(plan):

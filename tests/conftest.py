@@ -12,7 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# At most 2 intra-op threads, fewer when OMP_NUM_THREADS says so (a shared machine: oversubscribed OpenMP
+# threads spin-wait and slow everything down many times over).
+torch.set_num_threads(min(2, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ def test_smoke_experiment_with_the_real_model(tmp_path):
     assert sorted(int(c.data.tags["stage"]) for c in children) == [0, 1, 2]
     stage1 = next(c for c in children if c.data.tags["stage"] == "1")
     assert stage1.data.metrics["score/tooluse"] == R.loc[1, "tooluse"]
-    assert "train/loss" in stage1.data.metrics
+    assert "train/last_loss" in stage1.data.metrics and "train/teacher_in_context_acc" in stage1.data.metrics
+    assert not any(k.endswith("sample_len") for k in stage1.data.metrics)
     assert any(k.startswith("general_mc/") for k in stage1.data.metrics)
     arts = {a.path for a in client.list_artifacts(stage1.info.run_id)}
     assert {"lm_eval_results.json", "samples.csv"} <= arts
