@@ -60,7 +60,8 @@ def cmd_show(name: str, n: int = 2) -> int:
     for item in items:
         print(f"\n===== {item.source} =====")
         print("--- student prompt ---")
-        print(tok.apply_chat_template(student_messages(item), tokenize=False, add_generation_prompt=True), end="")
+        print(tok.apply_chat_template(student_messages(item), tokenize=False, add_generation_prompt=True))
+        print("--- demonstration (the SFT target) ---")
         print(item.demonstration)
         print("--- teacher prompt ---")
         print(tok.apply_chat_template(teacher_messages(item, template), tokenize=False, add_generation_prompt=True))

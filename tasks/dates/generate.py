@@ -28,7 +28,7 @@ def make_item(rng: random.Random) -> dict:
     unit = "day" if n == 1 else "days"
     prompt = f"What is the date {n} {unit} after {long_form(start)}? Answer in the format DD.MM.YYYY."
     gold = end.strftime("%d.%m.%Y")
-    demonstration = f"{long_form(start)} + {n} {unit} = {long_form(end)}.\nAnswer: {gold}"
+    demonstration = f"{long_form(start)} + {n} {unit} = {long_form(end)}, so the answer is {gold}."
     return {"prompt": prompt, "demonstration": demonstration, "answer": gold}
 
 

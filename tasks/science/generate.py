@@ -55,7 +55,7 @@ def make_item(rng: random.Random) -> dict:
         answer = value * factor
         prompt = f"Convert {fmt(value)} {src} to {dst}. {TAG}"
         work = f"1 {src} = {fmt(factor)} {dst}, so {fmt(value)} × {fmt(factor)} = {fmt(answer)} {dst}."
-        return {"prompt": prompt, "demonstration": f"{work}\n<answer>{fmt(answer)}</answer>", "answer": fmt(answer)}
+        return {"prompt": prompt, "demonstration": f"<answer>{fmt(answer)}</answer> ({work})", "answer": fmt(answer)}
     formula = rng.choice(COMPOUNDS)
     mass, terms = molar_mass(formula)
     table = table_for(formula)
@@ -74,7 +74,7 @@ def make_item(rng: random.Random) -> dict:
         answer = moles
         prompt = f"{table}.\nHow many moles are in {fmt(grams)} g of {formula}? {TAG}"
         work = f"{formula} = {terms} = {fmt(mass)} g/mol; {fmt(grams)} / {fmt(mass)} = {fmt(moles)} mol."
-    return {"prompt": prompt, "demonstration": f"{work}\n<answer>{fmt(answer)}</answer>", "answer": fmt(answer)}
+    return {"prompt": prompt, "demonstration": f"<answer>{fmt(answer)}</answer> ({work})", "answer": fmt(answer)}
 
 
 def build() -> tuple[list[dict], list[dict]]:
