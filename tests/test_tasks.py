@@ -210,3 +210,17 @@ def test_list_and_show(capsys):
     student, teacher = out.split("--- teacher prompt ---")
     passage = _rows(TASKS_ROOT / "knowledge" / "train.jsonl")[0]["privileged"]
     assert passage in teacher and passage not in student
+
+
+@pytest.mark.parametrize("name", STREAM_TASKS + GENERAL_TASKS)
+def test_yaml_generation_length_matches_task_yaml(name):
+    """The lm-eval YAML and task.yaml agree on the evaluation generation length."""
+    from harness.scoring import lm_eval_task_config
+
+    spec = resolve_task(name)
+    for task in spec.eval_tasks:
+        config = lm_eval_task_config(spec, task)
+        assert config, f"no YAML for {task}"
+        if config["output_type"] == "generate_until":
+            assert config["generation_kwargs"]["max_gen_toks"] == spec.eval_max_gen_toks
+            assert config["generation_kwargs"]["do_sample"] is False
