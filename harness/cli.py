@@ -90,14 +90,9 @@ def _check_results_dir(argv: list[str]) -> None:
     values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
     if not values or "," in values[-1]:  # the default, or a sweep over folders: left to the loop
         return
-    folder = Path(values[-1]).expanduser().resolve()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"results_dir {folder} is not writable ({err}); set results_dir=... to a writable folder") from None
+    from harness.config import ensure_writable
+
+    ensure_writable(Path(values[-1]).expanduser().resolve())
 
 
 def _run(argv: list[str]) -> int:

@@ -159,6 +159,17 @@ def results_path(cfg: Any) -> Path:
     return Path(cfg.results_dir).expanduser().resolve()
 
 
+def ensure_writable(folder: Path) -> None:
+    """Create `folder` and prove a file can be written there; a clear ValueError otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"results_dir {folder} is not writable ({err}); set results_dir=... to a writable folder") from None
+
+
 def tracking_uri(cfg: Any) -> str:
     if cfg.tracking_uri:
         return str(cfg.tracking_uri)

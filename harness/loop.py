@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import results_path, to_container, tracking_uri, validate
+from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
 from harness.evaluation import evaluate, primary_metric, score_keys
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
@@ -243,13 +243,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     results = results_path(cfg)
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        probe = results / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"results_dir {results} is not writable ({err}); set results_dir=... to a writable folder") from None
+    ensure_writable(results)
     with _store_lock(results, tracking_uri(cfg)):
         tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
     _seed_everything(int(cfg.seed))
