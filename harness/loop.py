@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
-from harness.evaluation import evaluate, primary_metric, score_keys
+from harness.evaluation import evaluate, primary_metric, stream_eval_names
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,6 @@ def _seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
-    torch.use_deterministic_algorithms(False)
 
 
 def _checkpoint_dir(cfg: DictConfig, key: str) -> Path:
@@ -173,21 +172,14 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
 
 
 def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tuple[dict[str, float], Any]:
-    stream_eval = [name for spec in plan.specs for name in spec.eval_tasks]
     result = evaluate(
-        model, tokenizer, stream_eval + plan.suite_tasks, plan.include_paths,
+        model, tokenizer, stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths,
         builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
         max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
     )
-    from harness.tracking import sanitize_metric_key
+    from harness.tracking import lm_eval_metrics
 
-    metrics: dict[str, float] = {}
-    for task, values in result.metrics.items():
-        for key in score_keys(values):  # scores and their stderr; not lm-eval's bookkeeping (sample_len)
-            metrics[f"{task}/{sanitize_metric_key(key)}"] = values[key]
-            stderr = key.replace(",", "_stderr,", 1) if "," in key else f"{key}_stderr"
-            if stderr in values:
-                metrics[f"{task}/{sanitize_metric_key(stderr)}"] = values[stderr]
+    metrics = lm_eval_metrics(result.metrics)  # `<task>/<metric>`, scores and stderr, bookkeeping dropped
     for spec in plan.specs:
         metrics[f"score/{spec.name}"] = primary_metric(result.metrics[spec.eval_tasks[0]], spec.metric)
     for task, metric in _extra_eval_tasks(plan):
@@ -262,8 +254,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
 
-    if cfg.trainer.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
     stage_metrics: dict[int, dict[str, float]] = dict(done)
     resume_from = max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1)
     if resume_from > 0:

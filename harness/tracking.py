@@ -89,12 +89,16 @@ def sanitize_metric_key(key: str) -> str:
 
 def lm_eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     """`<task>/<metric>` -> value for every numeric entry of lm-eval's `results["results"]` (or of the
-    per-task mapping itself). Non-numeric entries (`alias`, stderr `"N/A"`) are skipped."""
+    per-task mapping itself). Non-numeric entries (`alias`, stderr `"N/A"`) and bookkeeping are skipped."""
+    from harness.evaluation import NON_SCORE_KEYS
+
     per_task = results.get("results", results)
     out: dict[str, float] = {}
     for task, values in per_task.items():
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if name.split(",")[0] in NON_SCORE_KEYS:  # lm-eval's bookkeeping (sample_len), not a score
                 continue
             out[sanitize_metric_key(f"{task}/{name}")] = float(value)
     return out
