@@ -58,13 +58,15 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR]
 """
 
 
+NOT_HYDRA_GROUPS = ("accelerate",)  # conf/accelerate holds accelerate's own config files
+
 # Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
 
 
 def _groups_help() -> str:
     lines = []
-    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_HYDRA_GROUPS):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         lines.append(f"  {group.name:<11} {', '.join(options)}")
     return "\n".join(lines) + "\n"
@@ -194,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest) or 0
-    except USER_ERRORS as err:
-        # Known, user-fixable problems: one clear line instead of a traceback.
+    except USER_ERRORS as err:  # known, user-fixable problems: one clear line instead of a traceback
         print(f"harness {command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -1,5 +1,8 @@
 """The continual-learning loop: stage 0 evaluates the untouched model, then train task i -> evaluate everything.
 
+Data parallelism (harness.distributed, `accelerate launch`): every process trains its share of each step;
+only rank 0 evaluates, talks to MLflow, writes checkpoints and prints, while the others wait.
+
 Resume: a stage is done when its MLflow child run is FINISHED. Rerunning the same command reuses the done
 stages' results, reloads the weights from the last done stage's checkpoint (or, with `checkpoints=none`,
 retrains the done stages deterministically without evaluating or logging them) and continues.
@@ -21,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
+from harness.distributed import Replicas, replicas
 from harness.evaluation import evaluate, primary_metric, stream_eval_names
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
@@ -95,9 +99,12 @@ def _store_lock(results: Path, uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _load_model(cfg: DictConfig):
+def _load_model(cfg: DictConfig, dist: Replicas):
+    """Rank 0 first (it may write the embedded model's safetensors cache), then the others from that cache."""
     from harness.models import load_model
 
+    if not dist.is_main:
+        dist.barrier()
     try:
         return load_model(cfg.model)
     except OSError as err:  # transformers' "not a local folder and not on the hub (or offline)"
@@ -106,6 +113,9 @@ def _load_model(cfg: DictConfig):
             "Use the embedded default (model=smollm2), a local model directory, or a hub id that is cached "
             "or reachable (model=hf model.name=ORG/NAME)."
         ) from None
+    finally:
+        if dist.is_main:
+            dist.barrier()
 
 
 def _seed_everything(seed: int) -> None:
@@ -233,29 +243,36 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from harness.tracking import Tracker, flatten_config, run_key
 
     validate(cfg)
+    dist = replicas()
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     results = results_path(cfg)
     ensure_writable(results)
-    with _store_lock(results, tracking_uri(cfg)):
-        tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast if unreachable
+    tracker = None
+    if dist.is_main:
+        with _store_lock(results, tracking_uri(cfg)):
+            tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast
     _seed_everything(int(cfg.seed))
     # The model and the item lengths are checked before the parent run exists: a bad model name or an
     # over-long item leaves no empty RUNNING run behind.
-    model, tokenizer = _load_model(cfg)
+    model, tokenizer = _load_model(cfg, dist)
+    dist.check_in_sync(model, "after loading the model")
     check_lengths(tokenizer, plan, int(cfg.model.max_length))
     key = run_key(to_container(cfg))
-    tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed), "model": cfg.model.name,
-            "run_key": key}
-    params = flatten_config(to_container(cfg))
-    params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
-    params["suite_tasks"] = json.dumps(plan.suite_tasks)
-    parent = tracker.open_parent(key, tags, params)
-    done = tracker.completed_stages(parent)
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
+    parent, done = None, {}
+    if tracker is not None:
+        tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed),
+                "model": cfg.model.name, "run_key": key}
+        params = flatten_config(to_container(cfg))
+        params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
+        params["suite_tasks"] = json.dumps(plan.suite_tasks)
+        params["world_size"] = str(dist.world)
+        parent = tracker.open_parent(key, tags, params)
+        done = tracker.completed_stages(parent)
 
     stage_metrics: dict[int, dict[str, float]] = dict(done)
-    resume_from = max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1)
+    resume_from = dist.broadcast(max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1))
     if resume_from > 0:
         if load_checkpoint(model, ckpt_dir, resume_from):
             log.info("resuming after stage %d from %s", resume_from, ckpt_dir)
@@ -263,10 +280,10 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             log.info("no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from)
             for stage in range(1, resume_from + 1):
                 _train_stage(model, tokenizer, plan, cfg, stage, progress=False)
-    if resume_from >= 0:
+    if resume_from >= 0 and dist.is_main:
         print(f"resuming {cfg.method.name}/{cfg.stream.name}/seed {cfg.seed}: stages 0..{resume_from} already done")
 
-    bar = tqdm(range(T + 1), desc=f"{cfg.method.name} stages", unit="stage", disable=None)
+    bar = tqdm(range(T + 1), desc=f"{cfg.method.name} stages", unit="stage", disable=None if dist.is_main else True)
     for stage in bar:
         if stage <= resume_from:
             continue
@@ -277,7 +294,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         step_stats: list[dict[str, float]] = []
         if stage > 0:
             spec = plan.specs[stage - 1]
-            ceiling = _in_context_score(model, tokenizer, spec, cfg)
+            ceiling = _in_context_score(model, tokenizer, spec, cfg) if dist.is_main else None
             if ceiling is not None:
                 train_metrics["train/teacher_in_context_acc"] = ceiling
             from harness.methods.base import NonFiniteLossError
@@ -286,23 +303,29 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                 stats = _train_stage(model, tokenizer, plan, cfg, stage, progress=True)
             except NonFiniteLossError as err:
                 message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
-                tracker.mark_failed(parent, message)
+                if tracker is not None:
+                    tracker.mark_failed(parent, message)
                 raise StageFailedError(message) from err
             step_stats = stats.steps
             train_metrics.update({f"train/{k}": float(v) for k, v in stats.summary.items()})
+            train_metrics["train/processes"] = float(dist.world)
         train_s = time.time() - started
-        eval_started = time.time()
-        metrics, result = _evaluate_stage(model, tokenizer, plan, cfg)
-        metrics.update(train_metrics)
-        metrics["time/train_s"] = train_s
-        metrics["time/eval_s"] = time.time() - eval_started
-        # Weights first, then the FINISHED child run: a stage marked done always has its checkpoint.
-        save_checkpoint(model, ckpt_dir, stage, cfg.checkpoints)
-        tracker.log_stage(parent, stage, label, metrics, step_stats,
-                          {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
-        stage_metrics[stage] = metrics
-        print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
+        if dist.is_main:
+            eval_started = time.time()
+            metrics, result = _evaluate_stage(model, tokenizer, plan, cfg)
+            metrics.update(train_metrics)
+            metrics["time/train_s"] = train_s
+            metrics["time/eval_s"] = time.time() - eval_started
+            # Weights first, then the FINISHED child run: a stage marked done always has its checkpoint.
+            save_checkpoint(model, ckpt_dir, stage, cfg.checkpoints)
+            tracker.log_stage(parent, stage, label, metrics, step_stats,
+                              {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
+            stage_metrics[stage] = metrics
+            print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
+        dist.barrier()  # the other processes wait for rank 0's evaluation before the next stage
 
+    if not dist.is_main:
+        return {"rank": dist.rank}
     R, G, X = _matrices(plan, stage_metrics)
     final = all_metrics(R.to_numpy(), G.to_numpy())
     tracker.finish_parent(parent, R, G, final, extra=X if X.shape[1] else None,

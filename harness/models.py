@@ -26,8 +26,11 @@ CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are not
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """`auto`: this process's GPU (LOCAL_RANK under a multi-process launcher), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        return torch.device("cpu")
     return torch.device(device)
 
 

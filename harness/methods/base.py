@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from harness.distributed import micro_batches, replicas
 from harness.optim import build_optimizer, build_scheduler
 from harness.tasks import Item
 
@@ -64,6 +65,15 @@ def epoch_batches(n_items: int, batch_size: int, steps: int, gen: torch.Generato
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
+def micro_seed(ctx: StageContext, step: int, micro: int) -> int:
+    """Seed of the global RNG before micro-batch `micro` (counted over the whole global batch) of `step`.
+
+    Sampling then depends only on (seed, stage, step, micro-batch), not on which process runs it: a
+    2-process run draws the same rollouts as a 1-process run with twice the accumulation.
+    """
+    return (ctx.seed * 1_000_003 + ctx.stage) * 1_000_003 + step * 1009 + micro
+
+
 def limit_items(items: list[Item], cfg: Any) -> list[Item]:
     limit = cfg.trainer.max_train_items
     return list(items[:limit]) if limit else list(items)
@@ -81,8 +91,10 @@ def run_stage(
     after_step: Callable[[], None] | None = None,
     desc: str = "train",
 ) -> TrainStats:
-    """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches."""
+    """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches
+    per process; under data parallelism (harness.distributed) each process runs its own share of them."""
     tcfg = cfg.trainer
+    dist = replicas()
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg.warmup_steps, len(batches))
     accum = int(tcfg.grad_accum)
@@ -92,7 +104,7 @@ def run_stage(
     model.train()
     steps: list[dict[str, float]] = []
     bar = None
-    if ctx.progress:
+    if ctx.progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(batches), desc=f"stage {ctx.stage} {desc}", unit="step")
@@ -102,13 +114,20 @@ def run_stage(
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
-            size = math.ceil(len(batch) / accum)
-            loss, merged = 0.0, {}
-            for micro in (batch[i:i + size] for i in range(0, len(batch), size)):
+            losses, merged = [], {}
+            mine = range(dist.rank * accum, (dist.rank + 1) * accum)
+            for index, micro in enumerate(micro_batches(batch, accum, dist.world)):
+                if index not in mine or not micro:
+                    continue
+                torch.manual_seed(micro_seed(ctx, step, index))
                 micro_loss, stats = micro_step(micro, batch)
-                loss += micro_loss
+                losses.append(micro_loss)
                 for key, value in stats.items():
                     merged.setdefault(key, []).append(value)
+            if dist.active:  # every process needs the same loss (NaN check) and the same summed gradients
+                losses, merged = _gather_stats(dist.gather((losses, merged)))
+                dist.sum_gradients(model)
+            loss = float(sum(losses))
             if not math.isfinite(loss):
                 raise NonFiniteLossError(step, loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
@@ -132,7 +151,19 @@ def run_stage(
         if checkpointing:
             model.gradient_checkpointing_disable()
         model.eval()
+    dist.check_in_sync(model, f"stage {ctx.stage}")
     return TrainStats(steps, summarize(steps, time.perf_counter() - start))
+
+
+def _gather_stats(per_rank: list[tuple[list[float], dict[str, list[float]]]]):
+    """Concatenate every process's micro-batch losses and stats, in rank (= micro-batch) order."""
+    losses: list[float] = []
+    merged: dict[str, list[float]] = {}
+    for rank_losses, rank_stats in per_rank:
+        losses.extend(rank_losses)
+        for key, values in rank_stats.items():
+            merged.setdefault(key, []).extend(values)
+    return losses, merged
 
 
 def _merge(values: dict[str, list[float]]) -> dict[str, float]:

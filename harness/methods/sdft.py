@@ -21,6 +21,7 @@ from harness.batching import chat_prompt_ids, completion_hidden, item_name, join
 from harness.distill.loss import DistillSettings, distillation_loss
 from harness.distill.rollout import sample
 from harness.distill.teacher import Teacher
+from harness.distributed import replicas
 from harness.methods.base import (
     StageContext,
     TrainStats,
@@ -133,9 +134,7 @@ def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, 
           ctx: StageContext) -> TrainStats:
     items = limit_items(items, cfg)
     d = cfg.method.distill
-    gen = stage_generator(ctx)
-    # generation samples from the global RNG: seed it from the same (seed, stage) for reproducible runs
-    torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    gen = stage_generator(ctx)  # shuffling; sampling is seeded per micro-batch by run_stage (micro_seed)
     steps = num_steps(len(items), cfg.trainer)
     batches = [[items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)]
     teacher = Teacher(model, d.teacher, float(d.ema_rate))  # from the student as it is now, every stage
@@ -144,6 +143,7 @@ def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, 
         for item in items:  # fail on an over-long teacher prompt before spending any compute
             step.prompts(item)
         stats = run_stage(model, cfg, ctx, batches, step, after_step=teacher.update, desc=cfg.method.name)
+        replicas().check_in_sync(teacher.model, f"stage {ctx.stage} teacher")  # EMA copies must agree too
     finally:
         teacher.release()
     settings, _, max_new = settings_from(cfg, spec)

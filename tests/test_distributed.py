@@ -1,0 +1,154 @@
+"""Data parallelism: `accelerate launch` with 2 CPU processes against one process with the same global batch.
+
+The 2 processes are started with our shipped config (conf/accelerate/ddp.yaml: torchrun underneath, gloo
+on this GPU-less machine). `accelerate launch --cpu --num_processes 2` would start *one* process here,
+since accelerate's multi-CPU path is mpirun; the harness refuses that case with a message (tested below).
+
+Why the losses can be compared tightly: the global batch is cut into the same micro-batches either way (2
+processes x grad_accum 1 = 1 process x grad_accum 2), every micro-batch draws its rollouts from the same
+seed, and the two micro-batch gradients are added once (float addition of two operands is commutative,
+so all-reduce and accumulation give the same bits). We allow rtol 1e-5 on losses and gradient norms: room
+for a backend that reduces in another order. A gradient averaged instead of summed halves the gradient
+norm (rtol 0.5); a rank that trained on the whole batch instead of its shard changes the rollouts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.distributed import Replicas, micro_batches, parameter_fingerprint
+
+ROOT = Path(__file__).resolve().parent.parent
+DDP_CONFIG = ROOT / "conf" / "accelerate" / "ddp.yaml"
+COMMON = ["experiment=smoke", "model=tiny", "suite=none", "eval.in_context_items=0", "trainer.max_steps=3",
+          "trainer.lr=1e-3", "trainer.warmup_steps=0"]
+
+
+def test_micro_batches_partition_the_global_batch_the_same_way():
+    batch = list(range(7))
+    two_procs = micro_batches(batch, accum=1, world=2)
+    one_proc = micro_batches(batch, accum=2, world=1)
+    assert two_procs == one_proc == [[0, 1, 2, 3], [4, 5, 6]]
+    assert micro_batches([0, 1], accum=2, world=2) == [[0], [1], [], []]  # a process may get nothing
+    assert sum(micro_batches(batch, accum=3, world=2), []) == batch
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _launch(args: list[str], processes: int) -> subprocess.CompletedProcess:
+    if processes == 1:
+        cmd = [sys.executable, "-m", "harness.cli", "run", *args]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
+               "--num_processes", str(processes), "-m", "harness.cli", "run", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return done
+
+
+def _step_metrics(results: Path, name: str) -> dict[tuple[int, int], float]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results}/mlflow.db")
+    exp = client.get_experiment_by_name("smoke")
+    out = {}
+    for run in client.search_runs([exp.experiment_id], "tags.stage != '0'"):
+        if "stage" not in run.data.tags:
+            continue
+        for m in client.get_metric_history(run.info.run_id, name):
+            out[(int(run.data.tags["stage"]), m.step)] = m.value
+    return out
+
+
+@pytest.mark.parametrize("method", ["sft", "sdft"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, method):
+    multi = _launch([*COMMON, f"method={method}", "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"], 2)
+    _launch([*COMMON, f"method={method}", "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
+    assert "accuracy matrix" in multi.stdout and multi.stdout.count("accuracy matrix") == 1  # rank 0 prints
+
+    losses_multi = _step_metrics(tmp_path / "multi", "train_step/loss")
+    losses_single = _step_metrics(tmp_path / "single", "train_step/loss")
+    assert len(losses_single) == 6 and sorted(losses_multi) == sorted(losses_single)  # 2 stages x 3 steps
+    for key, value in losses_single.items():
+        assert losses_multi[key] == pytest.approx(value, rel=1e-5), key
+    assert len({round(v, 6) for v in losses_single.values()}) > 1  # training moved the loss
+    # Adam hardly notices a gradient scaled by 1/2 (it normalises), the gradient norm does: averaging
+    # instead of summing across processes would halve it.
+    norms_multi = _step_metrics(tmp_path / "multi", "train_step/grad_norm")
+    for key, value in _step_metrics(tmp_path / "single", "train_step/grad_norm").items():
+        assert norms_multi[key] == pytest.approx(value, rel=1e-5), key
+    processes = _step_metrics(tmp_path / "multi", "train/processes")
+    assert set(processes.values()) == {2.0}
+    if method == "sdft":  # the same rollouts: same lengths, summed over both processes' shards
+        tokens_multi = _step_metrics(tmp_path / "multi", "train_step/completion_tokens")
+        assert tokens_multi == _step_metrics(tmp_path / "single", "train_step/completion_tokens")
+
+    from mlflow.tracking import MlflowClient  # exactly one parent and one child per stage: only rank 0 logs
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'multi'}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert sorted(r.data.tags.get("stage", "parent") for r in runs) == ["0", "1", "2", "parent"]
+
+
+def test_cpu_launch_without_mpi_is_refused(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "harness.cli", "run", *COMMON, f"results_dir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "started a single process" in done.stderr + done.stdout
+    assert "conf/accelerate/ddp.yaml" in done.stderr + done.stdout
+    assert not (tmp_path / "mlflow.db").exists()  # refused before anything was created
+
+
+def _worker(rank: int, world: int, init_file: str, queue) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        replicas = Replicas(rank=rank, world=world)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        (model(torch.full((1, 3), float(rank + 1))).sum()).backward()  # rank r's gradient: input r + 1
+        replicas.sum_gradients(model)
+        queue.put(("grad", rank, model.weight.grad.tolist()))  # plain lists: the worker exits
+        replicas.check_in_sync(model, "equal")
+        with torch.no_grad():
+            model.bias[0] += rank * 1e-6  # one replica drifts
+        try:
+            replicas.check_in_sync(model, "drifted")
+            queue.put(("sync", rank, None))
+        except RuntimeError as err:
+            queue.put(("sync", rank, str(err)))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_gradients_are_summed_and_drift_is_caught(tmp_path):
+    ctx = torch.multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    torch.multiprocessing.start_processes(_worker, args=(2, str(tmp_path / "init"), queue), nprocs=2,
+                                          start_method="spawn")
+    got = [queue.get(timeout=60) for _ in range(4)]
+    grads = [g for kind, _, g in got if kind == "grad"]
+    # d(sum W x)/dW = x per output row: inputs 1 and 2 summed = 3 everywhere, on both processes
+    for g in grads:
+        assert g == [[3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]
+    errors = [e for kind, _, e in got if kind == "sync"]
+    assert len(errors) == 2 and all(e and "drifted: the weights differ between processes" in e for e in errors)
+
+
+def test_fingerprint_sees_a_tiny_change():
+    model = torch.nn.Linear(4, 4)
+    before = parameter_fingerprint(model)
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-6
+    assert parameter_fingerprint(model) != before
