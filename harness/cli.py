@@ -52,9 +52,10 @@ TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ..
   validate   schema of every line (file:line errors), train/eval overlap, the lm-eval YAML loads, the scorer runs
 """
 
-BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR]
+BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | ddp [--processes N] [--out DIR]
 
   step   median step time and peak memory of SFT, our SDFT and TRL's SDFTTrainer on one fixed batch
+  ddp    median step time of 1 process vs N data-parallel processes on the same global batch
 """
 
 
@@ -174,11 +175,13 @@ def _bench(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(BENCH_HELP)
         return 0
-    if argv[0] != "step":
-        print(f"unknown benchmark {argv[0]!r}; available: step", file=sys.stderr)
+    if argv[0] == "step":
+        from harness.bench_step import main as bench_main
+    elif argv[0] == "ddp":
+        from harness.bench_ddp import main as bench_main
+    else:
+        print(f"unknown benchmark {argv[0]!r}; available: step, ddp", file=sys.stderr)
         return 2
-    from harness.bench_step import main as bench_main
-
     return bench_main(argv[1:])
 
 

@@ -7,6 +7,7 @@ the config, so a typo in a key or a string where a number belongs fails before a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ METHODS = ("sft", "sdft", "dft", "opsd", "sft_replay")
 DIVERGENCES = ("forward", "reverse", "jsd")
 SUPPORTS = ("full", "topk", "sampled")
 TEACHERS = ("ema", "base", "live")
+EVAL_BACKENDS = ("hf", "vllm")
 
 
 @dataclass
@@ -87,6 +89,10 @@ class EvalConfig:
     # eval items of the task about to be trained on which the teacher's in-context accuracy (SDFT's ceiling)
     # is measured before each stage; 0 turns it off
     in_context_items: int = 16
+    # hf: lm-eval's HFLM on the live model (default, any device). vllm: lm-eval's vLLM backend on a copy of
+    # the stage's weights (GPU, the `vllm` extra); the engine takes this share of the GPU's memory.
+    backend: str = "hf"
+    vllm_gpu_memory: float = 0.3
 
 
 @dataclass
@@ -145,8 +151,24 @@ def validate(cfg: DictConfig | Config) -> None:
         raise ValueError(f"trainer.lr={c.trainer.lr}: must be positive")
     if not c.stream.tasks:
         raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
+    _one_of("eval.backend", c.eval.backend, EVAL_BACKENDS)
+    if c.eval.backend == "vllm":
+        _check_vllm(c)
     if not 0.0 <= c.method.replay_fraction < 1.0:
         raise ValueError(f"method.replay_fraction={c.method.replay_fraction}: must be in [0, 1)")
+
+
+def _check_vllm(c: Any) -> None:
+    """The vLLM backend needs the extra and a GPU; say so before any model is loaded."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("eval.backend=vllm needs the vllm package: pip install -e '.[vllm]' (GPU machines); "
+                         "or eval.backend=hf")
+    if str(c.model.device) == "cpu":
+        raise ValueError("eval.backend=vllm runs on a GPU; model.device=cpu asks for the CPU: use eval.backend=hf")
+    if not 0.0 < c.eval.vllm_gpu_memory < 1.0:
+        raise ValueError(f"eval.vllm_gpu_memory={c.eval.vllm_gpu_memory}: must be in (0, 1)")
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
@@ -163,7 +185,7 @@ def ensure_writable(folder: Path) -> None:
     """Create `folder` and prove a file can be written there; a clear ValueError otherwise."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write_probe"
+        probe = folder / f".write_probe.{os.getpid()}"  # per process: data-parallel ranks probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,13 @@ def evaluate(
     max_gen_toks: int | None = None,
     log_samples: int = 5,
     seed: int = 0,
+    backend: str = "hf",
+    vllm_gpu_memory: float = 0.3,
 ) -> EvalResult:
-    """Run lm-eval's `simple_evaluate` on the live model for `task_names` (greedy, chat template)."""
+    """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template)."""
     if not task_names:
         return EvalResult(metrics={})
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
     if not builtin_index:
         # Our tasks read local JSON files; never let datasets/hub reach for the network.
@@ -81,8 +83,15 @@ def evaluate(
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     was_training = model.training
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-              max_length=getattr(model.config, "max_position_embeddings", None))
+    snapshot = None
+    if backend == "vllm":
+        snapshot = tempfile.TemporaryDirectory(prefix="harness-vllm-")
+        lm = _vllm_lm(model, tokenizer, Path(snapshot.name), seed, vllm_gpu_memory)
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                  max_length=getattr(model.config, "max_position_embeddings", None))
     gen_kwargs = {"do_sample": False}
     if max_gen_toks:
         gen_kwargs["max_gen_toks"] = int(max_gen_toks)
@@ -106,6 +115,9 @@ def evaluate(
         )
     finally:
         model.train(was_training)
+        if snapshot is not None:
+            _release_vllm(lm)
+            snapshot.cleanup()
     if out is None:  # only non-zero ranks get None under distributed evaluation
         return EvalResult(metrics={})
     metrics = {
@@ -128,6 +140,34 @@ def evaluate(
     raw = {"results": out["results"], "n-samples": out.get("n-samples", {}),
            "versions": out.get("versions", {}), "config": {"limit": limit, "max_gen_toks": max_gen_toks}}
     return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw))
+
+
+def _vllm_lm(model: Any, tokenizer: Any, folder: Path, seed: int, gpu_memory: float) -> Any:
+    """lm-eval's vLLM backend on a snapshot of the current weights (vLLM loads from a folder, not from a
+    live torch module). The tokenizer is saved with them, so vLLM pads and stops exactly like HFLM would.
+
+    Not exercised by the test suite (it needs a GPU and the vllm extra); config validation checks both.
+    """
+    from lm_eval.models.vllm_causallms import VLLM
+
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return VLLM(pretrained=str(folder), tokenizer=str(folder), dtype=dtype, batch_size="auto", seed=seed,
+                max_model_len=getattr(model.config, "max_position_embeddings", None),
+                gpu_memory_utilization=gpu_memory)
+
+
+def _release_vllm(lm: Any) -> None:
+    """Give the engine's GPU memory back before training resumes."""
+    import gc
+
+    import torch
+
+    lm.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def stream_eval_names(specs: list[TaskSpec]) -> list[str]:

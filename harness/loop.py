@@ -186,6 +186,7 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tupl
         model, tokenizer, stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths,
         builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
         max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
+        backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
     )
     from harness.tracking import lm_eval_metrics
 

@@ -8,11 +8,11 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from harness.cli import CONF_DIR, compose, main
+from harness.cli import CONF_DIR, NOT_HYDRA_GROUPS, compose, main
 
 GROUP_OPTIONS = [
     (group.name, option.stem)
-    for group in sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name != "hydra")
+    for group in sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("hydra", *NOT_HYDRA_GROUPS))
     for option in sorted(group.glob("*.yaml"))
 ]
 
@@ -71,3 +71,16 @@ def test_experiment_overlay_wins_over_top_level_defaults():
     assert cfg.experiment_name == "smoke"
     assert cfg.trainer.max_steps == 2
     assert compose([]).experiment_name == "default"
+
+
+def test_eval_backend_is_checked_before_anything_loads():
+    with pytest.raises(ValueError, match="eval.backend='tgi' is not known; valid values: hf, vllm"):
+        compose(["eval.backend=tgi"])
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # this machine: the extra is not installed
+        with pytest.raises(ValueError, match=r"eval.backend=vllm needs the vllm package: pip install -e '.\[vllm\]'"):
+            compose(["eval.backend=vllm"])
+    else:
+        with pytest.raises(ValueError, match="eval.backend=vllm runs on a GPU"):
+            compose(["eval.backend=vllm", "model.device=cpu"])

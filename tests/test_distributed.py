@@ -27,7 +27,7 @@ from harness.distributed import Replicas, micro_batches, parameter_fingerprint
 ROOT = Path(__file__).resolve().parent.parent
 DDP_CONFIG = ROOT / "conf" / "accelerate" / "ddp.yaml"
 COMMON = ["experiment=smoke", "model=tiny", "suite=none", "eval.in_context_items=0", "trainer.max_steps=3",
-          "trainer.lr=1e-3", "trainer.warmup_steps=0"]
+          "trainer.lr=1e-3", "trainer.warmup_steps=0", "checkpoints=all"]
 
 
 def test_micro_batches_partition_the_global_batch_the_same_way():
@@ -92,12 +92,29 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
     if method == "sdft":  # the same rollouts: same lengths, summed over both processes' shards
         tokens_multi = _step_metrics(tmp_path / "multi", "train_step/completion_tokens")
         assert tokens_multi == _step_metrics(tmp_path / "single", "train_step/completion_tokens")
+        _resume_repeats_stage_2(tmp_path / "multi", losses_multi)
 
     from mlflow.tracking import MlflowClient  # exactly one parent and one child per stage: only rank 0 logs
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'multi'}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     assert sorted(r.data.tags.get("stage", "parent") for r in runs) == ["0", "1", "2", "parent"]
+
+
+def _resume_repeats_stage_2(results: Path, losses: dict[tuple[int, int], float]) -> None:
+    """Forget stage 2 (delete its child run), rerun with 2 processes: rank 0 finds stages 0-1 done, every
+    process loads the stage-1 checkpoint, and stage 2 trains to the same losses as the first time."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results}/mlflow.db")
+    exp = client.get_experiment_by_name("smoke").experiment_id
+    stage2 = client.search_runs([exp], "tags.stage = '2'")
+    assert len(stage2) == 1
+    client.delete_run(stage2[0].info.run_id)
+    rerun = _launch([*COMMON, "method=sdft", "trainer.grad_accum=1", f"results_dir={results}"], 2)
+    assert "stages 0..1 already done" in rerun.stdout
+    again = _step_metrics(results, "train_step/loss")
+    assert {k: v for k, v in again.items() if k[0] == 2} == {k: v for k, v in losses.items() if k[0] == 2}
 
 
 def test_cpu_launch_without_mpi_is_refused(tmp_path):
@@ -152,3 +169,25 @@ def test_fingerprint_sees_a_tiny_change():
     with torch.no_grad():
         model.weight[0, 0] += 1e-6
     assert parameter_fingerprint(model) != before
+
+
+def test_fsdp_launch_is_refused_with_a_way_out(monkeypatch):
+    import harness.distributed as distributed
+
+    monkeypatch.setattr(distributed, "_REPLICAS", None)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="FSDP is not supported.*conf/accelerate/ddp.yaml"):
+        distributed.replicas()
+    assert distributed._REPLICAS is None  # nothing half set up
+
+
+def test_single_process_needs_no_process_group(monkeypatch):
+    import harness.distributed as distributed
+
+    monkeypatch.setattr(distributed, "_REPLICAS", None)
+    for var in (*distributed.WORLD_SIZE_VARS, "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    r = distributed.replicas()
+    assert (r.rank, r.world, r.is_main, r.active) == (0, 1, True, False)
+    assert r.broadcast({"a": 1}) == {"a": 1} and r.gather(3) == [3]
