@@ -9,8 +9,8 @@ averaged: the sum equals the single-process gradient of the same global batch. C
 and the EMA teacher update then run on identical numbers on every process, which keeps the replicas equal;
 `check_in_sync` verifies that at the end of every stage.
 
-Only the main process (rank 0) talks to MLflow, evaluates, writes checkpoints and prints; the others wait at
-a barrier. Without a launcher (WORLD_SIZE unset or 1) every call here is a no-op.
+Evaluation is dealt out by task (harness.loop); only the main process (rank 0) talks to MLflow, writes
+checkpoints and prints. Without a launcher (WORLD_SIZE unset or 1) every call here is a no-op.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-# Non-main processes wait at a barrier while rank 0 evaluates a whole stage: give it hours, not the
-# default 30 minutes.
+# Processes wait for each other at collectives while the slowest evaluates its share of a stage's tasks
+# or rank 0 logs: give it hours, not the default 30 minutes.
 BARRIER_TIMEOUT = timedelta(hours=12)
 
 

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,30 +97,32 @@ def evaluate(
     if max_gen_toks:
         gen_kwargs["max_gen_toks"] = int(max_gen_toks)
     try:
-        out = simple_evaluate(
-            model=lm,
-            tasks=list(task_names),
-            task_manager=make_task_manager(include_paths, builtin_index),
-            limit=limit,
-            apply_chat_template=True,
-            gen_kwargs=gen_kwargs,
-            use_cache=None,
-            cache_requests=False,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-            verbosity="ERROR",
-        )
+        with _as_single_process():
+            out = simple_evaluate(
+                model=lm,
+                tasks=list(task_names),
+                task_manager=make_task_manager(include_paths, builtin_index),
+                limit=limit,
+                apply_chat_template=True,
+                gen_kwargs=gen_kwargs,
+                use_cache=None,
+                cache_requests=False,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                verbosity="ERROR",
+            )
     finally:
         model.train(was_training)
         if snapshot is not None:
             _release_vllm(lm)
             snapshot.cleanup()
-    if out is None:  # only non-zero ranks get None under distributed evaluation
-        return EvalResult(metrics={})
+    if out is None:
+        raise RuntimeError(f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
+                           f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})")
     metrics = {
         task: {k: float(v) for k, v in vals.items() if isinstance(v, (int, float)) and not _is_nan(v)}
         for task, vals in out["results"].items()
@@ -168,6 +171,36 @@ def _release_vllm(lm: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def _as_single_process():
+    """lm-eval returns results only where LOCAL_RANK is 0 (its tensor-parallel heuristic for torchrun). Our
+    data-parallel ranks each evaluate their own tasks on their own full replica, so each must get its results."""
+    saved = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = saved
+
+
+def merge_results(parts: list[EvalResult]) -> EvalResult:
+    """One result from several processes' results on disjoint eval tasks."""
+    merged = EvalResult(metrics={})
+    for part in parts:
+        merged.metrics.update(part.metrics)
+        merged.samples.extend(part.samples)
+        merged.n_items.update(part.n_items)
+        for key, value in part.raw.items():
+            if isinstance(value, dict) and key != "config":
+                merged.raw.setdefault(key, {}).update(value)
+            else:
+                merged.raw.setdefault(key, value)
+    return merged
 
 
 def stream_eval_names(specs: list[TaskSpec]) -> list[str]:

@@ -1,7 +1,7 @@
 """The continual-learning loop: stage 0 evaluates the untouched model, then train task i -> evaluate everything.
 
-Data parallelism (harness.distributed, `accelerate launch`): every process trains its share of each step;
-only rank 0 evaluates, talks to MLflow, writes checkpoints and prints, while the others wait.
+Data parallelism (harness.distributed, `accelerate launch`): every process trains its share of each step
+and evaluates its share of the eval tasks; only rank 0 talks to MLflow, writes checkpoints and prints.
 
 Resume: a stage is done when its MLflow child run is FINISHED. Rerunning the same command reuses the done
 stages' results, reloads the weights from the last done stage's checkpoint (or, with `checkpoints=none`,
@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
 from harness.distributed import Replicas, replicas
-from harness.evaluation import evaluate, primary_metric, stream_eval_names
+from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
 log = logging.getLogger(__name__)
@@ -181,13 +181,23 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
     return sum(scores) / max(len(scores), 1)
 
 
-def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig) -> tuple[dict[str, float], Any]:
+def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig,
+                    dist: Replicas) -> tuple[dict[str, float], Any] | tuple[None, None]:
+    """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
+    (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results."""
+    names = stream_eval_names(plan.specs) + plan.suite_tasks
+    mine = names[dist.rank::dist.world]
     result = evaluate(
-        model, tokenizer, stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths,
+        model, tokenizer, mine, plan.include_paths,
         builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
         max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
         backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
     )
+    if dist.active:
+        parts = dist.gather(result)
+        if not dist.is_main:
+            return None, None
+        result = merge_results(parts)
     from harness.tracking import lm_eval_metrics
 
     metrics = lm_eval_metrics(result.metrics)  # `<task>/<metric>`, scores and stderr, bookkeeping dropped
@@ -311,9 +321,9 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             train_metrics.update({f"train/{k}": float(v) for k, v in stats.summary.items()})
             train_metrics["train/processes"] = float(dist.world)
         train_s = time.time() - started
+        eval_started = time.time()
+        metrics, result = _evaluate_stage(model, tokenizer, plan, cfg, dist)
         if dist.is_main:
-            eval_started = time.time()
-            metrics, result = _evaluate_stage(model, tokenizer, plan, cfg)
             metrics.update(train_metrics)
             metrics["time/train_s"] = train_s
             metrics["time/eval_s"] = time.time() - eval_started
@@ -323,7 +333,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
                               {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
             stage_metrics[stage] = metrics
             print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
-        dist.barrier()  # the other processes wait for rank 0's evaluation before the next stage
+        dist.barrier()  # the other processes wait for rank 0's logging and checkpoint before the next stage
 
     if not dist.is_main:
         return {"rank": dist.rank}

@@ -87,6 +87,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
     norms_multi = _step_metrics(tmp_path / "multi", "train_step/grad_norm")
     for key, value in _step_metrics(tmp_path / "single", "train_step/grad_norm").items():
         assert norms_multi[key] == pytest.approx(value, rel=1e-5), key
+    # evaluation is dealt out (tooluse to rank 0, dates to rank 1) and gathered: every task scored, as 1 process
+    for key in ("score/tooluse", "score/dates", "n_items/tooluse", "n_items/dates"):
+        per_stage = _step_metrics(tmp_path / "multi", key)
+        assert len(per_stage) == 2 and per_stage == _step_metrics(tmp_path / "single", key), key
     processes = _step_metrics(tmp_path / "multi", "train/processes")
     assert set(processes.values()) == {2.0}
     if method == "sdft":  # the same rollouts: same lengths, summed over both processes' shards
