@@ -291,6 +291,9 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             log.info("no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from)
             for stage in range(1, resume_from + 1):
                 _train_stage(model, tokenizer, plan, cfg, stage, progress=False)
+    if dist.active and dist.is_main:
+        print(f"data parallel: {dist.world} processes share each global batch of {cfg.trainer.batch_size} "
+              f"({cfg.trainer.grad_accum} micro-batch(es) per process per step) and the eval tasks", flush=True)
     if resume_from >= 0 and dist.is_main:
         print(f"resuming {cfg.method.name}/{cfg.stream.name}/seed {cfg.seed}: stages 0..{resume_from} already done")
 

@@ -75,6 +75,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
     multi = _launch([*COMMON, f"method={method}", "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"], 2)
     _launch([*COMMON, f"method={method}", "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
     assert "accuracy matrix" in multi.stdout and multi.stdout.count("accuracy matrix") == 1  # rank 0 prints
+    assert "data parallel: 2 processes share each global batch of 4" in multi.stdout
 
     losses_multi = _step_metrics(tmp_path / "multi", "train_step/loss")
     losses_single = _step_metrics(tmp_path / "single", "train_step/loss")
