@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             res = run_ours(name, model, tok, steps, args.new_tokens, device)
         row = {"step_s": _median(res["steps"], "step_s", args.warmup), "peak_mib": res["peak_mib"],
                "wall_s": time.perf_counter() - t0}
+        for s in res["steps"]:  # the student's forward (method) and backward (run_stage) together
+            if "student_s" in s:
+                s["student_s"] += s.get("backward_s", 0.0)
         for key in ("gen_s", "teacher_s", "student_s", "completion_len", "tokens_per_s"):
             if any(key in s for s in res["steps"]):
                 row[key] = _median(res["steps"], key, args.warmup)

@@ -11,6 +11,10 @@ and the EMA teacher update then run on identical numbers on every process, which
 
 Evaluation is dealt out by task (harness.loop); only the main process (rank 0) talks to MLflow, writes
 checkpoints and prints. Without a launcher (WORLD_SIZE unset or 1) every call here is a no-op.
+
+With an FSDP launch config (`uses_fsdp`), the process group and micro-batch sharding are the same, but the
+weights are sharded instead of replicated (harness.sharding): FSDP reduces the gradients itself, and the
+replica checks do not apply.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Replicas:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    sharded: bool = False  # FSDP: each process holds a shard of the weights, not a replica
 
     @property
     def is_main(self) -> bool:
@@ -95,7 +100,7 @@ class Replicas:
 
         A process whose shard of the step was empty contributes zeros.
         """
-        if not self.active:
+        if not self.active or self.sharded:  # FSDP reduce-scatters gradients during backward
             return
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:
@@ -114,7 +119,7 @@ class Replicas:
 
     def check_in_sync(self, model: torch.nn.Module, what: str) -> None:
         """Raise if the replicas' weights differ (a sum and a position-weighted sum per process)."""
-        if not self.active:
+        if not self.active or self.sharded:  # shards differ by design
             return
         fingerprint = parameter_fingerprint(model)
         prints = self.gather(fingerprint)
@@ -146,18 +151,12 @@ def replicas() -> Replicas:
     if launched_world_size() <= 1:
         _REPLICAS = Replicas()
         return _REPLICAS
-    if uses_fsdp():
-        raise ValueError(
-            "FSDP is not supported: the harness trains full replicas (data parallel) and applies the LM head "
-            "outside the model's forward, which FSDP's sharded parameters do not allow. Launch with a DDP "
-            "config (conf/accelerate/ddp.yaml)."
-        )
     if not torch.distributed.is_initialized():
         from accelerate import PartialState
 
         PartialState(timeout=BARRIER_TIMEOUT)  # gloo on CPU, nccl on GPU, from the launcher's env vars
     _REPLICAS = Replicas(rank=torch.distributed.get_rank(), world=torch.distributed.get_world_size(),
-                         local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+                         local_rank=int(os.environ.get("LOCAL_RANK", "0")), sharded=uses_fsdp())
     return _REPLICAS
 
 

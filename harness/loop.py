@@ -2,6 +2,7 @@
 
 Data parallelism (harness.distributed, `accelerate launch`): every process trains its share of each step
 and evaluates its share of the eval tasks; only rank 0 talks to MLflow, writes checkpoints and prints.
+Under FSDP (harness.sharding) the weights are sharded: rank 0 evaluates and checkpoints a gathered copy.
 
 Resume: a stage is done when its MLflow child run is FINISHED. Rerunning the same command reuses the done
 stages' results, reloads the weights from the last done stage's checkpoint (or, with `checkpoints=none`,
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from harness import sharding
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
 from harness.distributed import Replicas, replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names
@@ -167,6 +169,13 @@ def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int
     return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
 
 
+def needs_teacher_copy(cfg: DictConfig) -> bool:
+    """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
+    from harness.methods import DISTILLATION_METHODS
+
+    return cfg.method.name in DISTILLATION_METHODS and cfg.method.distill.teacher != "live"
+
+
 def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> float | None:
     """The SDFT teacher's ceiling on this task: greedy accuracy with the demonstration in context."""
     n = int(cfg.eval.in_context_items)
@@ -181,19 +190,54 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
     return sum(scores) / max(len(scores), 1)
 
 
+@contextmanager
+def _whole_model(model: torch.nn.Module, dist: Replicas):
+    """The student with whole weights, for evaluation and checkpoints: the model itself, or under FSDP a
+    gathered copy on rank 0 (None on the other processes), freed on exit. Every process must enter it."""
+    if not dist.sharded:
+        yield model
+        return
+    whole = sharding.gathered_copy(model, dist.is_main)
+    try:
+        yield whole
+    finally:
+        del whole
+
+
+def _stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas) -> float | None:
+    """The in-context score before a stage, on rank 0 (on a gathered copy under FSDP)."""
+    if int(cfg.eval.in_context_items) <= 0:
+        return None
+    with _whole_model(model, dist) as whole:
+        return _in_context_score(whole, tokenizer, spec, cfg) if dist.is_main else None
+
+
+def _evaluate_and_checkpoint(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas,
+                             ckpt_dir: Path, stage: int):
+    """Evaluate the stage and write its checkpoint (rank 0), from whole weights; the copy dies on return."""
+    with _whole_model(model, dist) as whole:
+        metrics, result = _evaluate_stage(whole, tokenizer, plan, cfg, dist)
+        if dist.is_main:
+            save_checkpoint(whole, ckpt_dir, stage, cfg.checkpoints)
+    return metrics, result
+
+
 def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig,
                     dist: Replicas) -> tuple[dict[str, float], Any] | tuple[None, None]:
     """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
-    (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results."""
+    (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results.
+    Under FSDP only rank 0 holds whole weights (`_whole_model`), so it evaluates every task itself."""
     names = stream_eval_names(plan.specs) + plan.suite_tasks
-    mine = names[dist.rank::dist.world]
+    if dist.sharded and not dist.is_main:
+        return None, None
+    mine = names if dist.sharded else names[dist.rank::dist.world]
     result = evaluate(
         model, tokenizer, mine, plan.include_paths,
         builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
         max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
         backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
     )
-    if dist.active:
+    if dist.active and not dist.sharded:
         parts = dist.gather(result)
         if not dist.is_main:
             return None, None
@@ -255,6 +299,13 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     validate(cfg)
     dist = replicas()
+    parts = dist.world * int(cfg.trainer.grad_accum)
+    if dist.sharded and int(cfg.trainer.batch_size) % parts:
+        raise ValueError(
+            f"FSDP: trainer.batch_size={cfg.trainer.batch_size} must split evenly into processes x grad_accum = "
+            f"{dist.world} x {cfg.trainer.grad_accum} micro-batches (every process runs the same number of "
+            "forward passes, each gathering the others' shards)"
+        )
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     results = results_path(cfg)
     ensure_writable(results)
@@ -279,19 +330,27 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
         params["suite_tasks"] = json.dumps(plan.suite_tasks)
         params["world_size"] = str(dist.world)
+        params["parallelism"] = "fsdp" if dist.sharded else "ddp" if dist.active else "single"
         parent = tracker.open_parent(key, tags, params)
         done = tracker.completed_stages(parent)
 
     stage_metrics: dict[int, dict[str, float]] = dict(done)
     resume_from = dist.broadcast(max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1))
+    # A checkpoint loads into whole weights, before sharding; retraining (no checkpoint) runs after it.
+    loaded = resume_from > 0 and load_checkpoint(model, ckpt_dir, resume_from)
+    if dist.sharded:
+        sharding.shard(model, with_teacher=needs_teacher_copy(cfg))
     if resume_from > 0:
-        if load_checkpoint(model, ckpt_dir, resume_from):
+        if loaded:
             log.info("resuming after stage %d from %s", resume_from, ckpt_dir)
         else:
             log.info("no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from)
             for stage in range(1, resume_from + 1):
                 _train_stage(model, tokenizer, plan, cfg, stage, progress=False)
-    if dist.active and dist.is_main:
+    if dist.sharded and dist.is_main:
+        print(f"fully sharded (FSDP): {dist.world} processes share each global batch of {cfg.trainer.batch_size}; "
+              f"this process stores {sharding.local_fraction(model):.1%} of the student's weights", flush=True)
+    elif dist.active and dist.is_main:
         print(f"data parallel: {dist.world} processes share each global batch of {cfg.trainer.batch_size} "
               f"({cfg.trainer.grad_accum} micro-batch(es) per process per step) and the eval tasks", flush=True)
     if resume_from >= 0 and dist.is_main:
@@ -308,7 +367,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         step_stats: list[dict[str, float]] = []
         if stage > 0:
             spec = plan.specs[stage - 1]
-            ceiling = _in_context_score(model, tokenizer, spec, cfg) if dist.is_main else None
+            ceiling = _stage_ceiling(model, tokenizer, spec, cfg, dist)
             if ceiling is not None:
                 train_metrics["train/teacher_in_context_acc"] = ceiling
             from harness.methods.base import NonFiniteLossError
@@ -325,13 +384,12 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             train_metrics["train/processes"] = float(dist.world)
         train_s = time.time() - started
         eval_started = time.time()
-        metrics, result = _evaluate_stage(model, tokenizer, plan, cfg, dist)
+        # Weights first, then the FINISHED child run: a stage marked done always has its checkpoint.
+        metrics, result = _evaluate_and_checkpoint(model, tokenizer, plan, cfg, dist, ckpt_dir, stage)
         if dist.is_main:
             metrics.update(train_metrics)
             metrics["time/train_s"] = train_s
             metrics["time/eval_s"] = time.time() - eval_started
-            # Weights first, then the FINISHED child run: a stage marked done always has its checkpoint.
-            save_checkpoint(model, ckpt_dir, stage, cfg.checkpoints)
             tracker.log_stage(parent, stage, label, metrics, step_stats,
                               {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
             stage_metrics[stage] = metrics

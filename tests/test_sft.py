@@ -56,8 +56,13 @@ def test_supervised_loss_and_grads_match_transformers(tiny_model, weighted: bool
     model = copy.deepcopy(model).train()
     ref = copy.deepcopy(model)
     step = SupervisedStep(model, tok, _cfg(), token_dft if weighted else _nll())
-    # two micro-batches of one step: the loss normaliser is the whole batch's token count
-    loss = step(ITEMS[:2], ITEMS)[0] + step(ITEMS[2:], ITEMS)[0]
+    # two micro-batches of one step: the loss normaliser is the whole batch's token count; the step returns
+    # each micro-batch's loss and the caller (run_stage) runs backward on it
+    loss = 0.0
+    for micro in (ITEMS[:2], ITEMS[2:]):
+        micro_loss, _ = step(micro, ITEMS)
+        micro_loss.backward()
+        loss += micro_loss.item()
     want = _reference(ref, tok, ITEMS, weighted)
     want.backward()
     assert loss == pytest.approx(want.item(), abs=1e-5)

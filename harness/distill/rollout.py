@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from harness import sharding
 from harness.batching import pad
 
 
@@ -58,6 +59,9 @@ def sample(
             eos_token_id=stops,
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
+            # FSDP: every process must run as many forward passes as the others (each gathers the layers'
+            # shards), so a process whose rows have all ended keeps stepping until every process is done
+            synced_gpus=sharding.active(),
         )
     finally:
         model.train(was_training)

@@ -3,6 +3,8 @@
 A teacher is built at the start of every stage from the student *as it is then* (a deep copy in memory),
 so in a continual run it never reverts to the original base model (TRL's SDFTTrainer reloads its teacher
 from `config._name_or_path`, i.e. the original checkpoint; we never read weights from disk here).
+Under FSDP the copy is allocated once, sharded like the student (harness.sharding), and overwritten with
+the student's shards at the start of every stage: the same semantics without a deep copy of sharded modules.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import torch
 
+from harness import sharding
 from harness.config import TEACHERS
 
 
@@ -22,8 +25,17 @@ class Teacher:
         if not 0.0 < ema_rate <= 1.0:
             raise ValueError(f"ema_rate={ema_rate}: must be in (0, 1]")
         self.kind, self.rate, self.student = kind, ema_rate, student
+        storage = sharding.teacher_copy()
         if kind == "live":
             self.model: Any = student  # no copy: the OPSD memory saving
+        elif storage is not None:
+            with torch.no_grad():
+                for t, s in zip(storage.parameters(), student.parameters(), strict=True):
+                    t.copy_(s)  # shard by shard: both are sharded the same way
+            self.model = storage
+        elif sharding.active():
+            raise RuntimeError(f"teacher={kind!r} under FSDP needs the teacher copy that harness.sharding.shard "
+                               "allocates (with_teacher=True); it was sharded without one")
         else:
             grads = [p.grad for p in student.parameters()]
             for p in student.parameters():

@@ -15,6 +15,9 @@ MODULES = {
     "sft_replay": "harness.methods.sft_replay",
 }
 
+# methods that train against a teacher (harness.distill.teacher), hence may need a second copy of the weights
+DISTILLATION_METHODS = ("sdft", "opsd")
+
 
 def get_method(name: str) -> Callable[..., TrainStats]:
     """The `train` function of method `name`; unknown names list the valid ones."""
@@ -23,4 +26,4 @@ def get_method(name: str) -> Callable[..., TrainStats]:
     return importlib.import_module(MODULES[name]).train
 
 
-__all__ = ["NonFiniteLossError", "StageContext", "TrainStats", "get_method", "MODULES"]
+__all__ = ["DISTILLATION_METHODS", "NonFiniteLossError", "StageContext", "TrainStats", "get_method", "MODULES"]

@@ -1,9 +1,10 @@
 """What every method shares: the stage context, the returned stats, and the optimizer-step loop.
 
-A method supplies `micro_step(micro, batch) -> (loss, stats)`: forward and backward of the micro-batch
-`micro` (a slice of the step's `batch`), its loss already scaled so that the micro-batches of one step add
-up to the loss of the whole batch (the normaliser may depend on the whole batch, e.g. its token count).
-The loop owns shuffling, step counting, the optimizer and schedule, clipping, the NaN check, and the
+A method supplies `micro_step(micro, batch) -> (loss, stats)`: the forward of the micro-batch `micro` (a
+slice of the step's `batch`), returning its differentiable loss already scaled so that the micro-batches of
+one step add up to the loss of the whole batch (the normaliser may depend on the whole batch, e.g. its
+token count). The loop owns backward (so that under FSDP it runs outside the sharded root's forward, see
+harness.sharding), shuffling, step counting, the optimizer and schedule, clipping, the NaN check, and the
 per-step stats; methods never talk to MLflow.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from harness import sharding
 from harness.distributed import micro_batches, replicas
 from harness.optim import build_optimizer, build_scheduler
 from harness.tasks import Item
@@ -79,7 +81,7 @@ def limit_items(items: list[Item], cfg: Any) -> list[Item]:
     return list(items[:limit]) if limit else list(items)
 
 
-MicroStep = Callable[[list[Item], list[Item]], tuple[float, dict[str, float]]]
+MicroStep = Callable[[list[Item], list[Item]], tuple[torch.Tensor, dict[str, float]]]
 
 
 def run_stage(
@@ -120,8 +122,11 @@ def run_stage(
                 if index not in mine or not micro:
                     continue
                 torch.manual_seed(micro_seed(ctx, step, index))
-                micro_loss, stats = micro_step(micro, batch)
-                losses.append(micro_loss)
+                micro_loss, stats = sharding.run(micro_step, micro, batch)
+                t_back = time.perf_counter()
+                (micro_loss * sharding.gradient_scale()).backward()
+                stats = {**stats, "backward_s": time.perf_counter() - t_back}
+                losses.append(micro_loss.item())
                 for key, value in stats.items():
                     merged.setdefault(key, []).append(value)
             if dist.active:  # every process needs the same loss (NaN check) and the same summed gradients
@@ -130,7 +135,7 @@ def run_stage(
             loss = float(sum(losses))
             if not math.isfinite(loss):
                 raise NonFiniteLossError(step, loss)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+            grad_norm = sharding.to_float(torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm)))
             optimizer.step()
             scheduler.step()
             if after_step is not None:

@@ -57,7 +57,7 @@ def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str
 
 
 class DistillStep:
-    """Rollout, teacher scoring, student forward/backward for one micro-batch."""
+    """Rollout, teacher scoring and the student's forward for one micro-batch; run_stage calls backward."""
 
     def __init__(self, model: Any, tokenizer: Any, teacher: Teacher, cfg: Any, spec: TaskSpec | None) -> None:
         self.model, self.tokenizer, self.teacher = model, tokenizer, teacher
@@ -84,7 +84,7 @@ class DistillStep:
             self._prompts[key] = (student, teacher)
         return self._prompts[key]
 
-    def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[float, dict[str, float]]:
+    def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[torch.Tensor, dict[str, float]]:
         device = next(self.model.parameters()).device
         rows = [it for it in micro for _ in range(self.num_rollouts)]
         students = [self.prompts(it)[0] for it in rows]
@@ -116,7 +116,6 @@ class DistillStep:
             self.teacher.model.get_output_embeddings(), student_batch.completion_ids,
             student_batch.completion_mask, self.settings, batch_total=len(batch) * self.num_rollouts,
         )
-        loss.backward()
         t3 = time.perf_counter()
         stats = {
             "completion_len": float(lengths.float().mean()),
@@ -124,10 +123,10 @@ class DistillStep:
             "completion_tokens": float(lengths.sum()),
             "gen_s": t1 - t0,
             "teacher_s": t2 - t1,  # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
-            "student_s": t3 - t2,
+            "student_s": t3 - t2,  # forward only; run_stage adds backward_s
             **diag,
         }
-        return loss.item(), stats
+        return loss, stats
 
 
 def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,

@@ -36,7 +36,7 @@ def token_dft(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class SupervisedStep:
-    """Forward + backward of one micro-batch of (prompt, demonstration) pairs."""
+    """Forward of one micro-batch of (prompt, demonstration) pairs: (loss, stats); run_stage calls backward."""
 
     def __init__(self, model: Any, tokenizer: Any, cfg: Any, token_loss=token_nll) -> None:
         self.model, self.tokenizer, self.token_loss = model, tokenizer, token_loss
@@ -50,7 +50,7 @@ class SupervisedStep:
             self._cache[key] = encode_demonstration(self.tokenizer, item, self.max_length)
         return self._cache[key]
 
-    def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[float, dict[str, float]]:
+    def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[torch.Tensor, dict[str, float]]:
         total_tokens = sum(len(self.encode(it)[1]) for it in batch)
         pairs = [self.encode(it) for it in micro]
         device = next(self.model.parameters()).device
@@ -63,8 +63,7 @@ class SupervisedStep:
             hidden[mask], self.model.get_output_embeddings(), weights,
             lambda logits, s, e: self.token_loss(logits, targets[s:e]), self.chunk,
         )
-        loss.backward()
-        return loss.item(), {"train_tokens": float(targets.numel())}
+        return loss, {"train_tokens": float(targets.numel())}
 
 
 def train_supervised(model: Any, tokenizer: Any, items: list[Item], cfg: Any, ctx: StageContext,

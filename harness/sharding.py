@@ -1,0 +1,153 @@
+"""Fully sharded data parallelism (FSDP2, `torch.distributed.fsdp.fully_shard`) for the student and teacher.
+
+Under `accelerate launch --config_file conf/accelerate/fsdp.yaml` every process holds 1/N of each weight
+(and of its gradient and AdamW state) instead of a full replica. The sharding plan: every decoder layer is
+its own unit (all-gathered just before its forward, freed after it), and one root unit holds the rest
+(embeddings, final norm, LM head) of the student and, for an EMA/base teacher, of the teacher's copy.
+
+Why a root module that only runs a function: our LM head is applied outside the model's forward, chunked
+and fused with the loss (harness.distill.fused_head), and SDFT calls three models' pieces in one step
+(rollout, teacher decoder, student decoder + both heads). FSDP gathers a unit's weights only inside that
+unit's forward. `run(fn, ...)` calls `fn` *inside* the root's forward, so the root weights are whole for the
+duration, every layer gathers itself as usual, and backward (called on the returned loss, outside) runs
+FSDP's reduce-scatter for every unit including the root. Methods need no FSDP code of their own.
+
+Three things differ from the data-parallel path (harness.distributed):
+- gradients are reduce-scattered as an *average* (gloo cannot pre-scale a sum); our losses are normalised
+  by the global batch, so the loss is scaled by the world size before backward (`gradient_scale`);
+- every process must run the same number of forward passes: rollouts use `generate(synced_gpus=True)`,
+  and the global batch must split evenly into `world * grad_accum` micro-batches (validated at start-up);
+- evaluation, the in-context check and checkpoints need whole weights: `gathered_copy` assembles a plain
+  copy of the student on rank 0 (the other processes take part in the gather, then wait).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+ROOT: ShardedRoot | None = None
+
+
+class ShardedRoot(torch.nn.Module):
+    """The FSDP root: owns the student (and the teacher's copy) and runs any function inside its forward."""
+
+    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module | None) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+
+def reshard_after_forward() -> bool:
+    """accelerate passes `fsdp_reshard_after_forward` as FSDP_RESHARD_AFTER_FORWARD (a bool for FSDP2, a
+    sharding strategy name for FSDP1's config keys); free gathered layer weights after forward unless told not to."""
+    value = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").strip().upper()
+    return value not in ("FALSE", "0", "NO", "SHARD_GRAD_OP", "NO_SHARD")
+
+
+def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    decoder = getattr(model, model.base_model_prefix)
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"FSDP: {type(model).__name__} has no `{model.base_model_prefix}.layers`; the harness "
+                         "shards decoder-only models whose layers are listed there (Llama, Qwen, SmolLM, Mistral ...)")
+    return list(layers)
+
+
+def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
+    """Shard `student` in place across the process group; `with_teacher` adds a sharded teacher copy.
+
+    The teacher copy is made before sharding (one extra replica for a moment), then sharded the same way,
+    so that its shards line up with the student's and EMA updates are local, shard by shard.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    global ROOT
+    teacher = None
+    if with_teacher:
+        teacher = copy.deepcopy(student).requires_grad_(False).eval()
+    reshard = reshard_after_forward()
+    for model in (student, teacher):
+        if model is None:
+            continue
+        for layer in _decoder_layers(model):
+            fully_shard(layer, reshard_after_forward=reshard)
+    root = ShardedRoot(student, teacher)
+    fully_shard(root, reshard_after_forward=reshard)
+    ROOT = root
+    return root
+
+
+def active() -> bool:
+    return ROOT is not None
+
+
+def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, inside the FSDP root's forward when the models are sharded."""
+    if ROOT is None:
+        return fn(*args, **kwargs)
+    return ROOT(fn, *args, **kwargs)
+
+
+def gradient_scale() -> float:
+    """Multiplier on the loss before backward: FSDP averages gradients over processes, we want their sum."""
+    if ROOT is None:
+        return 1.0
+    return float(torch.distributed.get_world_size())
+
+
+def teacher_copy() -> torch.nn.Module | None:
+    """The sharded teacher weights allocated by `shard` (None when not sharded or no copy was asked for)."""
+    return None if ROOT is None else ROOT.teacher
+
+
+def to_float(value: torch.Tensor) -> float:
+    """A scalar that may be a DTensor (e.g. clip_grad_norm_ over sharded gradients) as a Python float."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
+
+
+def local_fraction(model: torch.nn.Module) -> float:
+    """Share of the model's weights stored on this process (1.0 unsharded, about 1/N under FSDP)."""
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+    return local / max(1, sum(p.numel() for p in model.parameters()))
+
+
+def gathered_copy(student: torch.nn.Module, is_main: bool) -> torch.nn.Module | None:
+    """A plain (unsharded) copy of the student's current weights on rank 0, None elsewhere.
+
+    A collective: every process must call it. The weights are gathered to CPU (rank 0 only) and assigned
+    to a model skeleton built on the meta device, so no second random initialisation is paid for.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not is_main:
+        return None
+    device = _device_of(student)
+    with torch.device("meta"):
+        plain = type(student)(copy.deepcopy(student.config))
+    plain.load_state_dict(state, assign=True, strict=True)
+    plain.tie_weights()  # assign=True replaces tensors one by one: re-point a tied head at the embeddings
+    # Buffers outside the state dict (rotary frequencies) are still on meta: take the student's; FSDP
+    # leaves buffers whole on every process.
+    student_buffers = dict(student.named_buffers())
+    for name, buffer in plain.named_buffers():
+        if buffer.is_meta:
+            owner, _, attr = name.rpartition(".")
+            plain.get_submodule(owner).register_buffer(attr, student_buffers[name].detach().clone(), persistent=False)
+    plain.generation_config = copy.deepcopy(student.generation_config)
+    return plain.to(device).eval()
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters())
+    local = p.to_local() if hasattr(p, "to_local") else p
+    return local.device
