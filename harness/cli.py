@@ -52,10 +52,11 @@ TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ..
   validate   schema of every line (file:line errors), train/eval overlap, the lm-eval YAML loads, the scorer runs
 """
 
-BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | ddp [--processes N] [--out DIR]
+BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | parallel [--processes N] [--modes ddp,fsdp] [--out DIR]
 
-  step   median step time and peak memory of SFT, our SDFT and TRL's SDFTTrainer on one fixed batch
-  ddp    median step time of 1 process vs N data-parallel processes on the same global batch
+  step       median step time and peak memory of SFT, our SDFT and TRL's SDFTTrainer on one fixed batch
+  parallel   step time and peak memory of 1 process vs N processes (DDP replicas, FSDP shards) on the
+             same global batch (`ddp` is an alias)
 """
 
 
@@ -177,10 +178,10 @@ def _bench(argv: list[str]) -> int:
         return 0
     if argv[0] == "step":
         from harness.bench_step import main as bench_main
-    elif argv[0] == "ddp":
-        from harness.bench_ddp import main as bench_main
+    elif argv[0] in ("parallel", "ddp"):
+        from harness.bench_parallel import main as bench_main
     else:
-        print(f"unknown benchmark {argv[0]!r}; available: step, ddp", file=sys.stderr)
+        print(f"unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr)
         return 2
     return bench_main(argv[1:])
 

@@ -97,6 +97,9 @@ def run_stage(
     per process; under data parallelism (harness.distributed) each process runs its own share of them."""
     tcfg = cfg.trainer
     dist = replicas()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg.warmup_steps, len(batches))
     accum = int(tcfg.grad_accum)
@@ -157,7 +160,19 @@ def run_stage(
             model.gradient_checkpointing_disable()
         model.eval()
     dist.check_in_sync(model, f"stage {ctx.stage}")
-    return TrainStats(steps, summarize(steps, time.perf_counter() - start))
+    summary = summarize(steps, time.perf_counter() - start)
+    summary["peak_mem_mib"] = max(dist.gather(peak_memory_mib(device)))  # the most loaded process
+    return TrainStats(steps, summary)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """This process's peak memory: on a GPU the allocator's peak during the stage; on the CPU the peak
+    resident set size of the process so far (Linux reports KiB), which includes loading and evaluation."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _gather_stats(per_rank: list[tuple[list[float], dict[str, list[float]]]]):
