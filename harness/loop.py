@@ -292,6 +292,13 @@ def _matrices(plan: StreamPlan, stage_metrics: dict[int, dict[str, float]]):
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one (method, stream, seed) experiment; returns R, G and the CL metrics."""
+    try:
+        return _run_experiment(cfg)
+    finally:
+        sharding.release()  # a sweep's next job (same process) starts unsharded
+
+
+def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from harness.metrics import all_metrics

@@ -48,21 +48,22 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(
-            input_ids=prompt_ids.to(device),
-            attention_mask=prompt_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,  # the paper samples from the full distribution; HF's default would be top-50
-            eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id,
-            use_cache=True,
-            # FSDP: every process must run as many forward passes as the others (each gathers the layers'
-            # shards), so a process whose rows have all ended keeps stepping until every process is done
-            synced_gpus=sharding.active(),
-        )
+        with sharding.whole_during_generation(model):
+            out = model.generate(
+                input_ids=prompt_ids.to(device),
+                attention_mask=prompt_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,  # the paper samples from the full distribution; HF's default would be top-50
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+                # FSDP: every process must run as many forward passes as the others (each gathers the layers'
+                # shards), so a process whose rows have all ended keeps stepping until every process is done
+                synced_gpus=sharding.active(),
+            )
     finally:
         model.train(was_training)
     completion = out[:, prompt_ids.shape[1]:].cpu()

@@ -108,6 +108,7 @@ def run_stage(
         model.gradient_checkpointing_enable()
     model.train()
     steps: list[dict[str, float]] = []
+    state_mib = 0.0
     bar = None
     if ctx.progress and dist.is_main:
         from tqdm.auto import tqdm
@@ -143,6 +144,8 @@ def run_stage(
             scheduler.step()
             if after_step is not None:
                 after_step()
+            if step == 0:  # gradients and optimizer state both exist now
+                state_mib = training_state_mib(model, optimizer)
             record = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
             record.update(_merge(merged))
             record["step_s"] = time.perf_counter() - t0
@@ -161,8 +164,25 @@ def run_stage(
         model.eval()
     dist.check_in_sync(model, f"stage {ctx.stage}")
     summary = summarize(steps, time.perf_counter() - start)
-    summary["peak_mem_mib"] = max(dist.gather(peak_memory_mib(device)))  # the most loaded process
+    per_process = dist.gather((peak_memory_mib(device), state_mib))
+    summary["peak_mem_mib"] = max(peak for peak, _ in per_process)  # the most loaded process
+    summary["state_mib"] = max(state for _, state in per_process)
     return TrainStats(steps, summary)
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this process
+    return local.numel() * local.element_size()
+
+
+def training_state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+    """MiB this process stores for the student's weights, gradients and optimizer state: exact (counted, not
+    sampled), about 1/N under FSDP. A teacher copy adds one more weights' worth, sharded alike."""
+    tensors = {id(p): p for p in model.parameters()}
+    tensors.update({id(p.grad): p.grad for p in model.parameters() if p.grad is not None})
+    for state in optimizer.state.values():
+        tensors.update({id(v): v for v in state.values() if torch.is_tensor(v) and v.dim() > 0})
+    return sum(_local_bytes(t) for t in tensors.values()) / 2**20
 
 
 def peak_memory_mib(device: torch.device) -> float:
