@@ -110,6 +110,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
         assert len(per_stage) == 2 and per_stage == _step_metrics(tmp_path / "single", key), key
     processes = _step_metrics(tmp_path / "multi", "train/processes")
     assert set(processes.values()) == {2.0}
+    # weights + gradients + AdamW state stored per process (counted exactly): FSDP halves them, DDP does not
+    state_multi = _step_metrics(tmp_path / "multi", "train/state_mib")
+    state_single = _step_metrics(tmp_path / "single", "train/state_mib")
+    for key, value in state_single.items():
+        want = value if parallelism == "ddp" else value / 2
+        assert state_multi[key] == pytest.approx(want, rel=0.01), key
     if method == "sdft":  # the same rollouts: same lengths, summed over both processes' shards
         tokens_multi = _step_metrics(tmp_path / "multi", "train_step/completion_tokens")
         assert tokens_multi == _step_metrics(tmp_path / "single", "train_step/completion_tokens")
