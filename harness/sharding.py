@@ -3,7 +3,8 @@
 Under `accelerate launch --config_file conf/accelerate/fsdp.yaml` every process holds 1/N of each weight
 (and of its gradient and AdamW state) instead of a full replica. The sharding plan: every decoder layer is
 its own unit (all-gathered just before its forward, freed after it), and one root unit holds the rest
-(embeddings, final norm, LM head) of the student and, for an EMA/base teacher, of the teacher's copy.
+(embeddings, final norm, LM head) of the student and, for an EMA/base teacher, of the teacher's copy
+(allocated shard by shard, never whole).
 
 Why a root module that only runs a function: our LM head is applied outside the model's forward, chunked
 and fused with the loss (harness.distill.fused_head), and SDFT calls three models' pieces in one step
@@ -65,15 +66,19 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
     """Shard `student` in place across the process group; `with_teacher` adds a sharded teacher copy.
 
-    The teacher copy is made before sharding (one extra replica for a moment), then sharded the same way,
-    so that its shards line up with the student's and EMA updates are local, shard by shard.
+    The teacher copy is built on the meta device and sharded the same way as the student before any
+    memory is allocated for it, so that it never exists whole; its shards line up with the student's, and
+    `Teacher` fills them from the student's shards at the start of every stage (EMA updates are then local).
     """
     from torch.distributed.fsdp import fully_shard
 
     global ROOT
+    device = _device_of(student)
     teacher = None
     if with_teacher:
-        teacher = copy.deepcopy(student).requires_grad_(False).eval()
+        with torch.device("meta"):
+            teacher = type(student)(copy.deepcopy(student.config))
+        teacher.requires_grad_(False).eval()
     reshard = reshard_after_forward()
     for model in (student, teacher):
         if model is None:
@@ -82,8 +87,20 @@ def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
             fully_shard(layer, reshard_after_forward=reshard)
     root = ShardedRoot(student, teacher)
     fully_shard(root, reshard_after_forward=reshard)
+    if teacher is not None:
+        teacher.to_empty(device=device)  # allocates this process's shards only; weights come from `Teacher`
+        _copy_unsaved_buffers(student, teacher)
+        teacher.generation_config = copy.deepcopy(student.generation_config)
     ROOT = root
     return root
+
+
+def _copy_unsaved_buffers(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Buffers are not sharded and not part of the weights (rotary frequencies): take the source's values."""
+    buffers = dict(source.named_buffers())
+    with torch.no_grad():
+        for name, buffer in target.named_buffers():
+            buffer.copy_(buffers[name])
 
 
 def release() -> None:
@@ -168,13 +185,13 @@ def gathered_copy(student: torch.nn.Module, is_main: bool) -> torch.nn.Module | 
         plain = type(student)(copy.deepcopy(student.config))
     plain.load_state_dict(state, assign=True, strict=True)
     plain.tie_weights()  # assign=True replaces tensors one by one: re-point a tied head at the embeddings
-    # Buffers outside the state dict (rotary frequencies) are still on meta: take the student's; FSDP
-    # leaves buffers whole on every process.
-    student_buffers = dict(student.named_buffers())
-    for name, buffer in plain.named_buffers():
-        if buffer.is_meta:
-            owner, _, attr = name.rpartition(".")
-            plain.get_submodule(owner).register_buffer(attr, student_buffers[name].detach().clone(), persistent=False)
+    # Buffers outside the state dict (rotary frequencies) are still on meta: allocate, then take the
+    # student's (FSDP leaves buffers whole on every process).
+    for module in plain.modules():
+        for attr, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.is_meta:
+                module._buffers[attr] = torch.empty_like(buffer, device="cpu")
+    _copy_unsaved_buffers(student, plain)
     plain.generation_config = copy.deepcopy(student.generation_config)
     return plain.to(device).eval()
 
