@@ -4,8 +4,9 @@ Every run trains one stage of the same task with the same global batch cut into 
 (the single process accumulates N of them, the N processes one each), so their losses must agree and only
 time and memory differ. CPU threads are split fairly: the single process gets all `--threads`, each of the
 N processes `--threads // N`. Figures, read back from MLflow: the median optimizer-step time over the steps
-after the first (warm-up, `train_step/step_s`) and the peak memory of the most loaded process
-(`train/peak_mem_mib`: the CUDA allocator's peak on a GPU, the peak resident set size on the CPU).
+after the first (warm-up, `train_step/step_s`); for the most loaded process, the exact size of the
+student's weights, gradients and AdamW state (`train/state_mib`) and its peak memory (`train/peak_mem_mib`:
+the CUDA allocator's peak on a GPU, the peak resident set size on the CPU).
 """
 
 from __future__ import annotations

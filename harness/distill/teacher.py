@@ -3,7 +3,7 @@
 A teacher is built at the start of every stage from the student *as it is then* (a deep copy in memory),
 so in a continual run it never reverts to the original base model (TRL's SDFTTrainer reloads its teacher
 from `config._name_or_path`, i.e. the original checkpoint; we never read weights from disk here).
-Under FSDP the copy is allocated once, sharded like the student (harness.sharding), and overwritten with
+Under FSDP the copy is allocated once, shard by shard like the student (harness.sharding), and overwritten with
 the student's shards at the start of every stage: the same semantics without a deep copy of sharded modules.
 """
 
