@@ -48,19 +48,18 @@ def _launch(args: argparse.Namespace, results: Path, mode: str) -> None:
         raise RuntimeError(f"{mode}: {' '.join(cmd[:6])} ... failed:\n{done.stderr[-3000:]}")
 
 
-def _stage_run(results: Path):
+def _stage_figures(results: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The trained stage's summary metrics and its per-step series of step time and loss, from MLflow."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{results}/mlflow.db")
     exp = client.get_experiment_by_name(EXPERIMENT)
     (stage,) = client.search_runs([exp.experiment_id], "tags.stage = '1'")
-    return client, stage
-
-
-def _step_series(results: Path, key: str) -> list[float]:
-    client, stage = _stage_run(results)
-    history = sorted(client.get_metric_history(stage.info.run_id, key), key=lambda m: m.step)
-    return [m.value for m in history]
+    series = {}
+    for key in ("train_step/step_s", "train_step/loss"):
+        history = sorted(client.get_metric_history(stage.info.run_id, key), key=lambda m: m.step)
+        series[key] = [m.value for m in history]
+    return stage.data.metrics, series
 
 
 def main(argv: list[str]) -> int:
@@ -88,17 +87,16 @@ def main(argv: list[str]) -> int:
         for mode in ["single", *modes]:
             results = Path(tmp) / mode
             _launch(args, results, mode)
-            times = _step_series(results, "train_step/step_s")
-            _, stage = _stage_run(results)
+            metrics, series = _stage_figures(results)
             processes = 1 if mode == "single" else args.processes
             rows[mode] = {
                 "mode": mode,
                 "processes": processes,
                 "threads_per_process": max(1, args.threads // processes),
-                "median_step_s": statistics.median(times[1:]),
-                "peak_mem_mib": stage.data.metrics.get("train/peak_mem_mib", float("nan")),
-                "state_mib": stage.data.metrics.get("train/state_mib", float("nan")),
-                "losses": _step_series(results, "train_step/loss"),
+                "median_step_s": statistics.median(series["train_step/step_s"][1:]),
+                "peak_mem_mib": metrics.get("train/peak_mem_mib", float("nan")),
+                "state_mib": metrics.get("train/state_mib", float("nan")),
+                "losses": series["train_step/loss"],
             }
     single = rows["single"]
     for row in rows.values():

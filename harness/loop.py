@@ -197,11 +197,7 @@ def _whole_model(model: torch.nn.Module, dist: Replicas):
     if not dist.sharded:
         yield model
         return
-    whole = sharding.gathered_copy(model, dist.is_main)
-    try:
-        yield whole
-    finally:
-        del whole
+    yield sharding.gathered_copy(model, dist.is_main)
 
 
 def _stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas) -> float | None:

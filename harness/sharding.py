@@ -163,10 +163,15 @@ def to_float(value: torch.Tensor) -> float:
     return float(full() if full is not None else value)
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor: a DTensor's shard, or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def local_fraction(model: torch.nn.Module) -> float:
     """Share of the model's weights stored on this process (1.0 unsharded, about 1/N under FSDP)."""
-    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
-    return local / max(1, sum(p.numel() for p in model.parameters()))
+    stored = sum(local(p).numel() for p in model.parameters())
+    return stored / max(1, sum(p.numel() for p in model.parameters()))
 
 
 def gathered_copy(student: torch.nn.Module, is_main: bool) -> torch.nn.Module | None:
@@ -197,6 +202,4 @@ def gathered_copy(student: torch.nn.Module, is_main: bool) -> torch.nn.Module | 
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters())
-    local = p.to_local() if hasattr(p, "to_local") else p
-    return local.device
+    return local(next(model.parameters())).device

@@ -170,11 +170,6 @@ def run_stage(
     return TrainStats(steps, summary)
 
 
-def _local_bytes(t: torch.Tensor) -> int:
-    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's shard on this process
-    return local.numel() * local.element_size()
-
-
 def training_state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
     """MiB this process stores for the student's weights, gradients and optimizer state: exact (counted, not
     sampled), about 1/N under FSDP. A teacher copy adds one more weights' worth, sharded alike."""
@@ -182,7 +177,8 @@ def training_state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer)
     tensors.update({id(p.grad): p.grad for p in model.parameters() if p.grad is not None})
     for state in optimizer.state.values():
         tensors.update({id(v): v for v in state.values() if torch.is_tensor(v) and v.dim() > 0})
-    return sum(_local_bytes(t) for t in tensors.values()) / 2**20
+    shards = [sharding.local(t) for t in tensors.values()]
+    return sum(t.numel() * t.element_size() for t in shards) / 2**20
 
 
 def peak_memory_mib(device: torch.device) -> float:
