@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import sharding
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
-from harness.distributed import Replicas, replicas
+from harness.distributed import Replicas, micro_batches, replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
@@ -169,6 +169,18 @@ def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int
     return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
 
 
+def check_fsdp_batch(batch_size: int, accum: int, world: int) -> None:
+    """Under FSDP every process must run the same number of forward passes (each gathers the others'
+    shards), so none of the step's `world x accum` micro-batches may be empty; unequal sizes are fine."""
+    empty = sum(1 for micro in micro_batches(list(range(batch_size)), accum, world) if not micro)
+    if empty:
+        raise ValueError(
+            f"FSDP: trainer.batch_size={batch_size} cut into processes x grad_accum = {world} x {accum} "
+            f"micro-batches leaves {empty} of them empty, and a process with an empty one would stall the "
+            f"others; use a batch_size that is a multiple of {world * accum}"
+        )
+
+
 def needs_teacher_copy(cfg: DictConfig) -> bool:
     """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
     from harness.methods import DISTILLATION_METHODS
@@ -302,13 +314,8 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     validate(cfg)
     dist = replicas()
-    parts = dist.world * int(cfg.trainer.grad_accum)
-    if dist.sharded and int(cfg.trainer.batch_size) % parts:
-        raise ValueError(
-            f"FSDP: trainer.batch_size={cfg.trainer.batch_size} must split evenly into processes x grad_accum = "
-            f"{dist.world} x {cfg.trainer.grad_accum} micro-batches (every process runs the same number of "
-            "forward passes, each gathering the others' shards)"
-        )
+    if dist.sharded:
+        check_fsdp_batch(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), dist.world)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     results = results_path(cfg)
     ensure_writable(results)

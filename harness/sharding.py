@@ -17,7 +17,7 @@ Three things differ from the data-parallel path (harness.distributed):
 - gradients are reduce-scattered as an *average* (gloo cannot pre-scale a sum); our losses are normalised
   by the global batch, so the loss is scaled by the world size before backward (`gradient_scale`);
 - every process must run the same number of forward passes: rollouts use `generate(synced_gpus=True)`,
-  and the global batch must split evenly into `world * grad_accum` micro-batches (validated at start-up);
+  and no micro-batch of the global batch may be empty (validated at start-up, harness.loop);
 - evaluation, the in-context check and checkpoints need whole weights: `gathered_copy` assembles a plain
   copy of the student on rank 0 (the other processes take part in the gather, then wait).
 """

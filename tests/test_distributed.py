@@ -232,13 +232,24 @@ def test_fingerprint_sees_a_tiny_change():
     assert parameter_fingerprint(model) != before
 
 
-def test_fsdp_refuses_a_batch_that_does_not_split_evenly(tmp_path):
-    """Under FSDP every process must run as many forward passes as the others: 3 prompts on 2 processes
-    would leave one process a micro-batch short, and its peers would wait forever on its gathers."""
-    done = _launch([*COMMON, "method=sft", "trainer.batch_size=3", f"results_dir={tmp_path}"], 2, "fsdp", check=False)
+def test_fsdp_refuses_a_batch_that_leaves_a_micro_batch_empty(tmp_path):
+    """Under FSDP every process must run as many forward passes as the others: 2 prompts cut into
+    2 processes x 2 micro-batches leave two micro-batches empty (without the check, the run dies in gloo
+    when one process skips its share). 3 prompts on 2 processes (micro-batches of 2 and 1) are fine."""
+    done = _launch([*COMMON, "method=sft", "trainer.batch_size=2", "trainer.grad_accum=2", f"results_dir={tmp_path}"],
+                   2, "fsdp", check=False)
     assert done.returncode != 0
-    assert "FSDP: trainer.batch_size=3 must split evenly into processes x grad_accum = 2 x 1" in done.stderr
+    assert "FSDP: trainer.batch_size=2 cut into processes x grad_accum = 2 x 2 micro-batches leaves 2" in done.stderr
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
+
+
+def test_fsdp_batch_rule():
+    from harness.loop import check_fsdp_batch
+
+    check_fsdp_batch(3, 1, 2)  # micro-batches of 2 and 1
+    check_fsdp_batch(8, 2, 2)
+    with pytest.raises(ValueError, match="leaves 1 of them empty"):
+        check_fsdp_batch(5, 1, 4)  # ceil(5/4) = 2 per micro-batch: 2, 2, 1, 0
 
 
 def test_single_process_needs_no_process_group(monkeypatch):
