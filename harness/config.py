@@ -39,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class DistillConfig:
-    """SDFT / OPSD knobs (DESIGN section 4). `None` means: the task's own setting, else the paper's default."""
+    """SDFT / OPSD knobs (docs/design.md §4). `None` means: the task's own setting, else the paper's default."""
 
     teacher: str = "ema"  # ema | base | live
     ema_rate: float = 0.01  # phi <- a*theta + (1-a)*phi after every optimizer step

@@ -1,7 +1,7 @@
 """Evaluation: lm-eval run in process on the live model, greedy, no caches.
 
 Every stage evaluates the model as it is *now*; lm-eval's request cache (`use_cache`) is keyed by request
-only and would return answers from an earlier stage, so it is never used (DESIGN section 10).
+only and would return answers from an earlier stage, so it is never used (docs/design.md §10).
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ Shapes and indexing
 -------------------
 ``R`` has shape (T+1, T): row i = after stage i (row 0 = the untouched base model), column j = stream
 task j in stream order. ``G`` has shape (T+1, M): the same rows, column m = general-suite task m.
-DESIGN section 5 numbers stream tasks 1..T, so task j is *learned* at stage j; with 0-based numpy columns,
+docs/design.md §5 numbers stream tasks 1..T, so task j is *learned* at stage j; with 0-based numpy columns,
 task j lives in column j-1 and the score right after learning it is ``R[j, j-1]``. Every formula below is
-written in DESIGN's 1-based task notation; the code converts.
+written in docs/design.md's 1-based task notation; the code converts.
 
-Definitions (DESIGN section 5, verbatim)
+Definitions (docs/design.md §5, verbatim)
 ----------------------------------------
 =============================  ==================================================================
 metric                         definition
@@ -155,7 +155,7 @@ def normalized_scores(R: ArrayLike, best: ArrayLike) -> np.ndarray:
 
 
 def all_metrics(R: ArrayLike, G: ArrayLike) -> dict[str, float]:
-    """Every scalar metric of DESIGN section 5, keyed by `METRIC_NAMES` (the `final/<name>` MLflow keys)."""
+    """Every scalar metric of docs/design.md §5, keyed by `METRIC_NAMES` (the `final/<name>` MLflow keys)."""
     r = _matrix(R)
     g = _general(G, rows=r.shape[0])
     return {

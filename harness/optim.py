@@ -1,4 +1,4 @@
-"""AdamW with a linear-warmup cosine schedule (DESIGN section 4: weight decay 0, clip 1.0 by default)."""
+"""AdamW with a linear-warmup cosine schedule (docs/design.md §4: weight decay 0, clip 1.0 by default)."""
 
 from __future__ import annotations
 

@@ -527,7 +527,7 @@ def write_report(cfg: Any) -> Path:
             "",
             "Scores in %; `a ± b` = mean over seeds ± 95% CI half-width (t-distribution); n = runs. Per task: "
             "score right after learning it / general-suite average at that point. BWT, FWT, Forgetting "
-            "(Chaudhry) and general Δ as in DESIGN section 5 (Forgetting: lower is better; the rest: higher).",
+            "(Chaudhry) and general Δ as in docs/design.md §5 (Forgetting: lower is better; the rest: higher).",
             "",
         ]
     )

@@ -1,7 +1,7 @@
 """Score a model's greedy answers with a task folder's own scorer: the base score and the in-context score.
 
 The in-context score (the model with the item's demonstration in its context, rendered by the teacher
-template) is the SDFT teacher's ceiling: SDFT cannot teach what its teacher cannot do (DESIGN section 11).
+template) is the SDFT teacher's ceiling: SDFT cannot teach what its teacher cannot do (docs/design.md §11).
 """
 
 from __future__ import annotations

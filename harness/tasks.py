@@ -1,6 +1,6 @@
 """Task specs: where a task lives, its training items, and how prompts are shown to student and teacher.
 
-A task is a folder (DESIGN section 3): `train.jsonl`, `eval.jsonl`, lm-eval YAML(s), `task.yaml` with
+A task is a folder (docs/design.md §3): `train.jsonl`, `eval.jsonl`, lm-eval YAML(s), `task.yaml` with
 per-task settings. Built-in tasks live in the repository's `tasks/`; a stream may also name a path.
 """
 
@@ -24,7 +24,7 @@ TEACHER_TEMPLATES: dict[str, str] = {
         "Now answer with a response of your own, including the thinking process."
     ),
     # the paper's template without "including the thinking process": a 135M model otherwise starts
-    # explaining instead of answering in the task's format (DESIGN section 11)
+    # explaining instead of answering in the task's format (docs/design.md §11)
     "plain": (
         "{privileged}{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
         "Now answer with a response of your own."

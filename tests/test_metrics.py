@@ -1,4 +1,4 @@
-"""Continual-learning metrics against values computed by hand from DESIGN section 5's formulas."""
+"""Continual-learning metrics against values computed by hand from docs/design.md §5's formulas."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from harness import metrics
 
-# Three tasks (1-based in DESIGN, columns 0..2 here). Rows: base, after stage 1, 2, 3.
+# Three tasks (1-based in docs/design.md, columns 0..2 here). Rows: base, after stage 1, 2, 3.
 # Task 1 rises after stage 2 (transfer from task 2), then drops: Chaudhry and Avalanche forgetting differ.
 R3 = np.array(
     [

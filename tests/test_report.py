@@ -23,7 +23,7 @@ RUNS = {
     ("sdft", 0): ([[0.1, 0.2], [0.6, 0.2], [0.6, 0.7]], [[0.6, 0.8], [0.6, 0.8], [0.6, 0.7]]),
     ("sdft", 1): ([[0.1, 0.3], [0.8, 0.4], [0.7, 0.9]], [[0.6, 0.8], [0.6, 0.7], [0.5, 0.7]]),
 }
-# Per-run summary values worked out by hand from the matrices above (DESIGN section 5):
+# Per-run summary values worked out by hand from the matrices above (docs/design.md §5):
 # a/new = R[1,a], a/general = mean G[1], b/new = R[2,b], b/general = mean G[2], then the CL metrics.
 COLS = [
     "a/new",

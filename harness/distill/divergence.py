@@ -1,6 +1,6 @@
 """Per-token divergences between the student's and the teacher's next-token distributions.
 
-Conventions (DESIGN section 4; the direction is easy to swap, tests pin it to hand-computed numbers):
+Conventions (docs/design.md §4; the direction is easy to swap, tests pin it to hand-computed numbers):
 - `forward` = KL(teacher || student) = sum_v p_t(v) (log p_t(v) - log p_s(v)), what the paper's results used;
 - `reverse` = KL(student || teacher);
 - `jsd` with beta: M = beta p_t + (1 - beta) p_s, JSD = beta KL(teacher || M) + (1 - beta) KL(student || M)

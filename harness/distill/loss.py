@@ -15,7 +15,7 @@ import torch
 from harness.distill.divergence import kl, token_divergence
 from harness.distill.fused_head import fused_head_loss
 
-FIRST_TOKENS = 3  # diagnostics: KL on the first completion tokens vs the rest (DESIGN section 11)
+FIRST_TOKENS = 3  # diagnostics: KL on the first completion tokens vs the rest (docs/design.md §11)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""SDFT (self-distillation fine-tuning, arXiv 2601.19897), paper-faithful defaults (DESIGN section 4).
+"""SDFT (self-distillation fine-tuning, arXiv 2601.19897), paper-faithful defaults (docs/design.md §4).
 
 Per optimizer step, for each micro-batch of prompts:
 1. roll out `num_rollouts` completions per prompt from the *student* context (prompt alone);
