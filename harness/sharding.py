@@ -78,6 +78,9 @@ def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
     if with_teacher:
         with torch.device("meta"):
             teacher = type(student)(copy.deepcopy(student.config))
+        # A skeleton built from the config takes the config's/default dtype, not the student's (a bf16
+        # student got a float32 teacher, and the first EMA lerp across dtypes raised): match tensor by tensor.
+        _match_dtypes(teacher, student)
         teacher.requires_grad_(False).eval()
     reshard = reshard_after_forward()
     for model in (student, teacher):
@@ -93,6 +96,19 @@ def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
         teacher.generation_config = copy.deepcopy(student.generation_config)
     ROOT = root
     return root
+
+
+def _match_dtypes(target: torch.nn.Module, source: torch.nn.Module) -> None:
+    """Give every parameter and buffer of `target` (on the meta device: free) its `source` twin's dtype."""
+    sources = dict(source.named_parameters())
+    for name, param in target.named_parameters():
+        param.data = param.data.to(sources[name].dtype)
+    buffers = dict(source.named_buffers())
+    for module_name, module in target.named_modules():
+        for attr, buffer in list(module._buffers.items()):
+            twin = buffers.get(f"{module_name}.{attr}" if module_name else attr)
+            if buffer is not None and twin is not None:
+                module._buffers[attr] = buffer.to(twin.dtype)
 
 
 def _copy_unsaved_buffers(source: torch.nn.Module, target: torch.nn.Module) -> None:
