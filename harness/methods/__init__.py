@@ -1,29 +1,133 @@
-"""Training methods: one module per method, each with the same `train(...)` (docs/ARCHITECTURE.md)."""
+"""Training methods: one module per method, found by a registry (docs/ARCHITECTURE.md "Adding a method").
+
+A method is a module in this package that defines `METHOD = MethodSpec(...)` and a `train(...)` function
+with the shared signature; `conf/method/<name>.yaml` selects it by `name:`. Nothing else lists methods:
+the registry imports every module of the package once and keeps those that declare a `METHOD`, so adding
+a method is one .py, one .yaml and its test.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from harness.methods.base import NonFiniteLossError, StageContext, TrainStats
 
-MODULES = {
-    "sft": "harness.methods.sft",
-    "dft": "harness.methods.dft",
-    "sdft": "harness.methods.sdft",
-    "opsd": "harness.methods.opsd",
-    "sft_replay": "harness.methods.sft_replay",
-}
 
-# methods that train against a teacher (harness.distill.teacher), hence may need a second copy of the weights
-DISTILLATION_METHODS = ("sdft", "opsd")
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the loop needs to know about a method, declared in the method's own module.
+
+    reads: the keys under `method.` (dotted, e.g. "distill" or "distill.loss_chunk_size") whose values can
+        change this method's results; the run key hashes only these, so a sweep over a knob the method
+        ignores does not train it twice.
+    teacher_copy: whether the method may hold a second set of weights (EMA or frozen teacher); the
+        `live` teacher setting turns it off (see `needs_teacher_copy`).
+    options: a dataclass for the free-form `method.options` mapping of this method (None: it takes none);
+        its fields' types and defaults are the method's own schema, checked at start-up.
+    """
+
+    name: str
+    reads: tuple[str, ...] = ()
+    teacher_copy: bool = False
+    options: type | None = None
+
+
+@cache
+def registry() -> dict[str, tuple[MethodSpec, str]]:
+    """name -> (spec, module path) for every module of this package that declares `METHOD`."""
+    found: dict[str, tuple[MethodSpec, str]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module_path = f"{__name__}.{info.name}"
+        spec = getattr(importlib.import_module(module_path), "METHOD", None)
+        if isinstance(spec, MethodSpec):
+            if spec.name in found:
+                raise RuntimeError(f"method name {spec.name!r} declared by {module_path} and {found[spec.name][1]}")
+            found[spec.name] = (spec, module_path)
+    return dict(sorted(found.items()))
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(registry())
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The spec of method `name`; unknown names list the valid ones."""
+    if name not in registry():
+        raise ValueError(f"method {name!r} is not known; valid methods: {', '.join(method_names())}")
+    return registry()[name][0]
 
 
 def get_method(name: str) -> Callable[..., TrainStats]:
     """The `train` function of method `name`; unknown names list the valid ones."""
-    if name not in MODULES:
-        raise ValueError(f"method {name!r} is not known; valid methods: {', '.join(MODULES)}")
-    return importlib.import_module(MODULES[name]).train
+    method_spec(name)
+    return importlib.import_module(registry()[name][1]).train
 
 
-__all__ = ["DISTILLATION_METHODS", "NonFiniteLossError", "StageContext", "TrainStats", "get_method", "MODULES"]
+def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
+    """`method.options` checked against the method's own dataclass: a typed object (None if it takes none).
+
+    Raises ValueError naming the unknown key or the bad value and the valid keys.
+    """
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    spec = method_spec(name)
+    given = dict(options or {})
+    if spec.options is None:
+        if given:
+            raise ValueError(f"method.options={given}: method {name!r} takes no options")
+        return None
+    valid = [f.name for f in fields(spec.options)]
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"method.options.{unknown[0]} is not an option of {name!r}; valid: {', '.join(valid)}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.options), given))
+    except Exception as err:  # OmegaConf's type errors name the key; keep their first line
+        raise ValueError(f"method.options for {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def needs_teacher_copy(method: Mapping[str, Any]) -> bool:
+    """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
+    spec = method_spec(method["name"])
+    return spec.teacher_copy and method.get("distill", {}).get("teacher") != "live"
+
+
+def result_relevant(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the resolved config whose `method` section keeps only what the method reads (plus its name
+    and options): the input of the run key."""
+    out = dict(config)
+    method = dict(config.get("method", {}))
+    spec = method_spec(method["name"])
+    kept: dict[str, Any] = {"name": method["name"], "options": method.get("options") or {}}
+    for path in spec.reads:
+        head, _, tail = path.partition(".")
+        if head not in method:
+            continue
+        if not tail:
+            kept[head] = method[head]
+        else:
+            kept.setdefault(head, {})[tail] = method[head][tail]
+    out["method"] = kept
+    return out
+
+
+__all__ = [
+    "MethodSpec",
+    "NonFiniteLossError",
+    "StageContext",
+    "TrainStats",
+    "get_method",
+    "method_names",
+    "method_options",
+    "method_spec",
+    "needs_teacher_copy",
+    "registry",
+    "result_relevant",
+]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
 from harness.methods.sft import token_dft, train_supervised
 from harness.tasks import Item, TaskSpec
+
+METHOD = MethodSpec(name="dft", reads=("distill.loss_chunk_size",))
 
 
 def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,

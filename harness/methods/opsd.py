@@ -11,9 +11,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.methods import sdft
+from harness.methods import MethodSpec, sdft
 from harness.methods.base import StageContext, TrainStats
 from harness.tasks import Item, TaskSpec
+
+METHOD = MethodSpec(name="opsd", reads=("distill",), teacher_copy=True)
 
 
 def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,

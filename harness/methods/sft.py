@@ -13,6 +13,7 @@ import torch
 
 from harness.batching import collate, completion_hidden, encode_demonstration
 from harness.distill.fused_head import fused_head_loss
+from harness.methods import MethodSpec
 from harness.methods.base import (
     StageContext,
     TrainStats,
@@ -23,6 +24,8 @@ from harness.methods.base import (
     stage_generator,
 )
 from harness.tasks import Item, TaskSpec
+
+METHOD = MethodSpec(name="sft", reads=("distill.loss_chunk_size",))
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness.methods import MethodSpec
 from harness.methods.base import (
     StageContext,
     TrainStats,
@@ -23,6 +24,8 @@ from harness.methods.base import (
 )
 from harness.methods.sft import SupervisedStep
 from harness.tasks import Item, TaskSpec
+
+METHOD = MethodSpec(name="sft_replay", reads=("replay_fraction", "distill.loss_chunk_size"))
 
 
 def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,

@@ -1,0 +1,73 @@
+"""SFT with an L2 anchor: cross-entropy on the demonstration plus (weight / 2) * ||theta - theta_stage||^2.
+
+theta_stage is the student as it was when the stage began, so every stage is pulled back towards what the
+previous stages left, not towards the original model: the simplest regularisation baseline of continual
+learning (L2-SP; EWC with a uniform Fisher). Costs one extra copy of the weights for the stage.
+
+The penalty of one optimizer step is spread over its micro-batches in proportion to their share of the
+batch, so gradient accumulation and data-parallel gradient sums add up to exactly one penalty per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness import sharding
+from harness.methods import MethodSpec, method_options
+from harness.methods.base import (
+    StageContext,
+    TrainStats,
+    epoch_batches,
+    limit_items,
+    num_steps,
+    run_stage,
+    stage_generator,
+)
+from harness.methods.sft import SupervisedStep, token_nll
+from harness.tasks import Item, TaskSpec
+
+
+@dataclass
+class L2Options:
+    weight: float = 0.01  # strength of the pull towards the stage's starting weights
+
+
+METHOD = MethodSpec(name="sft_l2", reads=("distill.loss_chunk_size",), options=L2Options)
+
+
+def l2_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum over trainable weights of ||theta - anchor||^2, accumulated in float32."""
+    terms = [(p.float() - anchor[name].float()).pow(2).sum() for name, p in model.named_parameters() if p.requires_grad]
+    return torch.stack(terms).sum()
+
+
+class AnchoredStep(SupervisedStep):
+    """SFT's micro-step plus this micro-batch's share of the anchor penalty."""
+
+    def __init__(self, model: Any, tokenizer: Any, cfg: Any, weight: float) -> None:
+        super().__init__(model, tokenizer, cfg, token_nll)
+        self.weight = weight
+        self.anchor = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, stats = super().__call__(micro, batch)
+        penalty = l2_penalty(self.model, self.anchor)
+        share = len(micro) / len(batch)
+        stats = {**stats, "l2_distance": float(penalty.detach().sqrt())}
+        return loss + share * 0.5 * self.weight * penalty, stats
+
+
+def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
+          ctx: StageContext) -> TrainStats:
+    if sharding.active():
+        raise ValueError("method sft_l2 does not support FSDP (its anchor is a whole copy); use DDP or one process")
+    options = method_options(cfg.method.name, cfg.method.options)
+    items = limit_items(items, cfg)
+    steps = num_steps(len(items), cfg.trainer)
+    order = epoch_batches(len(items), int(cfg.trainer.batch_size), steps, stage_generator(ctx))
+    batches = [[items[i] for i in idx] for idx in order]
+    step = AnchoredStep(model, tokenizer, cfg, float(options.weight))  # the anchor: weights as the stage begins
+    return run_stage(model, cfg, ctx, batches, step, desc="sft_l2")
