@@ -11,9 +11,15 @@ API used by the loop::
                                  artifacts={"config.yaml": yaml_text})      # new, or the one to resume
     done = tracker.completed_stages(parent)          # {stage: metrics} of FINISHED children only;
                                                      # unfinished children (a killed stage) are deleted
-    tracker.log_stage(parent, stage, task, metrics, step_stats, artifacts)   # FINISHED when all is logged
+    child = tracker.start_stage(parent, stage, task)  # RUNNING child: live step metrics go here
+    tracker.log_steps(child, [{"step": 1, "loss": 2.3}])        # `train_step/<stat>` as they happen
+    tracker.log_stage(parent, stage, task, metrics, step_stats, artifacts, run_id=child)  # FINISHED
     tracker.finish_parent(parent, R, G, final_metrics, config_yaml=...)     # idempotent
     tracker.mark_failed(parent, message)
+
+Parent runs carry MLflow's source tags (`mlflow.source.name/type`, `mlflow.source.git.commit`, `mlflow.user`)
+as `mlflow.start_run` would set them. Stage runs may carry `items.csv.gz` (every eval item's score, see
+`ITEMS_ARTIFACT`); `read_items` reads it back.
 
 Helpers: `sanitize_metric_key` (lm-eval's `acc,none` -> `acc`), `lm_eval_metrics` (lm-eval results ->
 `<task>/<metric>` floats), `flatten_config` (nested config -> dotted string params), `run_key`.
@@ -43,6 +49,8 @@ MAX_KEY = 250
 MAX_TAG_VALUE = 5000
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_TAGS_PER_BATCH = 100
+
+ITEMS_ARTIFACT = "items.csv.gz"  # per stage run: one row per (eval task, item); harness.evaluation.item_frame
 
 ROLE = "harness.role"
 COMPLETE = "harness.complete"
@@ -122,6 +130,28 @@ def run_key(config: Mapping[str, Any]) -> str:
     """A stable hash of everything in the resolved config that can change results (seed included)."""
     flat = {k: v for k, v in flatten_config(config).items() if k not in NON_RESULT_KEYS}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's run-context tags (user, entry point, source type, git commit), what `mlflow.start_run`
+    adds; a run created through `MlflowClient.create_run` gets none of them otherwise. The commit falls
+    back to the repository holding this package when the entry point is not inside one."""
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = {k: str(v) for k, v in resolve_tags().items()}
+    except Exception:  # a broken context provider must not stop an experiment
+        tags = {}
+    if "mlflow.source.git.commit" not in tags:
+        try:
+            from mlflow.utils.git_utils import get_git_commit
+
+            commit = get_git_commit(str(Path(__file__).resolve().parent))
+        except Exception:
+            commit = None
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def _now_ms() -> int:
@@ -266,7 +296,8 @@ class Tracker:
                 self.client.delete_tag(run_id, ERROR)
             existing = set(run.data.params)
         else:
-            all_tags = {str(k): str(v)[:MAX_TAG_VALUE] for k, v in tags.items()}
+            all_tags = {k: v[:MAX_TAG_VALUE] for k, v in source_tags().items()}
+            all_tags.update({str(k): str(v)[:MAX_TAG_VALUE] for k, v in tags.items()})
             all_tags.update({ROLE: "parent", "run_key": run_key})
             name = run_name or "-".join(str(tags[k]) for k in ("method", "stream", "seed") if k in tags)
             run_id = self.client.create_run(
@@ -361,6 +392,46 @@ class Tracker:
             done[stage] = run
         return {stage: dict(run.data.metrics) for stage, run in sorted(done.items())}
 
+    def start_stage(self, parent_id: str, stage: int, task: str) -> str:
+        """A RUNNING child run for `stage`, so that per-step metrics can be logged while it trains
+        (`log_steps`); `log_stage(..., run_id=...)` completes it. Unfinished children of the same stage
+        (an earlier attempt) are deleted; a FINISHED one is an error, as in `log_stage`."""
+        self._clear_stage(parent_id, stage)
+        tags = {PARENT_ID: parent_id, ROLE: "stage", "stage": str(stage), "task": task}
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=f"stage{stage}-{task}").info.run_id
+
+    def log_steps(self, run_id: str, records: Sequence[Mapping[str, float]], prefix: str = "train_step") -> None:
+        """`<prefix>/<stat>` for each record, at step = its `step` entry (required), timestamped now."""
+        ts = _now_ms()
+        batch = [
+            Metric(sanitize_metric_key(f"{prefix}/{name}"), float(v), ts, int(rec["step"]))
+            for rec in records
+            for name, v in rec.items()
+            if name != "step"
+        ]
+        for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def _clear_stage(self, parent_id: str, stage: int, keep: str | None = None) -> None:
+        for run in self.children(parent_id):
+            if int(run.data.tags["stage"]) != stage or run.info.run_id == keep:
+                continue
+            if run.info.status == "FINISHED":
+                raise ValueError(
+                    f"stage {stage} of parent run {parent_id} is already logged (run {run.info.run_id})"
+                )
+            self.client.delete_run(run.info.run_id)
+
+    def read_items(self, run_id: str) -> pd.DataFrame | None:
+        """The `items.csv.gz` artifact of a stage run, or None when the run has none (older runs)."""
+        names = {f.path for f in self.client.list_artifacts(run_id)}
+        if ITEMS_ARTIFACT not in names:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, ITEMS_ARTIFACT, tmp)
+            return pd.read_csv(path, compression="gzip", keep_default_na=False,
+                               dtype={"task": str, "generation": str, "target": str, "prompt": str})
+
     def log_stage(
         self,
         parent_id: str,
@@ -369,14 +440,19 @@ class Tracker:
         metrics: Mapping[str, float],
         step_stats: list[Mapping[str, float]] | None = None,
         artifacts: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> str:
         """One child run for `stage` (task = the trained task, or "base" for stage 0).
 
         `metrics` are logged with step = stage under sanitised keys; `step_stats[k]` as
-        `train_step/<stat>` with step = its `step` entry if present, else k + 1. The child is set
-        FINISHED only after everything is stored; any failure in between leaves it FAILED, which
-        `completed_stages` treats as not done.
+        `train_step/<stat>` with step = its `step` entry if present, else k + 1. `run_id` completes a
+        child opened by `start_stage` instead of creating one. The child is set FINISHED only after
+        everything is stored; any failure in between leaves it FAILED, which `completed_stages` treats
+        as not done.
         """
+        if run_id is not None:
+            self._clear_stage(parent_id, stage, keep=run_id)
+            return self._complete_stage(run_id, stage, metrics, step_stats, artifacts)
         for run in self.children(parent_id):
             if int(run.data.tags["stage"]) != stage:
                 continue
@@ -389,6 +465,10 @@ class Tracker:
         run_id = self.client.create_run(
             self.experiment_id, tags=tags, run_name=f"stage{stage}-{task}"
         ).info.run_id
+        return self._complete_stage(run_id, stage, metrics, step_stats, artifacts)
+
+    def _complete_stage(self, run_id: str, stage: int, metrics: Mapping[str, float],
+                        step_stats: list[Mapping[str, float]] | None, artifacts: Mapping[str, Any] | None) -> str:
         try:
             ts = _now_ms()
             batch = [Metric(sanitize_metric_key(k), float(v), ts, stage) for k, v in metrics.items()]

@@ -30,6 +30,9 @@ class StageContext:
     seed: int = 0
     replay_items: list[Item] = field(default_factory=list)  # earlier tasks' train items (sft_replay)
     progress: bool = False  # a tqdm bar over optimizer steps
+    # called on every process after each optimizer step with (step counted from 1, that step's stats): the
+    # loop logs the stats live and scores the task every `eval.every_steps` (harness.loop.StageHook)
+    on_step: Callable[[int, dict[str, float]], None] | None = None
 
 
 @dataclass
@@ -151,6 +154,8 @@ def run_stage(
             record["step_s"] = time.perf_counter() - t0
             if "completion_tokens" in record:
                 record["tokens_per_s"] = record["completion_tokens"] / record["step_s"]
+            if ctx.on_step is not None:
+                ctx.on_step(step + 1, record)
             steps.append(record)
             if bar is not None:
                 bar.update(1)
