@@ -155,7 +155,7 @@ def choice(response: str, gold: Any, letters: str = "ABCDEFGHIJ") -> float:
 
 # --- JSON function call ----------------------------------------------------------------------------------
 
-def _load_structured(value: Any) -> Any:
+def load_structured(value: Any) -> Any:
     """JSON text (or a Python literal, as some datasets store it) -> object; other values unchanged."""
     if not isinstance(value, str):
         return value
@@ -205,7 +205,7 @@ def json_call(response: str, gold: Any, arguments_key: str = "arguments") -> flo
     name, a missing, extra or different argument, "4" for 4, another case or spelling of a value, and a
     response without a parsable JSON object that has a "name" key.
     """
-    want = _load_structured(gold)
+    want = load_structured(gold)
     if not isinstance(want, dict) or "name" not in want:
         raise ValueError(f"json_call scorer: gold {gold!r} is not a JSON object with a 'name'")
     call = extract_json_call(response)
@@ -223,7 +223,7 @@ _ACTION_INPUT = re.compile(r"\A[ \t]*\n?[ \t]*Action[ _]?Input[ \t]*:[ \t]*", re
 
 def _action_input(value: Any) -> Any:
     """An action's input as an object: JSON text is decoded (nested JSON strings too); "" and "{}" are {}."""
-    decoded = _load_structured(value) if isinstance(value, str) else value
+    decoded = load_structured(value) if isinstance(value, str) else value
     if isinstance(decoded, str) and not decoded.strip():
         return {}
     return decoded
@@ -262,7 +262,7 @@ def react(response: str, gold: Any) -> float:
     or missing action, a different, missing or extra argument, more or fewer actions than the gold, an
     Action line without an Action Input, and input that is not the gold's JSON.
     """
-    want = _load_structured(gold)
+    want = load_structured(gold)
     if isinstance(want, dict):
         want = [want]
     if not isinstance(want, list) or not all(isinstance(a, dict) and "Action" in a for a in want):
