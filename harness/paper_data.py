@@ -22,8 +22,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from harness.scorers import load_structured, extract_actions
-from harness.task_builder import Built, BuildError, as_text, flatten_prompt, lettered, load_source, pick_split
+from harness.scorers import extract_actions, load_structured
+from harness.task_builder import BuildError, Built, as_text, flatten_prompt, lettered, load_source, pick_split
 
 SCIKNOWEVAL_ID = "hicai-zju/SciKnowEval"
 MEDICAL_SFT_ID = "FreedomIntelligence/medical-o1-reasoning-SFT"
