@@ -261,7 +261,7 @@ def select(train: list[dict], evals: list[dict] | None, eval_fraction: float, se
 
 # --- writing the folder ----------------------------------------------------------------------------------
 
-UTILS_TEMPLATE = '''"""Scoring of `{name}`: {scorer} (harness.scorers) against each eval line's `answer`.
+UTILS_TEMPLATE = '''r"""Scoring of `{name}`: {scorer} (harness.scorers) against each eval line's `answer`.
 
 {doc}
 Written by `harness tasks new`; edit freely (score(response, doc) -> float is the contract).
