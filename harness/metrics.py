@@ -196,15 +196,16 @@ def normalized_scores(R: ArrayLike, best: ArrayLike, floor: ArrayLike = 0.0) -> 
     return out
 
 
-def all_metrics(R: ArrayLike, G: ArrayLike) -> dict[str, float]:
-    """Every scalar metric of docs/design.md §5, keyed by `METRIC_NAMES` (the `final/<name>` MLflow keys)."""
+def all_metrics(R: ArrayLike, G: ArrayLike, tasks: ArrayLike | None = None) -> dict[str, float]:
+    """Every scalar metric of docs/design.md §5, keyed by `METRIC_NAMES` (the `final/<name>` MLflow keys);
+    `tasks` restricts BWT and Forgetting to a subset of the stream tasks (see `bwt`)."""
     r = _matrix(R)
-    g = _general(G, rows=r.shape[0])
+    g = _general(G, rows=r.shape[-2])
     return {
         "acc": acc_final(r),
         "new_task_acc": new_task_accuracy(r),
-        "bwt": bwt(r),
+        "bwt": bwt(r, tasks),
         "fwt": fwt(r),
-        "forgetting": forgetting(r),
+        "forgetting": forgetting(r, tasks),
         "general_delta": general_delta(g),
     }

@@ -12,8 +12,9 @@ from harness import metrics
 from harness.report import RunResult, group_runs, write_report
 from harness.tracking import Tracker, flatten_config
 
-# Student t 0.975 quantiles from a printed table (independent of scipy): 1 and 3 degrees of freedom.
-T975 = {1: 12.7062047, 3: 3.18244631}
+# Issue #14 replaced the t-interval by a bootstrap over runs then items (harness.stats). These runs carry no
+# item-level data, so only runs are resampled; with two runs the 2.5%/97.5% percentiles of the resampled
+# mean are exactly the two values (each extreme is drawn with probability 1/4 > 2.5%): [min, max].
 
 TASKS, SUITE = ["a", "b"], ["g1", "g2"]
 # (method, seed) -> (R, G); rows = base, after a, after b
@@ -96,27 +97,28 @@ def report_dir(tmp_path_factory):
     return out
 
 
-def _mean_ci2(x: float, y: float) -> tuple[float, float]:
-    # two values: sd = |x - y| / sqrt(2), so t * sd / sqrt(2) = t * |x - y| / 2
-    return (x + y) / 2, T975[1] * abs(x - y) / 2
+def _mean_ci2(x: float, y: float) -> tuple[float, float, float]:
+    # two runs, resampled with replacement: the interval is [min, max] (see above)
+    return (x + y) / 2, min(x, y), max(x, y)
 
 
 def test_summary_csv_numbers(report_dir):
     summary = pd.read_csv(report_dir / "summary.csv")
     assert summary["method"].tolist() == ["base model", "sdft", "sft"]
-    assert summary["n"].tolist() == [4, 2, 2]
+    # n counts independent evaluations: the base row holds 2 distinct stage-0 evaluations (issue #14: it said 4)
+    assert summary["n"].tolist() == [2, 2, 2]
     assert summary["seeds"].tolist() == ["0 1", "0 1", "0 1"]
     for method in ("sft", "sdft"):
         row = summary.set_index("method").loc[method]
         for k, col in enumerate(COLS):
-            mean, half = _mean_ci2(BY_HAND[(method, 0)][k], BY_HAND[(method, 1)][k])
+            mean, lo, hi = _mean_ci2(BY_HAND[(method, 0)][k], BY_HAND[(method, 1)][k])
             assert row[col] == pytest.approx(mean, abs=1e-9), (method, col)
-            assert row[f"{col}_ci95"] == pytest.approx(half, abs=1e-6), (method, col)
+            assert (row[f"{col}_lo"], row[f"{col}_hi"]) == pytest.approx((lo, hi), abs=1e-9), (method, col)
     base = summary.set_index("method").loc["base model"]
-    assert base["a/new"] == pytest.approx(0.1) and base["a/new_ci95"] == pytest.approx(0.0, abs=1e-12)
-    # b at stage 0: 0.2, 0.2, 0.2, 0.3 -> mean 0.225, sd 0.05, n 4
-    assert base["b/new"] == pytest.approx(0.225)
-    assert base["b/new_ci95"] == pytest.approx(T975[3] * 0.05 / 2, abs=1e-6)
+    assert base["a/new"] == pytest.approx(0.1) and base["a/new_hi"] - base["a/new_lo"] == pytest.approx(0.0)
+    # b at stage 0: 0.2 (three runs, one deterministic evaluation) and 0.3 -> two distinct evaluations
+    assert base["b/new"] == pytest.approx(0.25)
+    assert (base["b/new_lo"], base["b/new_hi"]) == pytest.approx((0.2, 0.3))
     assert base["a/general"] == pytest.approx(0.7) and base["b/general"] == pytest.approx(0.7)
     for col in ("acc", "new_task_acc", "bwt", "fwt", "forgetting", "general_delta"):
         assert np.isnan(base[col])
@@ -131,28 +133,33 @@ def test_matrix_csv(report_dir):
     sdft = pd.read_csv(report_dir / "matrix_demo_sdft.csv", index_col="stage")
     np.testing.assert_allclose(sdft.to_numpy(), [[0.1, 0.25], [0.7, 0.3], [0.65, 0.8]])
     md = (report_dir / "matrix_demo_sft.md").read_text()
-    assert "| 2 (b) | 40.0 ± 127.1 | 90.0 ± 127.1 | 45.0 |" in md
+    assert "| 2 (b) | 40.0 [30.0, 50.0] | 90.0 [80.0, 100.0] | 45.0 [40.0, 50.0] |" in md
 
 
 def test_tables_and_comparison(report_dir):
     md = (report_dir / "summary.md").read_text()
     # the paper layout: base row first, per task "new / general"
-    assert "| base model | 4 | 10.0 ± 0.0 / 70.0 ± 0.0 | 22.5 ± 8.0 / 70.0 ± 0.0 |" in md
+    # no "± 0.0": a degenerate interval says why it has no width
+    assert "| base model | 2 | 10.0 (no spread) / 70.0 (no spread) | 25.0 [20.0, 30.0] / 70.0 (no spread) |" in md
+    assert "± 0.0" not in md
     assert (
         "Evaluation items per task (`eval.limit`; None = the full eval set): 20; evaluated: a 20, b 15" in md
     )
     assert "WARNING" not in md
     assert "Model: tiny-test" in md and "Seeds: 0, 1 (4 complete runs; 1 incomplete runs ignored)" in md
     # the comparison sentence is computed from the numbers
-    assert "sft has the higher new-task accuracy (85.0 ± 0.0 vs 75.0 ± 127.1 for sdft; 95% CIs overlap)" in md
+    # paired differences per seed: new-task 0.2 and 0.0 -> interval [0, 20] covers 0
+    assert ("sft and sdft are not distinguishable on new-task accuracy (85.0 (no spread) vs 75.0 [65.0, 85.0]; "
+            "paired difference +10.0 [0.0, 20.0] covers 0)") in md
     assert "sdft has the higher final general-suite average" in md
     assert (
-        "sdft has the lower forgetting (Chaudhry) (5.0 ± 63.5 vs 40.0 ± 0.0 for sft; 95% CIs overlap)" in md
+        "sdft has the lower forgetting (Chaudhry) on the tasks all learned (a) (5.0 [0.0, 10.0] vs 40.0 (no spread) "
+        "for sft; paired difference -35.0 [-40.0, -30.0])" in md
     )
     tex = (report_dir / "summary.tex").read_text()
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lrrrrrrrrr}"):
         assert rule in tex
-    assert "$80.0_{\\pm 127.1}$ / $55.0_{\\pm 63.5}$" in tex  # sft, task a
+    assert "$80.0\\,[70.0, 90.0]$ / $55.0\\,[50.0, 60.0]$" in tex  # sft, task a
     assert "new\\_task" not in tex and "general $\\Delta$" not in tex.lower()
 
 
@@ -212,7 +219,8 @@ def test_single_seed_single_task_without_suite(tmp_path):
     cfg = OmegaConf.create({"experiment_name": "edge", "results_dir": str(tmp_path), "tracking_uri": None})
     out = write_report(cfg)
     summary = pd.read_csv(out / "summary.csv").set_index("method")
-    assert summary.loc["sft", "a/new"] == pytest.approx(0.9) and np.isnan(summary.loc["sft", "a/new_ci95"])
+    assert summary.loc["sft", "a/new"] == pytest.approx(0.9)
+    assert summary.loc["sft", "a/new_lo"] == summary.loc["sft", "a/new_hi"] == pytest.approx(0.9)  # no width
     assert np.isnan(summary.loc["sft", "bwt"]) and np.isnan(summary.loc["sft", "general_delta"])
     md = (out / "summary.md").read_text()
     assert "sft has the higher new-task accuracy (90.0 vs 60.0 for sdft; no CI with a single seed)" in md
