@@ -46,10 +46,13 @@ Read the runs of one MLflow experiment and write tables (Markdown, CSV, LaTeX), 
 """
 
 TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ...]
+       harness tasks new NAME --from SOURCE [--prompt COL] [--demonstration COL] [--answer COL] [--scorer S] ...
 
   list       built-in tasks: name, category, sizes, metric
   show       a few rendered student and teacher prompts of one task
   validate   schema of every line (file:line errors), train/eval overlap, the lm-eval YAML loads, the scorer runs
+  new        build a task folder from your data (JSON/JSONL/CSV/parquet file, save_to_disk folder, hub id)
+             or the SDFT paper's (--adapter); validates it; `harness tasks new --help` for the options
 """
 
 BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | parallel [--processes N] [--modes ddp,fsdp] [--out DIR]
@@ -164,7 +167,12 @@ def _tasks(argv: list[str]) -> int:
     show.add_argument("-n", type=int, default=2)
     val = sub.add_parser("validate")
     val.add_argument("paths", nargs="*")
+    from harness.task_builder import add_arguments
+
+    add_arguments(sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder)."))
     args = parser.parse_args(argv)
+    if args.cmd == "new":
+        return task_tools.cmd_new(args, argv[1:])
     if args.cmd == "list":
         return task_tools.cmd_list()
     if args.cmd == "show":

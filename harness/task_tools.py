@@ -227,3 +227,12 @@ def cmd_validate(paths: list[str] | None = None) -> int:
             print(f"ok   {target}")
     print(f"{len(targets) - failed}/{len(targets)} task(s) valid")
     return 1 if failed else 0
+
+
+# --- building a task from a data set -----------------------------------------------------------------------
+
+def cmd_new(args: Any, argv: list[str] | None = None) -> int:
+    """`harness tasks new`: see harness.task_builder (reads, maps, splits, writes, validates)."""
+    from harness.task_builder import cmd_new as build_new
+
+    return build_new(args, argv)
