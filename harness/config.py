@@ -93,6 +93,11 @@ class EvalConfig:
     # the stage's weights (GPU, the `vllm` extra); the engine takes this share of the GPU's memory.
     backend: str = "hf"
     vllm_gpu_memory: float = 0.3
+    # tasks that execute the model's generated code (lm-eval marks them unsafe_code, e.g. HumanEval in
+    # suite=paper) are refused unless this is true; run them in a sandbox (container, VM)
+    allow_code_execution: bool = False
+    # on CUDA, lm-eval's HF backend finds the largest batch that fits ("auto") instead of eval.batch_size
+    auto_batch_size: bool = True
 
 
 @dataclass

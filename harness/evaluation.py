@@ -6,6 +6,8 @@ only and would return answers from an earlier stage, so it is never used (docs/d
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import os
@@ -50,10 +52,16 @@ def primary_metric(task_metrics: dict[str, float], preferred: str | None = None)
 
 
 def make_task_manager(include_paths: list[str | Path], builtin_index: bool = False) -> Any:
+    """lm-eval's TaskManager for these folders (and its own index when `builtin_index`), built once per
+    process: indexing lm-eval's ~10,000 task YAML files takes seconds and every stage would redo it."""
+    return _task_manager(tuple(str(p) for p in include_paths), bool(builtin_index))
+
+
+@functools.lru_cache(maxsize=8)
+def _task_manager(include_paths: tuple[str, ...], builtin_index: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(p) for p in include_paths], include_defaults=builtin_index,
-                       verbosity="ERROR")
+    return TaskManager(include_path=list(include_paths), include_defaults=builtin_index)
 
 
 def evaluate(
@@ -70,8 +78,19 @@ def evaluate(
     seed: int = 0,
     backend: str = "hf",
     vllm_gpu_memory: float = 0.3,
+    vllm_snapshot: Path | None = None,
+    max_length: int | None = None,
+    allow_code_execution: bool = False,
+    auto_batch_size: bool = True,
 ) -> EvalResult:
-    """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template)."""
+    """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template).
+
+    `max_length` (model.max_length) bounds the context lm-eval and vLLM plan for: a model's own maximum
+    (131072 for Llama-3.1) would size vLLM's KV cache and HFLM's automatic batch probe for contexts no stage
+    uses. `vllm_snapshot`: the folder `write_snapshot` filled with this stage's weights (backend vllm).
+    `auto_batch_size`: on CUDA lm-eval finds the largest batch that fits instead of `batch_size`.
+    `allow_code_execution`: lets tasks marked unsafe_code (HumanEval) execute the model's code.
+    """
     if not task_names:
         return EvalResult(metrics={})
     from lm_eval import simple_evaluate
@@ -84,15 +103,20 @@ def evaluate(
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     was_training = model.training
     model.eval()
-    snapshot = None
+    if allow_code_execution:
+        os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # HF evaluate's code_eval refuses to run code without it
+    context = _context_length(model, max_length)
+    device = next(model.parameters()).device
     if backend == "vllm":
-        snapshot = tempfile.TemporaryDirectory(prefix="harness-vllm-")
-        lm = _vllm_lm(model, tokenizer, Path(snapshot.name), seed, vllm_gpu_memory)
+        if vllm_snapshot is None:
+            raise ValueError("eval.backend=vllm evaluates a snapshot of the stage's weights: pass vllm_snapshot "
+                             "(a folder written by harness.evaluation.write_snapshot)")
+        lm = _vllm_lm(Path(vllm_snapshot), seed, vllm_gpu_memory, context, device)
     else:
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                  max_length=getattr(model.config, "max_position_embeddings", None))
+        hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hf_batch, max_length=context)
     gen_kwargs = {"do_sample": False}
     if max_gen_toks:
         gen_kwargs["max_gen_toks"] = int(max_gen_toks)
@@ -114,12 +138,12 @@ def evaluate(
                 torch_random_seed=seed,
                 fewshot_random_seed=seed,
                 verbosity="ERROR",
+                confirm_run_unsafe_code=allow_code_execution,
             )
     finally:
         model.train(was_training)
-        if snapshot is not None:
+        if backend == "vllm":
             _release_vllm(lm)
-            snapshot.cleanup()
     if out is None:
         raise RuntimeError(f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
                            f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})")
@@ -145,20 +169,88 @@ def evaluate(
     return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw))
 
 
-def _vllm_lm(model: Any, tokenizer: Any, folder: Path, seed: int, gpu_memory: float) -> Any:
-    """lm-eval's vLLM backend on a snapshot of the current weights (vLLM loads from a folder, not from a
-    live torch module). The tokenizer is saved with them, so vLLM pads and stops exactly like HFLM would.
+def _context_length(model: Any, max_length: int | None) -> int | None:
+    """The longest context evaluation needs: the model's own limit, bounded by the harness's model.max_length."""
+    limits = [n for n in (getattr(model.config, "max_position_embeddings", None), max_length) if n]
+    return min(limits) if limits else None
 
-    Not exercised by the test suite (it needs a GPU and the vllm extra); config validation checks both.
+
+SNAPSHOT_DONE = "SNAPSHOT_COMPLETE"  # written last: a folder without it is a half-written snapshot
+
+
+def write_snapshot(model: Any, tokenizer: Any, folder: Path, dtype: str | None = None) -> Path:
+    """Save the stage's weights and tokenizer where vLLM can load them (vLLM reads a folder, not a live
+    module), replacing any earlier snapshot in `folder`'s parent: one snapshot on disk per run, under the
+    run's results, never a stale one (each stage's folder is new) and never /tmp (often small, per node).
+
+    The tokenizer goes with the weights, so vLLM pads and stops exactly like HFLM would. `dtype` (e.g. the
+    compute dtype) is recorded in the config for vLLM; None keeps the weights' own.
     """
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for old in folder.parent.iterdir():
+        if old.is_dir() and old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    if (folder / SNAPSHOT_DONE).is_file():
+        return folder  # already written for this stage (a resumed run)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if dtype:
+        config = tmp / "config.json"
+        data = json.loads(config.read_text())
+        data["dtype"] = data["torch_dtype"] = dtype
+        config.write_text(json.dumps(data, indent=2))
+    (tmp / SNAPSHOT_DONE).write_text("ok")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def _physical_gpu(device: Any) -> str:
+    """The CUDA_VISIBLE_DEVICES entry of this process's GPU (`cuda:i` counts the visible GPUs only)."""
+    index = device.index if device.index is not None else 0
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if visible else str(index)
+
+
+@contextmanager
+def _only_gpu(device: Any):
+    """Let the vLLM engine see this process's GPU only. lm-eval's VLLM drops a `device` argument and the
+    engine takes the first visible GPU, so every data-parallel rank would start its engine on GPU 0. The
+    engine core runs in a child process (vLLM's default, forced here) that reads CUDA_VISIBLE_DEVICES when
+    it starts; this process's own CUDA context is unaffected, and the variable is restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")}
+    if device.type == "cuda":
+        os.environ["CUDA_VISIBLE_DEVICES"] = _physical_gpu(device)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _vllm_lm(folder: Path, seed: int, gpu_memory: float, context: int | None, device: Any) -> Any:
+    """lm-eval's vLLM backend on the stage's snapshot, on this process's GPU, after the trainer's cached
+    GPU memory is handed back (vLLM sizes its KV cache from the memory free when it starts)."""
+    import gc
+
+    import torch
     from lm_eval.models.vllm_causallms import VLLM
 
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return VLLM(pretrained=str(folder), tokenizer=str(folder), dtype=dtype, batch_size="auto", seed=seed,
-                max_model_len=getattr(model.config, "max_position_embeddings", None),
-                gpu_memory_utilization=gpu_memory)
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    with _only_gpu(device):
+        return VLLM(pretrained=str(folder), tokenizer=str(folder), dtype="auto", batch_size="auto", seed=seed,
+                    max_model_len=context, gpu_memory_utilization=gpu_memory)
 
 
 def _release_vllm(lm: Any) -> None:
@@ -169,7 +261,7 @@ def _release_vllm(lm: Any) -> None:
 
     lm.model = None
     gc.collect()
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import sharding
+from harness import readiness, sharding
 from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
 from harness.distributed import Replicas, micro_batches, replicas
-from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names
+from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names, write_snapshot
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 
 log = logging.getLogger(__name__)
@@ -224,14 +224,20 @@ def _evaluate_and_checkpoint(model, tokenizer, plan: StreamPlan, cfg: DictConfig
                              ckpt_dir: Path, stage: int):
     """Evaluate the stage and write its checkpoint (rank 0), from whole weights; the copy dies on return."""
     with _whole_model(model, dist) as whole:
-        metrics, result = _evaluate_stage(whole, tokenizer, plan, cfg, dist)
+        snapshot = None
+        if cfg.eval.backend == "vllm":  # rank 0 writes the stage's weights once; every process reads them
+            snapshot = results_path(cfg) / "vllm_snapshots" / cfg.experiment_name / ckpt_dir.name / f"stage_{stage}"
+            if dist.is_main:
+                write_snapshot(whole, tokenizer, snapshot)
+            dist.barrier()
+        metrics, result = _evaluate_stage(whole, tokenizer, plan, cfg, dist, snapshot)
         if dist.is_main:
             save_checkpoint(whole, ckpt_dir, stage, cfg.checkpoints)
     return metrics, result
 
 
-def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig,
-                    dist: Replicas) -> tuple[dict[str, float], Any] | tuple[None, None]:
+def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas,
+                    snapshot: Path | None = None) -> tuple[dict[str, float], Any] | tuple[None, None]:
     """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
     (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results.
     Under FSDP only rank 0 holds whole weights (`_whole_model`), so it evaluates every task itself."""
@@ -243,7 +249,9 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig,
         model, tokenizer, mine, plan.include_paths,
         builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
         max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
-        backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
+        backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory), vllm_snapshot=snapshot,
+        max_length=int(cfg.model.max_length), allow_code_execution=bool(cfg.eval.allow_code_execution),
+        auto_batch_size=bool(cfg.eval.auto_batch_size),
     )
     if dist.active and not dist.sharded:
         parts = dist.gather(result)
@@ -317,6 +325,9 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
     if dist.sharded:
         check_fsdp_batch(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), dist.world)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
+    # eval tasks resolvable, device usable, memory sufficient: checked before any weights load
+    notes = readiness.before_loading(cfg, stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths,
+                                     dist.world, dist.sharded, needs_teacher_copy(cfg))
     results = results_path(cfg)
     ensure_writable(results)
     tracker = None
@@ -327,6 +338,9 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
     # The model and the item lengths are checked before the parent run exists: a bad model name or an
     # over-long item leaves no empty RUNNING run behind.
     model, tokenizer = _load_model(cfg, dist)
+    if dist.is_main:
+        print(readiness.device_line(next(model.parameters()).device, next(model.parameters()).dtype, dist.world,
+                                    dist.sharded), *[f"\nwarning: {note}" for note in notes], flush=True)
     dist.check_in_sync(model, "after loading the model")
     check_lengths(tokenizer, plan, int(cfg.model.max_length))
     key = run_key(to_container(cfg))

@@ -26,10 +26,21 @@ CACHE_FORMAT = "v1"  # bump when the conversion changes, so stale caches are not
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """`auto`: this process's GPU (LOCAL_RANK under a multi-process launcher), else the CPU."""
+    """`auto`: this process's GPU (LOCAL_RANK under a multi-process launcher), else the CPU.
+
+    A torch built for CUDA that finds no usable GPU (none visible, or a driver older than the build needs)
+    is refused rather than silently training on the CPU for days: `model.device=cpu` asks for the CPU.
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        if torch.version.cuda is not None:
+            raise ValueError(
+                f"model.device=auto: torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no "
+                "usable GPU (none visible, or the NVIDIA driver is older than this build needs: compare "
+                "`nvidia-smi` with the build); fix the driver or the torch build, or set model.device=cpu to "
+                "train on the CPU on purpose"
+            )
         return torch.device("cpu")
     return torch.device(device)
 
@@ -139,6 +150,44 @@ def load_tokenizer(name: str = EMBEDDED_NAME, cache_dir: str | None = None) -> A
     return prepare_tokenizer(AutoTokenizer.from_pretrained(locate_weights(name, cache_dir)))
 
 
+# Sampling settings a checkpoint's generation_config may carry (Qwen2.5-Instruct ships repetition_penalty
+# 1.05, top_k 20, top_p 0.8, temperature 0.7). Left in place they would apply to every `generate` call:
+# rollouts would no longer be samples of the model's own distribution (SDFT is on-policy by definition)
+# and greedy evaluation would be penalised greedy. Reset to None = transformers' neutral default.
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff",
+                   "eta_cutoff", "top_h", "repetition_penalty", "encoder_repetition_penalty",
+                   "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
+                   "suppress_tokens", "begin_suppress_tokens", "min_length", "min_new_tokens", "length_penalty",
+                   "exponential_decay_length_penalty", "diversity_penalty", "num_beams", "num_beam_groups",
+                   "renormalize_logits")
+
+
+def neutral_sampling(generation_config: Any) -> list[str]:
+    """Reset the sampling/penalty settings of a loaded model's generation_config; returns what was reset."""
+    reset = []
+    for name in SAMPLING_FIELDS:
+        if getattr(generation_config, name, None) is not None:
+            setattr(generation_config, name, None)
+            reset.append(name)
+    if reset:
+        log.info("generation_config: reset %s to neutral (the harness passes its own sampling settings)", reset)
+    return reset
+
+
+def allow_tf32(device: torch.device) -> None:
+    """float32 matmuls on CUDA may use TF32 tensor cores (what PyTorch recommends for training; the
+    float32 parts of a mixed-precision step then run at tensor-core speed). Left alone on the CPU, where
+    the same switch lets oneDNN round float32 matmuls through bfloat16."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
+def placement(device: torch.device) -> dict[str, Any]:
+    """from_pretrained arguments that load the weights straight onto this process's GPU (each process of
+    a multi-GPU launch would otherwise first materialise the whole model in host memory)."""
+    return {"device_map": {"": str(device)}} if device.type == "cuda" else {}
+
+
 def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     """(model, tokenizer) for a ModelConfig: embedded default, hub id or local path; optionally random init."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -159,8 +208,10 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
             config.head_dim = cfg.random_init_hidden // 4
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **placement(device))
     model.to(device)
+    allow_tf32(device)
+    neutral_sampling(model.generation_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()

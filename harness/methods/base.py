@@ -22,6 +22,7 @@ from harness import sharding
 from harness.distributed import micro_batches, replicas
 from harness.optim import build_optimizer, build_scheduler
 from harness.tasks import Item
+from harness.timing import synchronized_clock
 
 
 @dataclass
@@ -117,10 +118,11 @@ def run_stage(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(batches), desc=f"stage {ctx.stage} {desc}", unit="step")
-    start = time.perf_counter()
+    clock = synchronized_clock(device)  # an asynchronous device's phases are timed after it caught up
+    start = clock()
     try:
         for step, batch in enumerate(batches):
-            t0 = time.perf_counter()
+            t0 = clock()
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
             losses, merged = [], {}
@@ -130,9 +132,9 @@ def run_stage(
                     continue
                 torch.manual_seed(micro_seed(ctx, step, index))
                 micro_loss, stats = sharding.run(micro_step, micro, batch)
-                t_back = time.perf_counter()
+                t_back = clock()
                 (micro_loss * sharding.gradient_scale()).backward()
-                stats = {**stats, "backward_s": time.perf_counter() - t_back}
+                stats = {**stats, "backward_s": clock() - t_back}
                 losses.append(micro_loss.item())
                 for key, value in stats.items():
                     merged.setdefault(key, []).append(value)
@@ -151,7 +153,7 @@ def run_stage(
                 state_mib = training_state_mib(model, optimizer)
             record = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
             record.update(_merge(merged))
-            record["step_s"] = time.perf_counter() - t0
+            record["step_s"] = clock() - t0
             if "completion_tokens" in record:
                 record["tokens_per_s"] = record["completion_tokens"] / record["step_s"]
             if ctx.on_step is not None:
@@ -187,10 +189,11 @@ def training_state_mib(model: torch.nn.Module, optimizer: torch.optim.Optimizer)
 
 
 def peak_memory_mib(device: torch.device) -> float:
-    """This process's peak memory: on a GPU the allocator's peak during the stage; on the CPU the peak
-    resident set size of the process so far (Linux reports KiB), which includes loading and evaluation."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+    """This process's peak memory, in MiB. On a GPU: the caching allocator's peak *reserved* memory during
+    the stage (run_stage resets the peak at its start). On the CPU there is no per-stage figure: the peak
+    resident set size of the process since it started (Linux reports KiB), loading and evaluation included."""
+    if device.type == "cuda":  # reserved: what the process holds, cache included (what runs out first)
+        return torch.cuda.max_memory_reserved(device) / 2**20
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

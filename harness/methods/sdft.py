@@ -12,7 +12,6 @@ the student at the start of every stage (harness.distill.teacher).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -41,6 +40,7 @@ from harness.tasks import (
     student_messages,
     teacher_messages,
 )
+from harness.timing import synchronized_clock
 
 
 def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:
@@ -90,7 +90,8 @@ class DistillStep:
         students = [self.prompts(it)[0] for it in rows]
         teachers = [self.prompts(it)[1] for it in rows]
 
-        t0 = time.perf_counter()
+        clock = synchronized_clock(device)  # phase times of an asynchronous device need a synchronisation
+        t0 = clock()
         budget = self.max_length - max(len(s) for s in students)
         out = sample(self.model, self.tokenizer, students, max_new_tokens=min(self.max_new_tokens, budget),
                      temperature=self.temperature, top_p=self.top_p)
@@ -101,13 +102,13 @@ class DistillStep:
                     f"item {item_name(it)}: teacher prompt ({len(prompt)} tokens) + completion ({n} tokens) "
                     f"exceeds model.max_length={self.max_length}; the teacher context would be truncated"
                 )
-        t1 = time.perf_counter()
+        t1 = clock()
 
         t_ids, t_mask = pad(teachers, self.tokenizer.pad_token_id, "left")
         teacher_batch = join(t_ids, t_mask, out.completion_ids, out.completion_mask).to(device)
         with torch.no_grad():
             teacher_hidden = completion_hidden(self.teacher.model, teacher_batch)
-        t2 = time.perf_counter()
+        t2 = clock()
 
         student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(device)
         student_hidden = completion_hidden(self.model, student_batch)
@@ -116,7 +117,7 @@ class DistillStep:
             self.teacher.model.get_output_embeddings(), student_batch.completion_ids,
             student_batch.completion_mask, self.settings, batch_total=len(batch) * self.num_rollouts,
         )
-        t3 = time.perf_counter()
+        t3 = clock()
         stats = {
             "completion_len": float(lengths.float().mean()),
             "clipped_frac": float(out.truncated.float().mean()),

@@ -1,0 +1,179 @@
+"""Will the run fit? A start-up estimate of each process's device memory, from arithmetic alone.
+
+What a training process keeps for a whole stage (P = the model's parameter count, N = processes):
+
+| piece | bytes per process |
+|---|---|
+| student weights | P x weight bytes (the stored dtype: fp32 master weights, or the model's own dtype) |
+| gradients | P x weight bytes (same dtype as the weights) |
+| AdamW moments (exp_avg, exp_avg_sq) | 2 x P x weight bytes (torch keeps them in the parameter's dtype) |
+| teacher copy (teacher=ema or base) | P x teacher bytes (none for teacher=live and for SFT-like methods) |
+| gradient all-reduce bucket (DDP) | bounded by the bucket size, counted |
+
+FSDP divides every row by N. On top of that, at each stage's evaluation rank 0 holds a whole gathered copy of
+the student (FSDP) while the sharded weights and teacher stay resident; the optimizer is freed by then.
+Activations are estimated roughly (per token per layer: about 10 x hidden + 3 x intermediate values
+without gradient checkpointing, the hidden state alone with it), for a micro-batch of `rows` sequences at
+the full `model.max_length`: an upper bound, reported as a warning rather than a refusal, since kernels and
+real lengths vary. The static state is certain, so a shortfall there refuses the run.
+
+The parameter count comes from the model's config (`AutoConfig`, no weights downloaded), by building the
+model on the meta device: exact for any architecture (tied embeddings, biases, MoE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the arithmetic needs to know about the model."""
+
+    params: int
+    layers: int
+    hidden: int
+    intermediate: int
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the arithmetic needs to know about the run."""
+
+    weight_bytes: int  # bytes per stored weight (4: fp32 master weights; 2: bf16 weights)
+    compute_bytes: int  # bytes per activation value (the compute dtype)
+    teacher_bytes: int  # bytes per weight of the teacher's copy; 0 = no copy (live teacher, SFT)
+    processes: int = 1
+    sharded: bool = False  # FSDP
+    gradient_checkpointing: bool = False
+    rows: int = 1  # sequences per micro-batch (prompts x rollouts)
+    max_length: int = 2048  # tokens per sequence, at most
+    ddp_bucket_bytes: int = 0  # the all-reduce bucket of the data-parallel gradient sum
+
+
+@dataclass(frozen=True)
+class Estimate:
+    static: float  # bytes per process that are certain: weights, gradients, optimizer, teacher copy
+    evaluation: float  # bytes on rank 0 while it evaluates (FSDP: a whole gathered copy of the student)
+    activations: float  # rough upper bound for one micro-batch
+
+    @property
+    def peak(self) -> float:
+        return max(self.static + self.activations, self.evaluation)
+
+
+def estimate(shape: Shape, s: Setting) -> Estimate:
+    shard = s.processes if s.sharded else 1
+    student = shape.params * s.weight_bytes * 4 / shard  # weights, gradients, two AdamW moments
+    teacher = shape.params * s.teacher_bytes / shard
+    bucket = 0 if s.sharded or s.processes == 1 else s.ddp_bucket_bytes
+    static = student + teacher + bucket
+    resident = shape.params * s.weight_bytes / shard + teacher  # what survives the stage's optimizer
+    whole = shape.params * s.weight_bytes if s.sharded else 0.0  # rank 0's gathered copy for evaluation
+    evaluation = resident + whole
+    per_token_layer = shape.hidden if s.gradient_checkpointing else 10 * shape.hidden + 3 * shape.intermediate
+    tokens = s.rows * s.max_length
+    acts = tokens * per_token_layer * shape.layers * s.compute_bytes
+    if s.gradient_checkpointing:  # one layer at a time is recomputed with everything kept
+        acts += tokens * (10 * shape.hidden + 3 * shape.intermediate) * s.compute_bytes
+    return Estimate(static=static, evaluation=evaluation, activations=acts)
+
+
+def _gib(x: float) -> str:
+    return f"{x / GIB:.1f} GiB"
+
+
+def describe(e: Estimate) -> str:
+    return (f"training state {_gib(e.static)} + activations up to {_gib(e.activations)} per process; "
+            f"evaluation {_gib(e.evaluation)} on rank 0")
+
+
+def check(shape: Shape, setting: Setting, device_bytes: float, teacher_kind: str | None = None
+          ) -> tuple[Estimate, str | None]:
+    """(estimate, warning or None). Raises ValueError when the certain part cannot fit `device_bytes`,
+    naming the shortfall and the settings that would fit."""
+    e = estimate(shape, setting)
+    certain = max(e.static, e.evaluation)
+    if certain > device_bytes:
+        raise ValueError(
+            f"memory: this run needs about {_gib(certain)} per process before activations ({describe(e)}), "
+            f"the device has {_gib(device_bytes)}: short by {_gib(certain - device_bytes)}. "
+            + _suggest(shape, setting, device_bytes, teacher_kind)
+        )
+    if e.peak > device_bytes:
+        hint = "" if setting.gradient_checkpointing else "trainer.gradient_checkpointing=true, "
+        return e, (f"memory: {describe(e)}, the device has {_gib(device_bytes)}; activations at full "
+                   f"model.max_length may not fit: consider {hint}a larger trainer.grad_accum (smaller "
+                   "micro-batches) or a lower model.max_length")
+    return e, None
+
+
+def _fits(shape: Shape, s: Setting, device_bytes: float) -> bool:
+    """Whether a suggested setting fits, activations included (a suggestion should not fail next)."""
+    return estimate(shape, s).peak <= device_bytes
+
+
+def _suggest(shape: Shape, s: Setting, device_bytes: float, teacher_kind: str | None) -> str:
+    ideas = []
+    if s.teacher_bytes and teacher_kind == "ema" and _fits(shape, replace(s, teacher_bytes=s.compute_bytes),
+                                                         device_bytes):
+        ideas.append("method.distill.teacher=base (a frozen copy in the compute dtype)")
+    if s.teacher_bytes and _fits(shape, replace(s, teacher_bytes=0), device_bytes):
+        ideas.append("method.distill.teacher=live (no teacher copy)")
+    found = None
+    for checkpointing in sorted({s.gradient_checkpointing, True}):
+        for n in (2, 4, 8, 16, 32, 64):
+            # the global batch is shared out: each process's micro-batch shrinks with more processes
+            rows = max(1, -(-s.rows * s.processes // n)) if s.rows else 0
+            wider = replace(s, processes=n, sharded=True, rows=rows, gradient_checkpointing=checkpointing)
+            if n > s.processes and _fits(shape, wider, device_bytes):
+                found = (n, checkpointing)
+                break
+        if found:
+            break
+    if found:
+        n, checkpointing = found
+        extra = " trainer.gradient_checkpointing=true" if checkpointing and not s.gradient_checkpointing else ""
+        ideas.append(f"FSDP over {n} GPUs: accelerate launch --config_file conf/accelerate/fsdp.yaml "
+                     f"--num_processes {n} -m harness.cli run ...{extra}")
+    if not ideas:
+        return "No single setting change fits; use a smaller model or a larger device."
+    return "What would fit: " + "; or ".join(ideas) + "."
+
+
+def shape_of(config: Any) -> Shape:
+    """The Shape of a transformers model config: parameters counted on the meta device (no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    params = sum(p.numel() for p in model.parameters())  # tied weights are counted once
+    text = getattr(config, "text_config", None) or config
+    hidden = int(text.hidden_size)
+    return Shape(params=params, layers=int(text.num_hidden_layers), hidden=hidden,
+                 intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden))
+
+
+def parameters_from_dims(vocab: int, hidden: int, layers: int, intermediate: int, heads: int, kv_heads: int,
+                         tied: bool = False, qkv_bias: bool = False) -> int:
+    """Parameter count of a Llama/Qwen-style decoder from its dimensions (a cross-check of `shape_of`)."""
+    head_dim = hidden // heads
+    attention = hidden * head_dim * (heads + 2 * kv_heads) + heads * head_dim * hidden
+    if qkv_bias:
+        attention += head_dim * (heads + 2 * kv_heads)
+    mlp = 3 * hidden * intermediate
+    norms = 2 * hidden
+    embeddings = vocab * hidden * (1 if tied else 2)
+    return layers * (attention + mlp + norms) + embeddings + hidden
+
+
+def processes_needed(shape: Shape, s: Setting, device_bytes: float) -> int | None:
+    """The smallest FSDP process count whose certain memory fits (None if not even 1024)."""
+    for n in range(1, 1025):
+        if _fits(shape, replace(s, processes=n, sharded=n > 1), device_bytes):
+            return n
+    return None
