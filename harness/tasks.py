@@ -34,7 +34,20 @@ TEACHER_TEMPLATES: dict[str, str] = {
         "{privileged}{prompt}\n\nHere is a verified solution to this problem:\n{demonstration}\n\n"
         "Now solve the problem yourself and give your answer."
     ),
+    # Templates meant to be hard to recite: a teacher that samples the template's own sentence instead of
+    # an answer teaches the student to say it (the paper's sentence is a likely continuation for a small
+    # model). `harness tasks probe` ranks them per task by how much likelier the demonstration is than the
+    # template's text under teacher forcing.
+    # the demonstration introduced by a short label, no instruction sentence to continue
+    "label": "{privileged}{prompt}\n\nCorrect answer:\n{demonstration}",
+    # the demonstration first, then the question: the turn ends on the question, as the student's does
+    "demo_first": "{privileged}Example of a correct answer:\n{demonstration}\n\nQuestion:\n{prompt}",
+    # the demonstration in a system message (text before <<user>> goes there): the user turn is the student's
+    "system": "<<system>>Reference answer for the next question:\n{demonstration}<<user>>{privileged}{prompt}",
 }
+# A template that starts with SYSTEM_MARK puts the text up to USER_MARK into the system message (prepended
+# to the item's own system message, if any) and the rest into the last user message.
+SYSTEM_MARK, USER_MARK = "<<system>>", "<<user>>"
 DEFAULT_TEMPLATE = "paper"
 DEFAULT_SKIP_TOKENS = 3
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -95,7 +108,7 @@ def resolve_task(name_or_path: str) -> TaskSpec:
         )
     meta: dict[str, Any] = {}
     if (folder / "task.yaml").is_file():
-        meta = yaml.safe_load((folder / "task.yaml").read_text()) or {}
+        meta = _read_task_yaml(folder / "task.yaml")
     known = set(TaskSpec.__dataclass_fields__) - {"path"}
     unknown = set(meta) - known
     if unknown:
@@ -105,20 +118,41 @@ def resolve_task(name_or_path: str) -> TaskSpec:
     return TaskSpec(path=folder, **meta)
 
 
+def _read_task_yaml(path: Path) -> dict[str, Any]:
+    """task.yaml as a mapping; a syntax error names file:line (yaml's own message spans several lines)."""
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise TaskDataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise TaskDataError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(meta, dict):
+        raise TaskDataError(f"{path}: must be a mapping of settings (name: ..., eval_tasks: [...]), "
+                            f"got {type(meta).__name__}")
+    return meta
+
+
 def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> list[Item]:
     """Parse and check every line; errors say file:line and what is wrong."""
     if not path.is_file():
         raise TaskDataError(f"{path}: file not found")
     items: list[Item] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is reported with its file:line
+        for lineno, raw in enumerate(fh, start=1):
             where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskDataError(f"{where}: not UTF-8 text (byte {err.start} of the line); save the file "
+                                    "as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise TaskDataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                raise TaskDataError(f"{where}: malformed JSON: {err.msg} (column {err.colno})") from None
             if not isinstance(obj, dict):
                 raise TaskDataError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
             missing = [k for k in require if k not in obj]
@@ -182,11 +216,17 @@ def teacher_messages(item: Item, template: str) -> Messages:
     """
     messages = student_messages(item)
     privileged = f"{item.privileged.strip()}\n\n" if item.privileged else ""
-    messages[-1] = {
-        "role": "user",
-        "content": template.format(prompt=messages[-1]["content"], demonstration=item.demonstration,
-                                   privileged=privileged),
-    }
+    system = None
+    if template.startswith(SYSTEM_MARK):
+        system, _, template = template[len(SYSTEM_MARK):].partition(USER_MARK)
+    fill = {"prompt": messages[-1]["content"], "demonstration": item.demonstration, "privileged": privileged}
+    messages[-1] = {"role": "user", "content": template.format(**fill)}
+    if system is not None:
+        text = system.format(**fill)
+        if messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": f"{text}\n\n{messages[0]['content']}"}
+        else:
+            messages.insert(0, {"role": "system", "content": text})
     return messages
 
 

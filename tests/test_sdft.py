@@ -172,5 +172,162 @@ def test_teacher_prompt_plus_completion_over_max_length_raises(tiny_model) -> No
 def test_unknown_method_lists_valid_names() -> None:
     from harness.methods import get_method
 
-    with pytest.raises(ValueError, match="sft, dft, sdft, opsd, sft_replay"):
+    with pytest.raises(ValueError, match="dft, opsd, sdft, sft, sft_l2, sft_replay"):
         get_method("grpo")
+
+
+# --- remedies (each off by default) ---------------------------------------------------------------------------
+
+def _step(tiny_model, monkeypatch, completions, truncated, **distill):
+    """A DistillStep whose rollouts are fixed token lists (so every setting sees the same completions)."""
+    from harness.batching import pad
+    from harness.distill.rollout import Rollouts
+    from harness.distill.teacher import Teacher
+    from harness.methods import sdft
+
+    model, tok = tiny_model
+    cfg = _cfg(max_new_tokens=6, **distill)
+    step = sdft.DistillStep(model, tok, Teacher(model, "base"), cfg, None)
+
+    def fixed(students, teachers):
+        p_ids, p_mask = pad(students, tok.pad_token_id, "left")
+        c_ids, c_mask = pad(completions, tok.pad_token_id, "right")
+        return Rollouts(p_ids, p_mask, c_ids, c_mask, torch.tensor(truncated)), torch.zeros(len(students), dtype=torch.bool)
+
+    monkeypatch.setattr(step, "rollouts", fixed)
+    return step
+
+
+ITEMS2 = [Item(prompt="Hi there, who are you?", demonstration="A model."), Item(prompt="2+2?", demonstration="4")]
+COMPLETIONS = [[11, 12, 13, 14, 15, 16], [21, 22, 23, 2]]  # row 0 hit the cap, row 1 ended (EOS id 2)
+
+
+def test_mask_clipped_trains_only_on_rows_that_ended(tiny_model, monkeypatch) -> None:
+    from harness.batching import chat_prompt_ids, completion_hidden, join, pad
+    from harness.tasks import student_messages, teacher_messages
+
+    model, tok = tiny_model
+    plain = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False])
+    masked = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], mask_clipped=True)
+    loss_plain, _ = plain(ITEMS2, ITEMS2)
+    loss_masked, stats = masked(ITEMS2, ITEMS2)
+    assert stats["masked_frac"] == 0.5 and stats["clipped_frac"] == 0.5
+    # independent: the loss of row 1 alone, divided by the whole batch (2 rows)
+    s = [chat_prompt_ids(tok, student_messages(ITEMS2[1]))]
+    t = [chat_prompt_ids(tok, teacher_messages(ITEMS2[1], masked.template))]
+    c_ids, c_mask = pad([COMPLETIONS[1]], tok.pad_token_id, "right")
+    sb = join(*pad(s, tok.pad_token_id, "left"), c_ids, c_mask)
+    tb = join(*pad(t, tok.pad_token_id, "left"), c_ids, c_mask)
+    with torch.no_grad():
+        ref, _ = distillation_loss(completion_hidden(model, sb), completion_hidden(model, tb),
+                                   model.get_output_embeddings(), model.get_output_embeddings(), c_ids, c_mask,
+                                   masked.settings, batch_total=2)
+    assert loss_masked.item() == pytest.approx(ref.item(), rel=5e-3)  # padded vs unpadded float32 forward
+    assert loss_plain.item() > loss_masked.item() > 0
+    all_clipped = _step(tiny_model, monkeypatch, COMPLETIONS, [True, True], mask_clipped=True)
+    loss_none, _ = all_clipped(ITEMS2, ITEMS2)
+    assert loss_none.item() == 0.0 and loss_none.requires_grad
+
+
+def test_sft_anchor_adds_weighted_cross_entropy(tiny_model, monkeypatch) -> None:
+    from harness.methods.sft import SupervisedStep
+
+    model, tok = tiny_model
+    base = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False])
+    anchored = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_weight=0.5)
+    loss0, _ = base(ITEMS2, ITEMS2)
+    loss1, stats = anchored(ITEMS2, ITEMS2)
+    ce, _ = SupervisedStep(model, tok, _cfg())(ITEMS2, ITEMS2)
+    assert loss1.item() == pytest.approx(loss0.item() + 0.5 * ce.item(), rel=1e-5)
+    assert stats["sft_ce"] == pytest.approx(ce.item(), rel=1e-5)  # one micro-batch: its mean is the batch's
+
+
+def test_sft_warmup_runs_supervised_steps_first(tiny_model, monkeypatch) -> None:
+    from harness.methods.sft import SupervisedStep
+
+    model, tok = tiny_model
+    step = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_warmup_steps=2)
+    ce, _ = SupervisedStep(model, tok, _cfg())(ITEMS2, ITEMS2)
+    for _ in range(2):
+        loss, stats = step(ITEMS2, ITEMS2)
+        assert stats.get("sft_warmup") == 1.0 and "kl" not in stats
+        assert loss.item() == pytest.approx(ce.item(), rel=1e-5)
+        step.after_step()
+    loss, stats = step(ITEMS2, ITEMS2)
+    assert "kl" in stats and "sft_warmup" not in stats
+
+
+@pytest.mark.parametrize("source,share,expected", [("student", 0.5, 0.0), ("teacher", 0.5, 1.0), ("mix", 1.0, 1.0),
+                                                   ("mix", 0.0, 0.0)])
+def test_rollout_source_picks_the_writer_and_its_context(tiny_model, monkeypatch, source, share, expected) -> None:
+    from harness.distill.teacher import Teacher
+    from harness.methods import sdft
+    from harness.tasks import teacher_messages
+
+    model, tok = tiny_model
+    cfg = _cfg(max_new_tokens=4, rollout_source=source, teacher_share=share)
+    teacher = Teacher(model, "base")
+    step = sdft.DistillStep(model, tok, teacher, cfg, None)
+    calls = []
+    real = sdft.sample
+
+    def spy(m, t, prompts, **kw):
+        calls.append((m, [list(p) for p in prompts]))
+        return real(m, t, prompts, **kw)
+
+    monkeypatch.setattr(sdft, "sample", spy)
+    torch.manual_seed(0)
+    _, stats = step(ITEMS2, ITEMS2)
+    assert stats["teacher_rollout_frac"] == expected
+    for writer, prompts in calls:
+        from_teacher = writer is teacher.model
+        assert from_teacher == (expected == 1.0)
+        if from_teacher:  # the teacher writes under its own context (the demonstration in view)
+            assert prompts == [chat_prompt_ids_(tok, teacher_messages(it, step.template)) for it in ITEMS2]
+
+
+def chat_prompt_ids_(tok, messages):
+    from harness.batching import chat_prompt_ids
+
+    return chat_prompt_ids(tok, messages)
+
+
+def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None:
+    from harness.methods.sdft import check_rollout_length
+    from harness.tasks import load_train_items, resolve_task
+
+    _, tok = tiny_model
+    spec = resolve_task("tooluse")
+    items = load_train_items(spec, 8)
+    with caplog.at_level("WARNING"):
+        message = check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20))
+    assert message and "task tooluse" in message and "max_new_tokens=20" in message and "of 8 demonstrations" in message
+    assert check_rollout_length(tok, items, spec, _cfg(max_new_tokens=None)) is None  # the task's 72 suffice
+    with pytest.raises(ValueError, match="task tooluse"):
+        check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20, short_rollouts="error"))
+
+
+def test_system_template_moves_the_demonstration_into_a_system_message() -> None:
+    from harness.tasks import resolve_template, teacher_messages
+
+    item = Item(prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
+                demonstration="A.")
+    msgs = teacher_messages(item, resolve_template("system"))
+    assert msgs == [{"role": "system", "content": "Reference answer for the next question:\nA.\n\nBe brief."},
+                    {"role": "user", "content": "Q?"}]
+    assert teacher_messages(Item(prompt="Q?", demonstration="A."), resolve_template("label")) == [
+        {"role": "user", "content": "Q?\n\nCorrect answer:\nA."}]
+
+
+@pytest.mark.parametrize("key,value,match", [("rollout_source", "both", "rollout_source"),
+                                             ("teacher_share", 1.5, "teacher_share"),
+                                             ("sft_weight", -1.0, "sft_weight"),
+                                             ("sample_temperature", 0.0, "sample_temperature")])
+def test_bad_remedy_values_are_refused(key, value, match) -> None:
+    from harness.config import validate
+
+    cfg = OmegaConf.structured(Config)
+    cfg.stream.name, cfg.stream.tasks = "s", ["tooluse"]
+    cfg.method.distill[key] = value
+    with pytest.raises(ValueError, match=match):
+        validate(cfg)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.distill.diagnostics import position_profile
 from harness.distill.divergence import kl, token_divergence
 from harness.distill.fused_head import fused_head_loss
 
@@ -61,6 +62,7 @@ def distillation_loss(
     t_hidden = teacher_hidden[keep].detach()
     temp = float(settings.temperature)
     fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
+    trained_value = torch.zeros_like(fkl)  # the trained divergence per token, for the loss profile
 
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
@@ -69,6 +71,7 @@ def distillation_loss(
         value = token_divergence(student_logits, teacher_logits, kind=settings.divergence, beta=settings.beta,
                                  support=settings.support, topk=settings.topk, tail=settings.tail,
                                  tokens=tokens[start:end])
+        trained_value[start:end] = value.detach().float()
         if settings.divergence == "forward" and settings.support == "full":
             fkl[start:end] = value.detach()
         else:
@@ -86,6 +89,8 @@ def distillation_loss(
         "kl_first": _mean(fkl[first]),
         "kl_rest": _mean(fkl[~first]),
         "loss_tokens": float(trained_flat.sum()),
+        # share of the loss carried by the first FIRST_TOKENS positions (harness.distill.diagnostics)
+        "loss_share_first": position_profile(trained_value, weights, position, FIRST_TOKENS)["share_first"],
     }
     return loss, diag
 

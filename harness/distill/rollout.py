@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness import sharding
-from harness.batching import pad
+from harness.batching import pad, position_ids
+from harness.models import autocast
 
 
 @dataclass
@@ -31,6 +33,35 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, *declared]))
 
 
+def shared_prefill(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[Any, int] | None:
+    """The KV cache of every distinct prompt's first P-1 tokens, prefilled once and expanded to the rows.
+
+    With several rollouts per prompt (rows repeat), the prompt is the bulk of the compute of a short rollout;
+    rows sharing a prompt get copies of one cache instead of each recomputing it. The last prompt token is
+    left to `generate`, whose first step then yields every row's first-token distribution (it must see at
+    least one new token). Returns (cache, distinct prompts), or None when no prompt repeats or P < 2.
+    """
+    if prompt_ids.shape[1] < 2:
+        return None
+    distinct, row_to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
+    if distinct.shape[0] == prompt_ids.shape[0]:
+        return None
+    first_row = torch.zeros(distinct.shape[0], dtype=torch.long)
+    first_row[row_to_distinct.flip(0)] = torch.arange(prompt_ids.shape[0] - 1, -1, -1)  # any row of each prompt
+    device = next(model.parameters()).device
+    ids, mask = prompt_ids[first_row, :-1].to(device), prompt_mask[first_row, :-1].to(device)
+    decoder = getattr(model, model.base_model_prefix)  # no LM head: only the cache is wanted
+    out = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
+    cache = out.past_key_values
+    cache.batch_select_indices(row_to_distinct.to(device))
+    return cache, int(distinct.shape[0])
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers renamed generate's `past_key_values` to `cache` (5.2x); older 5.x know only the former."""
+    return "cache" if "cache" in inspect.signature(model.prepare_inputs_for_generation).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -40,15 +71,26 @@ def sample(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
+    share_prefill: bool = True,
 ) -> Rollouts:
-    """One completion per prompt (repeat prompts for several rollouts). Stops when every row has ended."""
+    """One completion per prompt (repeat a prompt for several rollouts: with `share_prefill` it is
+    prefilled once for all its rows). Each row stops at its end-of-turn token, the batch when every row has.
+
+    Runs in the model's compute dtype (harness.models.autocast): the weights are cast once per call.
+    """
     device = next(model.parameters()).device
     prompt_ids, prompt_mask = pad(prompts, tokenizer.pad_token_id, "left")
     stops = eos_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
-        with sharding.whole_during_generation(model):
+        with sharding.whole_during_generation(model), autocast(model):
+            # FSDP: every process must run the same forwards, so the shared prefill (one decoder forward,
+            # whatever the rows) is skipped there rather than run by some processes only
+            shared = shared_prefill(model, prompt_ids, prompt_mask) if share_prefill and not sharding.active() else None
+            extra = {_cache_kwarg(model): shared[0]} if shared is not None else {}
             out = model.generate(
                 input_ids=prompt_ids.to(device),
                 attention_mask=prompt_mask.to(device),
@@ -56,13 +98,15 @@ def sample(
                 do_sample=True,
                 temperature=temperature,
                 top_p=top_p,
-                top_k=0,  # the paper samples from the full distribution; HF's default would be top-50
+                top_k=top_k,  # 0 by default: the paper samples from the full distribution; HF's default is 50
+                min_p=min_p or None,
                 eos_token_id=stops,
                 pad_token_id=tokenizer.pad_token_id,
                 use_cache=True,
                 # FSDP: every process must run as many forward passes as the others (each gathers the layers'
                 # shards), so a process whose rows have all ended keeps stepping until every process is done
                 synced_gpus=sharding.active(),
+                **extra,
             )
     finally:
         model.train(was_training)

@@ -12,15 +12,19 @@ the student at the start of every stage (harness.distill.teacher).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
-from harness.batching import chat_prompt_ids, completion_hidden, item_name, join, pad
+from harness import sharding
+from harness.batching import chat_prompt_ids, completion_hidden, completion_ids, item_name, join, pad
+from harness.distill.diagnostics import rollout_health
 from harness.distill.loss import DistillSettings, distillation_loss
-from harness.distill.rollout import sample
+from harness.distill.rollout import Rollouts, eos_ids, sample
 from harness.distill.teacher import Teacher
 from harness.distributed import replicas
+from harness.methods import MethodSpec
 from harness.methods.base import (
     StageContext,
     TrainStats,
@@ -30,9 +34,12 @@ from harness.methods.base import (
     run_stage,
     stage_generator,
 )
+from harness.methods.sft import SupervisedStep
+from harness.probe import probe, warn_if_recitable
 from harness.tasks import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SKIP_TOKENS,
+    DEFAULT_TEMPLATE,
     Item,
     TaskSpec,
     effective_setting,
@@ -41,6 +48,10 @@ from harness.tasks import (
     teacher_messages,
 )
 from harness.timing import synchronized_clock
+
+log = logging.getLogger(__name__)
+
+METHOD = MethodSpec(name="sdft", reads=("distill",), teacher_copy=True)
 
 
 def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:
@@ -57,15 +68,30 @@ def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str
 
 
 class DistillStep:
-    """Rollout, teacher scoring and the student's forward for one micro-batch; run_stage calls backward."""
+    """Rollout, teacher scoring and the student's forward for one micro-batch; run_stage calls backward.
+
+    The remedies of DistillConfig act here: who writes the rollouts (student, teacher, a mix), no loss on
+    rollouts cut at the length cap, an SFT anchor added to the loss, SFT alone for the first warm-up steps.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, teacher: Teacher, cfg: Any, spec: TaskSpec | None) -> None:
         self.model, self.tokenizer, self.teacher = model, tokenizer, teacher
         self.settings, self.template, self.max_new_tokens = settings_from(cfg, spec)
         d = cfg.method.distill
-        self.num_rollouts, self.temperature, self.top_p = int(d.num_rollouts), float(d.temperature), float(d.top_p)
+        self.num_rollouts, self.top_p = int(d.num_rollouts), float(d.top_p)
+        self.temperature = float(d.temperature if d.sample_temperature is None else d.sample_temperature)
+        self.top_k, self.min_p = int(d.top_k), float(d.min_p)
+        self.source, self.teacher_share = str(d.rollout_source), float(d.teacher_share)
+        self.mask_clipped = bool(d.mask_clipped)
+        self.sft_weight, self.warmup_steps = float(d.sft_weight), int(d.sft_warmup_steps)
+        self.sft = SupervisedStep(model, tokenizer, cfg) if self.sft_weight > 0 or self.warmup_steps > 0 else None
         self.max_length = int(cfg.model.max_length)
+        self.steps_done = 0  # optimizer steps so far in this stage (the SFT warm-up counts them)
         self._prompts: dict[int, tuple[list[int], list[int]]] = {}
+
+    def after_step(self) -> None:
+        self.steps_done += 1
+        self.teacher.update()
 
     def prompts(self, item: Item) -> tuple[list[int], list[int]]:
         """(student prompt ids, teacher prompt ids), checked against max_length before any compute."""
@@ -84,7 +110,39 @@ class DistillStep:
             self._prompts[key] = (student, teacher)
         return self._prompts[key]
 
+    def _sample(self, model: Any, prompts: list[list[int]]) -> Rollouts:
+        budget = self.max_length - max(len(p) for p in prompts)
+        return sample(model, self.tokenizer, prompts, max_new_tokens=min(self.max_new_tokens, budget),
+                      temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
+
+    def rollouts(self, students: list[list[int]], teachers: list[list[int]]) -> tuple[Rollouts, torch.Tensor]:
+        """Completions for every row and which rows the teacher wrote (under its own context)."""
+        rows = len(students)
+        if self.source == "student":
+            return self._sample(self.model, students), torch.zeros(rows, dtype=torch.bool)
+        if self.source == "teacher":
+            from_teacher = torch.ones(rows, dtype=torch.bool)
+        else:  # mix: drawn from the global RNG, which run_stage seeds per micro-batch
+            from_teacher = torch.rand(rows) < self.teacher_share
+        completions: list[list[int]] = [[] for _ in range(rows)]
+        truncated = torch.zeros(rows, dtype=torch.bool)
+        for writer, prompts, want in ((self.teacher.model, teachers, True), (self.model, students, False)):
+            index = [i for i in range(rows) if bool(from_teacher[i]) == want]
+            if not index:
+                continue
+            out = self._sample(writer, [prompts[i] for i in index])
+            for j, i in enumerate(index):
+                completions[i] = out.completion_ids[j, :int(out.lengths[j])].tolist()
+                truncated[i] = out.truncated[j]
+        pad_id = self.tokenizer.pad_token_id
+        p_ids, p_mask = pad(students, pad_id, "left")
+        c_ids, c_mask = pad(completions, pad_id, "right")
+        return Rollouts(p_ids, p_mask, c_ids, c_mask.long(), truncated), from_teacher
+
     def __call__(self, micro: list[Item], batch: list[Item]) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.sft is not None and self.steps_done < self.warmup_steps:
+            loss, sft_stats = self.sft(micro, batch)
+            return loss, {"sft_warmup": 1.0, "sft_tokens": sft_stats["train_tokens"]}
         device = next(self.model.parameters()).device
         rows = [it for it in micro for _ in range(self.num_rollouts)]
         students = [self.prompts(it)[0] for it in rows]
@@ -92,9 +150,7 @@ class DistillStep:
 
         clock = synchronized_clock(device)  # phase times of an asynchronous device need a synchronisation
         t0 = clock()
-        budget = self.max_length - max(len(s) for s in students)
-        out = sample(self.model, self.tokenizer, students, max_new_tokens=min(self.max_new_tokens, budget),
-                     temperature=self.temperature, top_p=self.top_p)
+        out, from_teacher = self.rollouts(students, teachers)
         lengths = out.lengths
         for it, prompt, n in zip(rows, teachers, lengths.tolist(), strict=True):
             if len(prompt) + n > self.max_length:
@@ -112,28 +168,97 @@ class DistillStep:
 
         student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(device)
         student_hidden = completion_hidden(self.model, student_batch)
+        mask = student_batch.completion_mask
+        masked = self.mask_clipped and bool(out.truncated.any())
+        all_masked = masked and bool(out.truncated.all())
+        if masked and not all_masked:  # clipped rows: no loss; they still count in the batch mean's divisor
+            mask = mask * (~out.truncated).to(mask.device, mask.dtype).unsqueeze(1)
         loss, diag = distillation_loss(
             student_hidden, teacher_hidden, self.model.get_output_embeddings(),
             self.teacher.model.get_output_embeddings(), student_batch.completion_ids,
-            student_batch.completion_mask, self.settings, batch_total=len(batch) * self.num_rollouts,
+            mask, self.settings, batch_total=len(batch) * self.num_rollouts,
         )
+        if all_masked:  # nothing to learn from; keep the graph (and the diagnostics of what was sampled)
+            loss = loss * 0.0
+        stats: dict[str, float] = {}
+        if self.sft is not None and self.sft_weight > 0:
+            sft_loss, sft_stats = self.sft(micro, batch)
+            loss = loss + self.sft_weight * sft_loss
+            total = sum(len(self.sft.encode(it)[1]) for it in batch)
+            stats["sft_ce"] = float(sft_loss.detach()) * total / max(sft_stats["train_tokens"], 1.0)  # this micro's mean
         t3 = clock()
-        stats = {
+        texts, token_rows = self.decode(out)
+        stats.update({
             "completion_len": float(lengths.float().mean()),
             "clipped_frac": float(out.truncated.float().mean()),
+            "masked_frac": float(out.truncated.float().mean()) if masked else 0.0,
+            "teacher_rollout_frac": float(from_teacher.float().mean()),
             "completion_tokens": float(lengths.sum()),
             "gen_s": t1 - t0,
             "teacher_s": t2 - t1,  # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
             "student_s": t3 - t2,  # forward only; run_stage adds backward_s
+            **rollout_health(token_rows, texts, self.template),
             **diag,
-        }
+        })
+        if self.steps_done % 4 == 0 and texts:  # a sample in the log shows what is being distilled
+            log.info("step %d rollout (%s, %d tokens%s): %r", self.steps_done,
+                     "teacher" if bool(from_teacher[0]) else "student", int(lengths[0]),
+                     ", clipped" if bool(out.truncated[0]) else "", texts[0][:300])
         return loss, stats
+
+    def decode(self, out: Rollouts) -> tuple[list[str], list[list[int]]]:
+        """Each completion as text and as token ids, without the closing EOS."""
+        stops = set(eos_ids(self.model, self.tokenizer))
+        token_rows = []
+        for row, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True):
+            ids = row[:int(n)]
+            token_rows.append(ids[:-1] if ids and ids[-1] in stops else ids)
+        return self.tokenizer.batch_decode(token_rows, skip_special_tokens=True), token_rows
+
+
+def check_rollout_length(tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any) -> str | None:
+    """A rollout cap below the demonstrations' length cuts the answers the student should learn to give:
+    warn loudly (or raise, `distill.short_rollouts=error`), naming the task and the lengths. Returns the text."""
+    d = cfg.method.distill
+    _, _, max_new = settings_from(cfg, spec)
+    lengths = sorted(len(completion_ids(tokenizer, it.demonstration)) for it in items)  # EOS included
+    longer = [n for n in lengths if n > max_new]
+    if not longer:
+        return None
+    name = spec.name if spec else "?"
+    task_value = spec.max_new_tokens if spec else None
+    message = (
+        f"task {name}: rollouts are capped at {max_new} new tokens (method.distill.max_new_tokens="
+        f"{d.max_new_tokens}, the task's max_new_tokens={task_value}) but {len(longer)} of {len(lengths)} "
+        f"demonstrations are longer ({longer[0]}-{longer[-1]} tokens with EOS; median of all {lengths[len(lengths) // 2]}):"
+        f" such answers can only be distilled cut off; raise method.distill.max_new_tokens to >= {longer[-1]}"
+        " or leave it null to use the task's"
+    )
+    if d.short_rollouts == "error":
+        raise ValueError(message)
+    log.warning(message)
+    return message
+
+
+def stage_probe(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any) -> dict[str, float]:
+    """The teacher-forcing probe (harness.probe) on the first `probe_items` train items, before training."""
+    d = cfg.method.distill
+    n = min(int(d.probe_items), len(items))
+    if n <= 0 or sharding.active():  # under FSDP the layers are sharded outside a forward: skipped
+        return {}
+    _, template, _ = settings_from(cfg, spec)
+    result = probe(model, tokenizer, items[:n], template)
+    name = d.template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
+    warn_if_recitable(result, spec.name if spec else "?", name)
+    return result.stats()
 
 
 def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
           ctx: StageContext) -> TrainStats:
     items = limit_items(items, cfg)
     d = cfg.method.distill
+    check_rollout_length(tokenizer, items, spec, cfg)
+    probe_stats = stage_probe(model, tokenizer, items, spec, cfg)
     gen = stage_generator(ctx)  # shuffling; sampling is seeded per micro-batch by run_stage (micro_seed)
     steps = num_steps(len(items), cfg.trainer)
     batches = [[items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)]
@@ -142,10 +267,20 @@ def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, 
         step = DistillStep(model, tokenizer, teacher, cfg, spec)
         for item in items:  # fail on an over-long teacher prompt before spending any compute
             step.prompts(item)
-        stats = run_stage(model, cfg, ctx, batches, step, after_step=teacher.update, desc=cfg.method.name)
+        stats = run_stage(model, cfg, ctx, batches, step, after_step=step.after_step, desc=cfg.method.name)
         replicas().check_in_sync(teacher.model, f"stage {ctx.stage} teacher")  # EMA copies must agree too
     finally:
         teacher.release()
     settings, _, max_new = settings_from(cfg, spec)
-    stats.summary.update({"skip_tokens": float(settings.skip_tokens), "max_new_tokens": float(max_new)})
+    _summarize_late_keys(stats)
+    stats.summary.update({"skip_tokens": float(settings.skip_tokens), "max_new_tokens": float(max_new),
+                          **probe_stats})
     return stats
+
+
+def _summarize_late_keys(stats: TrainStats) -> None:
+    """Means of step stats that the first step lacked (after an SFT warm-up, the distillation stats)."""
+    for key in {k for s in stats.steps for k in s}:
+        if f"mean_{key}" not in stats.summary:
+            values = [s[key] for s in stats.steps if key in s]
+            stats.summary[f"mean_{key}"] = float(sum(values) / len(values))
