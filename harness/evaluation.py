@@ -7,6 +7,7 @@ only and would return answers from an earlier stage, so it is never used (docs/d
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from harness.models import autocast, precision_of
 from harness.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ class EvalResult:
     samples: list[dict[str, Any]] = field(default_factory=list)  # a few generations per task
     n_items: dict[str, int] = field(default_factory=dict)  # items actually scored per task
     raw: dict[str, Any] = field(default_factory=dict)  # lm-eval's results/configs, JSON-safe
+    # every scored item (not only `samples`): task, doc_id, filter, prompt, generation, target, scores
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 # Entries of lm-eval's per-task results that are bookkeeping, not scores.
@@ -116,12 +122,14 @@ def evaluate(
         from lm_eval.models.huggingface import HFLM
 
         hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hf_batch, max_length=context)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hf_batch, max_length=context,
+                  **_hflm_precision(HFLM, model))
     gen_kwargs = {"do_sample": False}
     if max_gen_toks:
         gen_kwargs["max_gen_toks"] = int(max_gen_toks)
     try:
-        with _as_single_process():
+        # the model's compute dtype for the whole run: autocast casts each weight once, not once per batch
+        with _as_single_process(), autocast(model):
             out = simple_evaluate(
                 model=lm,
                 tasks=list(task_names),
@@ -153,8 +161,10 @@ def evaluate(
     }
     samples: list[dict[str, Any]] = []
     n_items: dict[str, int] = {}
+    items: list[dict[str, Any]] = []
     for task, rows in (out.get("samples") or {}).items():
-        n_items[task] = len(rows)
+        n_items[task] = len({row.get("doc_id") for row in rows})  # a task with 2 filters logs each doc twice
+        items += [_item(task, row, _metric_names(out, task)) for row in rows]
         for row in rows[:log_samples]:
             samples.append({
                 "task": task,
@@ -166,12 +176,53 @@ def evaluate(
             })
     raw = {"results": out["results"], "n-samples": out.get("n-samples", {}),
            "versions": out.get("versions", {}), "config": {"limit": limit, "max_gen_toks": max_gen_toks}}
-    return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw))
+    return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw), items=items)
+
+
+def _item(task: str, row: dict, metric_names: list[str]) -> dict[str, Any]:
+    """One lm-eval logged sample, reduced to what item-level statistics and the report need."""
+    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+    scores = {}
+    for name in metric_names:
+        try:
+            scores[name] = float(row[name])
+        except (KeyError, TypeError, ValueError):  # absent, or a corpus-level metric's tuple (e.g. bleu)
+            continue
+    return {"task": task, "doc_id": row.get("doc_id"), "item_id": doc.get("id"), "filter": row.get("filter"),
+            "prompt": _first_arg(row), "generation": _first_response(row), "target": str(row.get("target", "")),
+            "scores": scores}
+
+
+ITEM_COLUMNS = ("task", "doc_id", "item_id", "metric", "score", "generation", "target", "prompt")
+
+
+def item_frame(result: EvalResult, preferred: dict[str, str | None] | None = None):
+    """Every scored item as a frame with ITEM_COLUMNS: `score` is the item's value of the task's primary
+    metric, the one that enters R or G (`preferred[task]`, else the first score metric, as
+    `primary_metric` picks it), so that its mean over a task's items is the logged score."""
+    import pandas as pd
+
+    preferred = preferred or {}
+    rows = []
+    for row in result.items:
+        task = row["task"]
+        keys = score_keys(result.metrics.get(task, {}))
+        want = preferred.get(task)
+        key = next((k for k in keys if want and k.split(",")[0] == want), keys[0] if keys else None)
+        if key is None:
+            continue
+        metric, _, filt = key.partition(",")
+        if (row.get("filter") or "none") != (filt or "none") or metric not in row["scores"]:
+            continue
+        rows.append({"task": task, "doc_id": row["doc_id"], "item_id": row.get("item_id"), "metric": metric,
+                     "score": row["scores"][metric], "generation": row["generation"], "target": row["target"],
+                     "prompt": row["prompt"]})
+    return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
 
 
 def _context_length(model: Any, max_length: int | None) -> int | None:
     """The longest context evaluation needs: the model's own limit, bounded by the harness's model.max_length."""
-    limits = [n for n in (getattr(model.config, "max_position_embeddings", None), max_length) if n]
+    limits = [n for n in (getattr(model.config, "max_position_embeddings", None),) if n]
     return min(limits) if limits else None
 
 
@@ -237,6 +288,18 @@ def _only_gpu(device: Any):
                 os.environ[key] = value
 
 
+def _hflm_precision(hflm: Any, model: Any) -> dict[str, Any]:
+    """HFLM's own precision knobs, set to the model's (harness.models.Precision): bf16 matmuls, log-likelihood
+    softmaxes in float32. HFLM wraps each forward in autocast(enabled=mixed_precision_dtype is not None): left
+    unset, that would switch the caller's autocast off. Only where this lm-eval version knows them."""
+    precision = precision_of(model)
+    if not precision.mixed:
+        return {}
+    known = inspect.signature(hflm.__init__).parameters
+    wanted = {"mixed_precision_dtype": precision.compute, "softmax_dtype": torch.float32}
+    return {k: v for k, v in wanted.items() if k in known}
+
+
 def _vllm_lm(folder: Path, seed: int, gpu_memory: float, context: int | None, device: Any) -> Any:
     """lm-eval's vLLM backend on the stage's snapshot, on this process's GPU, after the trainer's cached
     GPU memory is handed back (vLLM sizes its KV cache from the memory free when it starts)."""
@@ -286,6 +349,7 @@ def merge_results(parts: list[EvalResult]) -> EvalResult:
     for part in parts:
         merged.metrics.update(part.metrics)
         merged.samples.extend(part.samples)
+        merged.items.extend(part.items)
         merged.n_items.update(part.n_items)
         for key, value in part.raw.items():
             if isinstance(value, dict) and key != "config":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +24,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import readiness, sharding
-from harness.config import ensure_writable, results_path, to_container, tracking_uri, validate
+from harness.config import ensure_writable, results_path, to_container, tracking_uri
 from harness.distributed import Replicas, micro_batches, replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names, write_snapshot
+from harness.models import precision_summary
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
+from harness.tracking import ITEMS_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,43 @@ class StreamPlan:
     include_paths: list[str]
 
 
+MAX_ENUMERATED_TASKS = 8  # up to 8! = 40320 permutations are listed; beyond, order k is a seeded shuffle
+
+
+def ordered_tasks(tasks: list[str], order: Any) -> list[str]:
+    """The stream's tasks in training order `order`: None or 0 = as listed, "reverse", or k >= 1 = the k-th
+    of the other permutations in a shuffle with a fixed seed. Order k is the same in every run and seed (so
+    runs of one order aggregate), and orders 0..T!-1 are T! distinct permutations."""
+    import itertools
+
+    import numpy as np
+
+    if order is None or (isinstance(order, int) and not isinstance(order, bool) and order == 0):
+        return list(tasks)
+    if order == "reverse":
+        return list(reversed(tasks))
+    if not isinstance(order, int) or isinstance(order, bool) or order < 0:
+        raise ValueError(f"stream.order={order!r} is not known; valid values: null, reverse, or an integer k >= 0 "
+                         "(0 = as listed, k = the k-th seeded permutation)")
+    if len(tasks) > MAX_ENUMERATED_TASKS:
+        perm = np.random.default_rng([order, len(tasks)]).permutation(len(tasks))
+        return [tasks[i] for i in perm]
+    others = list(itertools.permutations(range(len(tasks))))[1:]  # lexicographic; [0] is the identity
+    if order > len(others):
+        raise ValueError(f"stream.order={order}: {len(tasks)} tasks have {len(others) + 1} orders, "
+                         f"so valid integers are 0..{len(others)}")
+    np.random.default_rng(len(tasks)).shuffle(others)  # fixed: order k means the same permutation everywhere
+    return [tasks[i] for i in others[order - 1]]
+
+
+def order_label(order: Any) -> str:
+    """The `order` tag of a parent run: "0" for the stream as listed (null or 0), else the option as given."""
+    return "0" if order is None else str(order)
+
+
 def plan_stream(cfg: DictConfig) -> StreamPlan:
     """Resolve tasks and read all training data up front, so bad input fails before any training."""
-    names = list(cfg.stream.tasks)
+    names = ordered_tasks(list(cfg.stream.tasks), cfg.stream.get("order"))
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(
@@ -109,9 +144,10 @@ def _load_model(cfg: DictConfig, dist: Replicas):
         dist.barrier()
     try:
         return load_model(cfg.model)
-    except OSError as err:  # transformers' "not a local folder and not on the hub (or offline)"
+    except (OSError, ValueError) as err:  # transformers: not on the hub, no tokenizer, a config it cannot read
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(
-            f"model.name={cfg.model.name!r} could not be loaded: {str(err).splitlines()[0]} "
+            f"model.name={cfg.model.name!r} could not be loaded: {first} "
             "Use the embedded default (model=smollm2), a local model directory, or a hub id that is cached "
             "or reachable (model=hf model.name=ORG/NAME)."
         ) from None
@@ -131,16 +167,21 @@ def _checkpoint_dir(cfg: DictConfig, key: str) -> Path:
 
 
 def save_checkpoint(model: torch.nn.Module, directory: Path, stage: int, policy: str) -> Path | None:
-    """Write stage weights atomically (temp file, then rename); apply the keep policy afterwards."""
+    """Write stage weights atomically and durably (temp file, fsync, rename, fsync the folder); apply the
+    keep policy afterwards."""
     if policy == "none":
         return None
     from safetensors.torch import save_model
+
+    from harness.durable import replace_durably
 
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"stage_{stage}.safetensors"
     tmp = directory / f".stage_{stage}.safetensors.tmp"
     save_model(model, str(tmp))
-    os.replace(tmp, final)  # atomic on POSIX: a reader sees the old file or the new one, never half of one
+    # atomic (a reader sees the old file or the new one, never half of one) and durable: the data and the
+    # rename are on disk before the stage's run is marked FINISHED, even across a power loss
+    replace_durably(tmp, final)
     if policy == "last":
         for old in directory.glob("stage_*.safetensors"):
             if old != final:
@@ -158,13 +199,13 @@ def load_checkpoint(model: torch.nn.Module, directory: Path, stage: int) -> bool
     return True
 
 
-def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool):
+def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool, on_step=None):
     from harness.methods import get_method
     from harness.methods.base import StageContext
 
     train = get_method(cfg.method.name)
     replay = [item for items in plan.train_items[: stage - 1] for item in items]
-    ctx = StageContext(stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress)
+    ctx = StageContext(stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress, on_step=on_step)
     _seed_everything(int(cfg.seed) * 1000 + stage)
     return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
 
@@ -183,9 +224,9 @@ def check_fsdp_batch(batch_size: int, accum: int, world: int) -> None:
 
 def needs_teacher_copy(cfg: DictConfig) -> bool:
     """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
-    from harness.methods import DISTILLATION_METHODS
+    from harness.methods import needs_teacher_copy as declared
 
-    return cfg.method.name in DISTILLATION_METHODS and cfg.method.distill.teacher != "live"
+    return declared(to_container(cfg.method))
 
 
 def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> float | None:
@@ -275,6 +316,64 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: R
     return metrics, result
 
 
+def _subset_score(model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: DictConfig,
+                  dist: Replicas) -> float | None:
+    """Greedy score of the student on `docs` (rank 0; a gathered copy under FSDP, so every process enters)."""
+    from harness.scoring import greedy_scores
+
+    with _whole_model(model, dist) as whole:
+        if not dist.is_main:
+            return None
+        scores = greedy_scores(whole, tokenizer, spec, docs, mode="base", batch_size=int(cfg.eval.batch_size))
+    return sum(scores) / max(len(scores), 1)
+
+
+class StageHook:
+    """What the loop does while a stage trains (`StageContext.on_step`): each optimizer step's stats go to
+    the stage's MLflow run as they happen (`train_step/<stat>`), and every `eval.every_steps` steps the task
+    being trained is scored on its first `eval.every_steps_items` eval items (`step_eval/score`)."""
+
+    def __init__(self, model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas, tracker, run_id):
+        self.model, self.tokenizer, self.spec, self.cfg, self.dist = model, tokenizer, spec, cfg, dist
+        self.tracker, self.run_id = tracker, run_id
+        self.every = int(cfg.eval.every_steps)
+        self.docs: list[dict] = []
+        if self.every > 0:
+            lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
+            self.docs = [json.loads(line) for line in lines if line.strip()][: int(cfg.eval.every_steps_items)]
+        self.last_scored = -1
+
+    def score(self, step: int) -> None:
+        """Score the subset now and log it at `step` (0 = before the first optimizer step)."""
+        if self.every <= 0 or step == self.last_scored:
+            return
+        value = _subset_score(self.model, self.tokenizer, self.spec, self.docs, self.cfg, self.dist)
+        self.last_scored = step
+        if self.tracker is not None and value is not None:
+            self.tracker.log_steps(self.run_id, [{"step": step, "score": value, "n_items": len(self.docs)}],
+                                   prefix="step_eval")
+
+    def __call__(self, step: int, record: dict[str, float]) -> None:
+        if self.tracker is not None:
+            self.tracker.log_steps(self.run_id, [{**record, "step": step}])
+        if self.every > 0 and step % self.every == 0:
+            self.score(step)
+
+
+def _items_csv(plan: StreamPlan, result: Any, parent: str, stage: int) -> bytes:
+    """Every evaluated item of the stage (gzip CSV): run, stage, task, doc_id, item_id, metric, score,
+    generation, target, prompt; `score` is the metric that enters R (stream tasks) or G (suite)."""
+    import gzip
+
+    from harness.evaluation import item_frame
+
+    preferred = {name: spec.metric for spec in plan.specs for name in spec.eval_tasks}
+    frame = item_frame(result, preferred)
+    frame.insert(0, "stage", stage)
+    frame.insert(0, "run", parent)
+    return gzip.compress(frame.to_csv(index=False).encode("utf-8"), mtime=0)
+
+
 def _summary_line(stage: int, label: str, metrics: dict[str, float], base: dict[str, float] | None,
                   seconds: float) -> str:
     scores = " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items() if k.startswith("score/"))
@@ -307,20 +406,52 @@ def _matrices(plan: StreamPlan, stage_metrics: dict[int, dict[str, float]]):
 
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or resume) one (method, stream, seed) experiment; returns R, G and the CL metrics."""
+    """Run (or resume) one (method, stream, seed) experiment; returns R, G and the CL metrics.
+
+    Any failure once the parent run is open (an error, Ctrl-C) marks it FAILED with the error as its
+    `harness.error` tag, and the exception leaves with `parent_run_id` set, so that callers can tell a run
+    that failed on the way from one that never started (the latter leaves no run behind)."""
+    opened: dict[str, Any] = {}  # filled by _run_experiment once the parent run exists
     try:
-        return _run_experiment(cfg)
+        return _run_experiment(cfg, opened)
+    except BaseException as err:
+        if opened:
+            _mark_failed(opened["tracker"], opened["parent"], err)
+            try:
+                err.parent_run_id = opened["parent"]  # type: ignore[attr-defined]
+            except AttributeError:  # an exception type that takes no attributes
+                pass
+        raise
     finally:
         sharding.release()  # a sweep's next job (same process) starts unsharded
 
 
-def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
+def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:
+    """Mark the parent run FAILED with the error (the user's own words for known errors, the type for the
+    rest); never masks the error itself, e.g. when the tracking server is what failed."""
+    from harness.preflight import USER_ERRORS
+
+    if isinstance(err, KeyboardInterrupt):
+        message = "interrupted (KeyboardInterrupt)"
+    elif isinstance(err, (*USER_ERRORS, StageFailedError)):
+        message = str(err)
+    else:
+        message = f"{type(err).__name__}: {err}"
+    try:
+        tracker.mark_failed(parent, message)
+    except Exception as failure:  # noqa: BLE001 (the original error is what the user must see)
+        log.warning("could not mark run %s FAILED: %s", parent, failure)
+
+
+def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    from harness.methods import result_relevant
     from harness.metrics import all_metrics
+    from harness.preflight import check_run
     from harness.tracking import Tracker, flatten_config, run_key
 
-    validate(cfg)
+    check_run(cfg)  # the whole config and every task, before the model loads or MLflow is touched
     dist = replicas()
     if dist.sharded:
         check_fsdp_batch(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), dist.world)
@@ -330,10 +461,6 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
                                      dist.world, dist.sharded, needs_teacher_copy(cfg))
     results = results_path(cfg)
     ensure_writable(results)
-    tracker = None
-    if dist.is_main:
-        with _store_lock(results, tracking_uri(cfg)):
-            tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")  # fails fast
     _seed_everything(int(cfg.seed))
     # The model and the item lengths are checked before the parent run exists: a bad model name or an
     # over-long item leaves no empty RUNNING run behind.
@@ -341,21 +468,32 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
     if dist.is_main:
         print(readiness.device_line(next(model.parameters()).device, next(model.parameters()).dtype, dist.world,
                                     dist.sharded), *[f"\nwarning: {note}" for note in notes], flush=True)
+        precision = precision_summary(model)
+        print(f"precision: {precision['precision/compute']} compute, {precision['precision/weights']} weights "
+              f"({precision['precision/reason']})", flush=True)
     dist.check_in_sync(model, "after loading the model")
     check_lengths(tokenizer, plan, int(cfg.model.max_length))
-    key = run_key(to_container(cfg))
+    tracker = None
+    if dist.is_main:  # after the model: a run that cannot start leaves no store behind (check_run pinged servers)
+        with _store_lock(results, tracking_uri(cfg)):
+            tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")
+    key = run_key(result_relevant(to_container(cfg)))  # only the method settings it reads
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
     parent, done = None, {}
     if tracker is not None:
         tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed),
+                "order": order_label(cfg.stream.get("order")), "tasks": " -> ".join(s.name for s in plan.specs),
                 "model": cfg.model.name, "run_key": key}
         params = flatten_config(to_container(cfg))
         params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
         params["suite_tasks"] = json.dumps(plan.suite_tasks)
         params["world_size"] = str(dist.world)
         params["parallelism"] = "fsdp" if dist.sharded else "ddp" if dist.active else "single"
+        params.update(precision_summary(model))  # what model.dtype resolved to here, and why
+        tags["precision"] = params["precision/compute"]
         parent = tracker.open_parent(key, tags, params)
+        opened.update(tracker=tracker, parent=parent)
         done = tracker.completed_stages(parent)
 
     stage_metrics: dict[int, dict[str, float]] = dict(done)
@@ -388,7 +526,8 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
         label = "base" if stage == 0 else plan.specs[stage - 1].name
         bar.set_postfix_str(label)
         train_metrics: dict[str, float] = {}
-        step_stats: list[dict[str, float]] = []
+        # the stage's run exists (RUNNING) while it trains, so its step metrics are visible live
+        child = tracker.start_stage(parent, stage, label) if tracker is not None else None
         if stage > 0:
             spec = plan.specs[stage - 1]
             ceiling = _stage_ceiling(model, tokenizer, spec, cfg, dist)
@@ -396,14 +535,17 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
                 train_metrics["train/teacher_in_context_acc"] = ceiling
             from harness.methods.base import NonFiniteLossError
 
+            hook = StageHook(model, tokenizer, spec, cfg, dist, tracker, child)
+            hook.score(0)
             try:
-                stats = _train_stage(model, tokenizer, plan, cfg, stage, progress=True)
+                stats = _train_stage(model, tokenizer, plan, cfg, stage, progress=True, on_step=hook)
             except NonFiniteLossError as err:
                 message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
                 if tracker is not None:
+                    tracker.client.set_terminated(child, "FAILED")
                     tracker.mark_failed(parent, message)
                 raise StageFailedError(message) from err
-            step_stats = stats.steps
+            hook.score(len(stats.steps))  # the curve ends where the stage does
             train_metrics.update({f"train/{k}": float(v) for k, v in stats.summary.items()})
             train_metrics["train/processes"] = float(dist.world)
         train_s = time.time() - started
@@ -414,8 +556,10 @@ def _run_experiment(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(train_metrics)
             metrics["time/train_s"] = train_s
             metrics["time/eval_s"] = time.time() - eval_started
-            tracker.log_stage(parent, stage, label, metrics, step_stats,
-                              {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples)})
+            artifacts = {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples),
+                         ITEMS_ARTIFACT: _items_csv(plan, result, parent, stage)}
+            # step stats were logged live by StageHook
+            tracker.log_stage(parent, stage, label, metrics, None, artifacts, run_id=child)
             stage_metrics[stage] = metrics
             print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
         dist.barrier()  # the other processes wait for rank 0's logging and checkpoint before the next stage

@@ -7,11 +7,13 @@ safetensors copy to a cache directory and later loads read that.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +47,120 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# Set on a loaded model: its Precision (read by `autocast`); deep copies carry it along.
+PRECISION_ATTR = "harness_precision"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a model is trained and run: `weights` are the stored (master) weights, gradients and AdamW state;
+    `compute` is the dtype of the matmuls (torch.autocast), activations and caches."""
+
+    weights: torch.dtype
+    compute: torch.dtype
+    reason: str
+
+    @property
+    def mixed(self) -> bool:
+        return self.compute != self.weights
+
+    def summary(self) -> dict[str, str]:
+        """Flat strings for a tracker (params/tags) and for the start-up line."""
+        short = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+        return {"precision/compute": short.get(self.compute, str(self.compute)),
+                "precision/weights": short.get(self.weights, str(self.weights)),
+                "precision/reason": self.reason}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-    except KeyError:
-        raise ValueError(f"model.dtype={dtype!r} is not known; valid: auto, float32, bfloat16, float16") from None
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """(bf16 matmuls run natively here, why): CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX-BF16.
+
+    Elsewhere bf16 is emulated (converted to float32 around every kernel) and slower than float32 itself.
+    """
+    if device.type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ok, f"CUDA device {'supports' if ok else 'does not support'} bf16"
+    if device.type == "cpu":
+        found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        if found:
+            return True, f"CPU has {'+'.join(found)}"
+        return False, f"CPU lacks avx512_bf16/amx_bf16 (torch capability {torch.backends.cpu.get_cpu_capability()})"
+    return False, f"device {device.type}: bf16 support unknown"
+
+
+def resolve_precision(dtype: str, device: torch.device) -> Precision:
+    """`model.dtype` names the *compute* dtype; weights, gradients and optimizer state stay float32.
+
+    auto: bfloat16 compute where the device runs bf16 natively, float32 otherwise; float32: float32
+    throughout; bfloat16: bf16 compute with float32 master weights (mixed precision), even where bf16 is
+    emulated. Pure bf16 weights are not offered: updates of lr x grad below bf16's resolution (1/256 of the
+    weight) and the EMA teacher's 1% steps would round away.
+    """
+    if dtype == "auto":
+        ok, why = native_bf16(device)
+        compute = torch.bfloat16 if ok else torch.float32
+        return Precision(torch.float32, compute, f"auto: {why}")
+    if dtype in ("float16", "fp16"):
+        raise ValueError("model.dtype=float16 is not supported (mixed fp16 needs loss scaling); valid: auto, "
+                         "float32, bfloat16")
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"model.dtype={dtype!r} is not known; valid: auto, float32, bfloat16")
+    compute = DTYPE_NAMES[dtype]
+    reason = f"model.dtype={dtype}"
+    if compute == torch.bfloat16 and not native_bf16(device)[0]:
+        reason += f" ({native_bf16(device)[1]}: emulated, slower than float32)"
+    return Precision(torch.float32, compute, reason)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The compute dtype `model.dtype` resolves to on `device` (see resolve_precision)."""
+    return resolve_precision(dtype, device).compute
+
+
+def set_precision(model: torch.nn.Module, precision: Precision) -> None:
+    setattr(model, PRECISION_ATTR, precision)
+
+
+def precision_of(model: torch.nn.Module) -> Precision:
+    """What load_model chose for `model`, else its weights' dtype throughout."""
+    declared = getattr(model, PRECISION_ATTR, None)
+    if declared is not None:
+        return declared
+    weights = next(model.parameters()).dtype
+    return Precision(weights, weights, "not set: the weights' dtype")
+
+
+def compute_dtype(model: torch.nn.Module) -> torch.dtype:
+    return precision_of(model).compute
+
+
+def autocast(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Run `model`'s matmuls in its compute dtype (a no-op when that is its weights' dtype).
+
+    Forward passes only (backward reuses the dtypes autocast chose). Inside one block autocast casts each
+    trainable float32 weight to bf16 once and reuses the copy, so a `generate` of N tokens pays one cast of
+    the weights, not N, and the copy is always of the current weights; frozen weights (a teacher) are cast
+    at each use, once per forward.
+    """
+    compute = compute_dtype(model)
+    weights = next(model.parameters()).dtype
+    if compute == weights or weights != torch.float32:
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device_type=device.type, dtype=compute)
 
 
 def cache_root(cache_dir: str | None = None) -> Path:
@@ -193,7 +301,8 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    precision = resolve_precision(cfg.dtype, device)
+    dtype = precision.weights  # master weights; compute dtype via autocast (set below)
     source = locate_weights(cfg.name, cfg.cache_dir)
     tokenizer = load_tokenizer(cfg.name, cfg.cache_dir)
     if getattr(cfg, "random_init", False):
@@ -214,5 +323,11 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     neutral_sampling(model.generation_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
+    set_precision(model, precision)
     model.eval()
     return model, tokenizer
+
+
+def precision_summary(model: torch.nn.Module) -> dict[str, str]:
+    """What a loaded model trains and runs in, with the reason (for the start-up line and the tracker)."""
+    return precision_of(model).summary()

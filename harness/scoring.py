@@ -86,19 +86,28 @@ def greedy_generate(model: Any, tokenizer: Any, conversations: list[list[dict[st
     """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings."""
     if tokenizer.padding_side != "left":
         raise ValueError("greedy_generate needs a left-padded tokenizer (harness.models.prepare_tokenizer)")
+    from harness.models import autocast
+
     was_training = model.training
     model.eval()
-    out: list[str] = []
     device = next(model.parameters()).device
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    # batches of similar lengths (longest first), so short prompts are not padded to long ones; order restored
+    order = sorted(range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
+    out: list[str] = [""] * len(texts)
     try:
-        for start in range(0, len(conversations), batch_size):
-            chunk = conversations[start:start + batch_size]
-            texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=tokenizer.pad_token_id)
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
-            out.extend(cut_at_stop(t, stops) for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        with autocast(model):  # the model's compute dtype (harness.models.Precision)
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                enc = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(device)
+                # a row ends at a stop string (HF's stop_strings), the batch when every row has
+                generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                           pad_token_id=tokenizer.pad_token_id,
+                                           **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}))
+                new_tokens = generated[:, enc["input_ids"].shape[1]:]
+                for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                    out[i] = cut_at_stop(text, stops)
     finally:
         model.train(was_training)
     return out

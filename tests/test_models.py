@@ -61,9 +61,15 @@ def test_tiny_model_is_small_and_shares_the_tokenizer(tiny_model, real_model):
     assert tiny.config.vocab_size == real_tok.vocab_size
 
 
-def test_dtype_defaults():
+def test_dtype_defaults(monkeypatch):
+    import harness.models as models
+
+    # auto = bf16 compute where the hardware has it natively (harness.models.native_bf16), else float32
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512f"})
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(models, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
     with pytest.raises(ValueError, match="valid"):
         resolve_dtype("float8", torch.device("cpu"))
 

@@ -20,6 +20,7 @@ import torch
 
 from harness import sharding
 from harness.distributed import micro_batches, replicas
+from harness.models import autocast
 from harness.optim import build_optimizer, build_scheduler
 from harness.tasks import Item
 from harness.timing import synchronized_clock
@@ -131,7 +132,10 @@ def run_stage(
                 if index not in mine or not micro:
                     continue
                 torch.manual_seed(micro_seed(ctx, step, index))
-                micro_loss, stats = sharding.run(micro_step, micro, batch)
+                # forward in the compute dtype (rollouts, teacher, student); backward below runs outside
+                # autocast and reuses its dtypes, gradients land in the float32 master weights
+                with autocast(model):
+                    micro_loss, stats = sharding.run(micro_step, micro, batch)
                 t_back = clock()
                 (micro_loss * sharding.gradient_scale()).backward()
                 stats = {**stats, "backward_s": clock() - t_back}
