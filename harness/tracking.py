@@ -370,7 +370,11 @@ class Tracker:
         self.client.set_terminated(parent_id, "FINISHED")
 
     def mark_failed(self, parent_id: str, message: str) -> None:
-        """Record why the run stopped (tag `harness.error`) and set FAILED; a rerun resumes it."""
+        """Record why the run stopped (tag `harness.error`) and set FAILED, together with any stage run
+        still RUNNING (the one that was training or evaluating); a rerun resumes it."""
+        for child in self.children(parent_id):
+            if child.info.status == "RUNNING":
+                self.client.set_terminated(child.info.run_id, "FAILED")
         self.client.set_tag(parent_id, ERROR, message[:MAX_TAG_VALUE])
         self.client.set_terminated(parent_id, "FAILED")
 
@@ -492,7 +496,9 @@ class Tracker:
     # ---- artifacts -----------------------------------------------------------------------------
     def log_artifacts(self, run_id: str, artifacts: Mapping[str, Any]) -> None:
         """name -> str (text) | bytes | dict/list (JSON) | DataFrame (CSV) | Path (file copied).
-        A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean."""
+        A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean.
+        In a local artifact store the copies are on disk (fsynced) when this returns."""
+        written: list[Path] = []  # where each artifact lands, relative to the run's artifact folder
         with tempfile.TemporaryDirectory() as tmp:
             for name, obj in artifacts.items():
                 rel = Path(name)
@@ -502,6 +508,7 @@ class Tracker:
                     self.client.log_artifact(
                         run_id, str(obj), rel.parent.as_posix() if rel.parent.parts else None
                     )
+                    written.append(rel.parent / obj.name)
                     continue
                 local = Path(tmp) / rel.name
                 if isinstance(obj, bytes):
@@ -520,6 +527,26 @@ class Tracker:
                     run_id, str(local), rel.parent.as_posix() if rel.parent.parts else None
                 )
                 local.unlink()
+                written.append(rel)
+        self._sync_local(run_id, written)
+
+    def _sync_local(self, run_id: str, written: list[Path]) -> None:
+        """fsync artifacts copied into a local store (MLflow copies without syncing): a run is set FINISHED
+        after its artifacts, and after a power loss a FINISHED run must not point at a half-written file."""
+        uri = self.client.get_run(run_id).info.artifact_uri or ""
+        if urlparse(uri).scheme not in ("", "file"):
+            return  # a server or object store: durability is its business
+        from urllib.request import url2pathname
+
+        from harness.durable import fsync_dir, fsync_file
+
+        root = Path(url2pathname(urlparse(uri).path))  # file URIs percent-encode spaces
+        for rel in written:
+            if (root / rel).is_file():
+                fsync_file(root / rel)
+        for folder in {(root / rel).parent for rel in written}:
+            if folder.is_dir():
+                fsync_dir(folder)
 
     def read_artifact_text(self, run_id: str, name: str) -> str:
         """The text of one artifact (downloads it to a temporary folder first)."""

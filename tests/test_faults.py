@@ -76,9 +76,14 @@ def _parent_count(results: Path) -> int:
 
 
 def _user_task(root: Path, lines: list[str]) -> Path:
-    """A copy of the built-in tooluse task folder with our own train.jsonl."""
+    """A copy of the built-in tooluse task folder under its own name (a copy that kept the name would collide
+    with the built-in task), with our own train.jsonl."""
     folder = root / "mytask"
     shutil.copytree(TASKS_ROOT / "tooluse", folder)
+    meta = (folder / "task.yaml").read_text().replace("name: tooluse", "name: mytask")
+    (folder / "task.yaml").write_text(meta.replace("eval_tasks: [tooluse]", "eval_tasks: [mytask]"))
+    (folder / "mytask.yaml").write_text((folder / "tooluse.yaml").read_text().replace("task: tooluse", "task: mytask"))
+    (folder / "tooluse.yaml").unlink()
     (folder / "train.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return folder
 
@@ -126,14 +131,56 @@ def test_prompt_plus_demonstration_longer_than_context_names_the_item(finished, 
 
 
 def test_unknown_model_name_is_one_clear_error(finished):
+    """Offline (as the tests run), an uncached hub id is refused before anything loads (transformers would
+    retry the hub for about a minute and then blame the repo id's syntax)."""
     from harness.loop import run_experiment
 
     before = _parent_count(finished["results"])
     cfg = compose([*FAST, f"results_dir={finished['results']}", "model=hf", "model.name=no/such-model"])
-    with pytest.raises(ValueError, match=r"model.name='no/such-model' could not be loaded: .* local model directory"):
+    with pytest.raises(ValueError, match=r"model.name=no/such-model: not in the local Hugging Face cache, and "
+                                         r"HF_HUB_OFFLINE is set"):
         run_experiment(cfg)
-    assert _parent_count(finished["results"]) == before, "the model is loaded before the parent run opens"
+    assert _parent_count(finished["results"]) == before, "the model is checked before the parent run opens"
     _assert_intact(finished)
+
+
+def test_model_that_fails_to_load_leaves_no_store(tmp_path):
+    """A folder that looks like a model but is not one passes the checks and fails in transformers: the
+    error is one line and results_dir holds no MLflow store (the tracker opens after the model)."""
+    from harness.loop import run_experiment
+
+    fake = tmp_path / "fake-model"
+    fake.mkdir()
+    (fake / "config.json").write_text("{}")
+    (fake / "tokenizer_config.json").write_text("{}")
+    results = tmp_path / "results"
+    with pytest.raises(ValueError, match=rf"model.name='{fake}' could not be loaded"):
+        run_experiment(compose([*FAST, f"results_dir={results}", "model=hf", f"model.name={fake}"]))
+    assert not (results / "mlflow.db").exists() and not (results / "mlartifacts").exists()
+
+
+def test_late_crash_marks_the_parent_failed(tmp_path, monkeypatch):
+    """Any error once the parent run is open (here: a bug inside stage 1's training) leaves it FAILED with
+    the error as its tag, and no stage run RUNNING; stage 0 stays logged for the rerun."""
+    import harness.loop
+    from harness.loop import run_experiment
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("boom in training")
+
+    monkeypatch.setattr(harness.loop, "_train_stage", crash)
+    results = tmp_path / "results"
+    with pytest.raises(RuntimeError, match="boom in training") as err:
+        run_experiment(compose([*FAST, f"results_dir={results}"]))
+    client = _client(results)
+    exp = client.get_experiment_by_name("default")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("harness.role") == "parent")
+    assert err.value.parent_run_id == parent.info.run_id
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["harness.error"] == "RuntimeError: boom in training"
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    assert sorted(_stage_runs(client, parent.info.run_id)) == [0]
 
 
 def test_unknown_method_name_in_schema_lists_valid_ones():
@@ -275,6 +322,51 @@ def _uniform_value(path: Path) -> float:
     values = model.weight.unique()
     assert values.numel() == 1, "a checkpoint mixes two writes"
     return float(values[0].detach())
+
+
+def test_checkpoint_is_fsynced_before_rename_and_reads_back(tmp_path, monkeypatch):
+    """The data is on disk before the rename and the folder after it (a power loss cannot leave the new
+    name pointing at unwritten data); what was written loads back equal."""
+    from harness.loop import load_checkpoint, save_checkpoint
+
+    synced: list[tuple[str, bool]] = []  # (path fsynced, whether the final name existed at that moment)
+    real_fsync = os.fsync
+    final = tmp_path / "stage_2.safetensors"
+
+    def recording_fsync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), final.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 32)
+    assert save_checkpoint(model, tmp_path, 2, "last") == final
+    assert synced == [(str(tmp_path / ".stage_2.safetensors.tmp"), False), (str(tmp_path), True)]
+    copy = torch.nn.Linear(64, 32)
+    assert load_checkpoint(copy, tmp_path, 2)
+    for ours, theirs in zip(model.state_dict().values(), copy.state_dict().values(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_local_artifacts_are_fsynced(tmp_path, monkeypatch):
+    """Artifacts copied into a local store are on disk before the run that holds them can be FINISHED."""
+    from harness.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "mlartifacts")
+    run = tracker.client.create_run(tracker.experiment_id).info.run_id
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    tracker.log_artifacts(run, {"a.txt": "hello", "sub/b.json": {"x": 1}})
+    assert tracker.read_artifact_text(run, "a.txt") == "hello"
+    assert json.loads(tracker.read_artifact_text(run, "sub/b.json")) == {"x": 1}
+    names = {Path(p).name for p in synced}
+    assert {"a.txt", "b.json", "sub"} <= names
 
 
 def test_leftover_temp_file_does_not_break_loading_or_saving(tmp_path):
