@@ -117,3 +117,36 @@ def test_shape_errors():
         metrics.acc_final(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="G must have shape"):
         metrics.all_metrics(R3, np.zeros((2, 2)))
+
+
+def test_bwt_and_forgetting_over_chosen_tasks():
+    # only task 2 chosen: BWT = R[3,2] - R[2,2] = 0.60 - 0.70; Forgetting = 0.70 - 0.60
+    mask = [False, True, False]
+    assert metrics.bwt(R3, mask) == pytest.approx(-0.10)
+    assert metrics.forgetting(R3, mask) == pytest.approx(0.10)
+    # no task chosen (e.g. a method that learned nothing): undefined, never 0
+    assert math.isnan(metrics.forgetting(R3, [False] * 3)) and math.isnan(metrics.bwt(R3, [False] * 3))
+    assert metrics.all_metrics(R3, G3, [True, True, True]) == metrics.all_metrics(R3, G3)
+    with pytest.raises(ValueError, match="one entry per stream task"):
+        metrics.bwt(R3, [True])
+
+
+def test_metrics_broadcast_over_leading_axes():
+    # a stack of matrices gives, entry by entry, what each matrix gives alone (the bootstrap relies on it)
+    other = R3[::-1].copy()
+    stack = np.stack([R3, other])
+    gstack = np.stack([G3, G3[::-1]])
+    batched = metrics.all_metrics(stack, gstack)
+    for k, (r, g) in enumerate([(R3, G3), (other, G3[::-1])]):
+        single = metrics.all_metrics(r, g)
+        for name in metrics.METRIC_NAMES:
+            assert batched[name][k] == pytest.approx(single[name]), name
+
+
+def test_normalized_scores_floor():
+    # task 1 gains 0.40 over the base, task 3 0.60: a floor of 0.5 drops task 1's column only
+    best = np.array([0.50, 0.70, 0.90])
+    norm = metrics.normalized_scores(R3, best, floor=0.5)
+    assert np.isnan(norm[:, 0]).all() and not np.isnan(norm[:, 2]).any()
+    per_task = metrics.normalized_scores(R3, best, floor=[0.0, 0.6, 0.0])
+    assert np.isnan(per_task[:, 1]).all() and not np.isnan(per_task[:, 0]).any()

@@ -232,3 +232,111 @@ def test_single_seed_single_task_without_suite(tmp_path):
         "heatmap_one_sft.png",
         "normalized_one.png",
     ]
+
+
+# ---- hand-made runs with item-level scores (issue #14): what the sentences may and may not claim ----------
+N_ITEMS = 30
+
+
+def _items(run: str, stage: int, scores: dict[str, np.ndarray]) -> bytes:
+    import gzip
+
+    rows = [
+        {"run": run, "stage": stage, "task": task, "doc_id": i, "item_id": f"{task}-{i}", "metric": "exact_match",
+         "score": float(v), "generation": f"answer {i}", "target": f"gold {i}", "prompt": f"question {i}"}
+        for task, values in scores.items() for i, v in enumerate(values)
+    ]
+    return gzip.compress(pd.DataFrame(rows).to_csv(index=False).encode())
+
+
+def _right(k: int, shift: int = 0) -> np.ndarray:
+    """N_ITEMS item scores with k right answers (starting at item `shift`)."""
+    out = np.zeros(N_ITEMS)
+    out[[(shift + i) % N_ITEMS for i in range(k)]] = 1.0
+    return out
+
+
+def _log_item_run(tracker: Tracker, stream: str, method: str, seed: int, stages: list[dict[str, np.ndarray]]):
+    """One complete parent run whose R is the mean of the given item scores (tasks a, b; no suite)."""
+    from harness.tracking import ITEMS_ARTIFACT
+
+    params = {**flatten_config({**_config(method, seed), "stream": {"name": stream, "tasks": TASKS}}),
+              "stream_tasks": '["a", "b"]', "suite_tasks": "[]"}
+    parent = tracker.open_parent(f"{stream}-{method}-{seed}",
+                                 {"method": method, "stream": stream, "seed": seed, "model": "m"}, params)
+    R = _frame([[stages[i][t].mean() for t in TASKS] for i in range(3)], TASKS)
+    for i in range(3):
+        metrics_i = {f"score/{t}": R.loc[i, t] for t in TASKS}
+        if i == 0:
+            metrics_i.update({f"n_items/{t}": N_ITEMS for t in TASKS})
+        tracker.log_stage(parent, i, "base" if i == 0 else TASKS[i - 1], metrics_i,
+                          artifacts={ITEMS_ARTIFACT: _items(parent, i, stages[i])})
+    G = _frame([[], [], []], [])
+    tracker.finish_parent(parent, R, G, metrics.all_metrics(R, G))
+
+
+@pytest.fixture(scope="module")
+def item_report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("items")
+    tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", "items", results / "mlartifacts")
+    for seed in range(3):
+        s = seed  # each seed gets a slightly different set of right answers
+        learns_and_forgets = [{"a": _right(0), "b": _right(0)},
+                              {"a": _right(24 + s, s), "b": _right(1)},
+                              {"a": _right(5 + s, s), "b": _right(25 - s, s)}]
+        learns_nothing = [{"a": _right(0), "b": _right(0)}] * 3
+        _log_item_run(tracker, "mixed", "sft", seed, learns_and_forgets)
+        _log_item_run(tracker, "mixed", "sdft", seed, learns_nothing)
+        # identical methods: the same item scores under two method names
+        _log_item_run(tracker, "same", "sft", seed, learns_and_forgets)
+        _log_item_run(tracker, "same", "dft", seed, learns_and_forgets)
+        # one lucky item over the base: nothing worth normalising by
+        lucky = [{"a": _right(0), "b": _right(0)}, {"a": _right(1, s), "b": _right(0)},
+                 {"a": _right(1, s), "b": _right(1, s)}]
+        _log_item_run(tracker, "lucky", "sft", seed, lucky)
+        _log_item_run(tracker, "lucky", "dft", seed, lucky)
+    cfg = OmegaConf.create({"experiment_name": "items", "results_dir": str(results), "tracking_uri": None})
+    return write_report(cfg)
+
+
+def _sentence(md: str, stream: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"Stream `{stream}`:"))
+
+
+def test_method_that_learns_nothing_gets_no_forgetting_credit(item_report):
+    md = (item_report / "summary.md").read_text()
+    sentence = _sentence(md, "mixed")
+    assert "lower forgetting" not in sentence
+    assert "forgetting (Chaudhry): n/a (not learned) for sdft" in sentence
+    summary = pd.read_csv(item_report / "summary.csv")
+    mixed = summary[summary["stream"] == "mixed"].set_index("method")
+    assert np.isnan(mixed.loc["sdft", "forgetting"]) and np.isnan(mixed.loc["sdft", "bwt"])
+    row = next(line for line in md.splitlines() if line.startswith("| sdft | 3 |"))
+    assert row.count("n/a (not learned)") == 2  # BWT and Forgetting
+    # sft learned a (24-26 of 30 over a base of 0) and forgot most of it: interval above 0
+    assert mixed.loc["sft", "learned"] == "a b"
+    assert mixed.loc["sft", "forgetting"] == pytest.approx(np.mean([(24 + s - 5 - s) / 30 for s in range(3)]))
+    assert mixed.loc["sft", "forgetting_lo"] > 0.4
+    assert "sft has the higher new-task accuracy" in sentence and "paired difference" in sentence
+    # a base model evaluated identically by all six runs is one evaluation
+    assert mixed.loc["base model", "n"] == 1
+
+
+def test_identical_methods_are_not_distinguishable(item_report):
+    sentence = _sentence((item_report / "summary.md").read_text(), "same")
+    assert "dft and sft are not distinguishable on new-task accuracy" in sentence
+    assert "not distinguishable on forgetting (Chaudhry)" in sentence
+    assert "has the higher" not in sentence and "has the lower" not in sentence
+    assert "paired difference 0.0 (no spread) covers 0" in sentence
+
+
+def test_item_level_intervals_and_normalized_guard(item_report):
+    summary = pd.read_csv(item_report / "summary.csv")
+    lucky = summary[summary["stream"] == "lucky"].set_index("method")
+    # one right item of 30 after training: the interval of a's new score reaches 0 (items resampled)
+    assert lucky.loc["sft", "a/new"] == pytest.approx(1 / 30) and lucky.loc["sft", "a/new_lo"] == 0.0
+    assert pd.isna(lucky.loc["sft", "learned"])  # a 1-item gain is not "learned" (its interval reaches 0)
+    assert not (item_report / "normalized_lucky.png").exists()  # a one-item gain is not blown up to 1.0
+    assert (item_report / "normalized_mixed.png").exists()
+    page = (item_report / "report.html").read_text()
+    assert "Sample generations: sft" in page and "answer 0" in page

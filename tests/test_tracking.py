@@ -207,3 +207,65 @@ def test_report_mode_does_not_create(tmp_path):
     with pytest.raises(FileNotFoundError, match="no MLflow store"):
         Tracker(f"sqlite:///{tmp_path / 'none.db'}", "x", create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+# ---- issue #14: item-level artifact, live step curves, source tags, task order (tiny model) -------------
+TINY = [
+    "model=tiny", "method=sft", "suite=none", "stream.name=pair", "stream.tasks=[tooluse,dates]",
+    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
+    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+]
+
+
+def test_ordered_tasks():
+    from harness.loop import ordered_tasks
+
+    tasks = ["a", "b", "c"]
+    orders = [tuple(ordered_tasks(tasks, k)) for k in range(6)]
+    assert orders[0] == ("a", "b", "c") and ordered_tasks(tasks, None) == tasks
+    assert len(set(orders)) == 6  # 0..T!-1 are the T! distinct permutations
+    assert ordered_tasks(tasks, "reverse") == ["c", "b", "a"]
+    assert ordered_tasks(tasks, 4) == ordered_tasks(list(tasks), 4)  # fixed: the same in every run
+    with pytest.raises(ValueError, match="valid integers are 0..5"):
+        ordered_tasks(tasks, 6)
+    with pytest.raises(ValueError, match="stream.order='sideways' is not known"):
+        ordered_tasks(tasks, "sideways")
+
+
+def test_tiny_run_stores_items_live_steps_and_source_tags(tmp_path):
+    from harness.cli import compose
+    from harness.loop import run_experiment
+    from harness.tracking import ITEMS_ARTIFACT
+
+    out = run_experiment(compose([*TINY, f"results_dir={tmp_path / 'a'}", "eval.every_steps=2",
+                                  "eval.every_steps_items=2", "stream.order=reverse"]))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", "default", create=False)
+    parent = tracker.client.get_run(out["parent_run_id"])
+    tags = parent.data.tags
+    assert tags["order"] == "reverse" and tags["tasks"] == "dates -> tooluse"
+    assert list(out["R"].columns) == ["dates", "tooluse"]
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.name"]
+    children = {int(c.data.tags["stage"]): c for c in tracker.children(parent.info.run_id)}
+    assert sorted(children) == [0, 1, 2]
+    for stage, child in children.items():
+        items = tracker.read_items(child.info.run_id)
+        assert items is not None and set(items["stage"]) == {stage}
+        assert list(items.columns[:4]) == ["run", "stage", "task", "doc_id"]
+        for task in ("dates", "tooluse"):
+            sub = items[items["task"] == task]
+            assert sorted(sub["doc_id"]) == [0, 1, 2]  # every evaluated item, not a sample of them
+            # the item scores reproduce the R entry logged for the stage
+            assert sub["score"].mean() == pytest.approx(child.data.metrics[f"score/{task}"])
+            assert sub["generation"].map(type).eq(str).all()
+        assert ITEMS_ARTIFACT in {f.path for f in tracker.client.list_artifacts(child.info.run_id)}
+    trained = children[1].info.run_id
+    assert sorted(tracker.history(trained, "train_step/loss")) == [1, 2, 3]
+    assert sorted(tracker.history(trained, "step_eval/score")) == [0, 2, 3]  # before, every 2, the last
+    assert "step_eval/score" not in children[0].data.metrics
+
+    # the within-stage evaluation draws no random numbers: the same training without it
+    plain = run_experiment(compose([*TINY, f"results_dir={tmp_path / 'b'}", "stream.order=reverse"]))
+    other = Tracker(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "default", create=False)
+    stage1 = next(c for c in other.children(plain["parent_run_id"]) if c.data.tags["stage"] == "1")
+    assert other.history(stage1.info.run_id, "train_step/loss") == tracker.history(trained, "train_step/loss")
