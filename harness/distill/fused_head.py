@@ -18,9 +18,17 @@ import torch
 TokenLossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
+def head_compute_dtype(device: torch.device, weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the LM head's matmuls run in here: autocast's where it is on (mixed precision), else the
+    weight's own. Read where the caller's autocast is still in force (the chunk loop switches it off)."""
+    if weight_dtype == torch.float32 and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return weight_dtype
+
+
 class _FusedHeadLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, token_weights, fn, chunk_size):  # type: ignore[override]
+    def forward(ctx, hidden, weight, bias, token_weights, fn, chunk_size, compute):  # type: ignore[override]
         n = hidden.shape[0]
         acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32  # accumulation precision
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -30,25 +38,34 @@ class _FusedHeadLoss(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        for start in range(0, n, chunk_size):
-            end = min(start + chunk_size, n)
-            h = hidden[start:end]
-            logits = torch.nn.functional.linear(h, weight, bias)
-            with torch.enable_grad():
-                logits.requires_grad_(True)
-                per_token = fn(logits, start, end)
-                chunk_loss = (per_token.to(acc) * token_weights[start:end].to(acc)).sum()
+        # the head in the compute dtype, cast once for all chunks (mixed precision: float32 master -> bf16);
+        # the matmuls below are then explicit about their dtypes, autocast stays out of the loop
+        w = weight.to(compute)
+        b = bias.to(compute) if bias is not None else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, n, chunk_size):
+                end = min(start + chunk_size, n)
+                h = hidden[start:end].to(compute)
+                logits = torch.nn.functional.linear(h, w, b)
+                with torch.enable_grad():
+                    logits.requires_grad_(True)
+                    per_token = fn(logits, start, end)
+                    chunk_loss = (per_token.to(acc) * token_weights[start:end].to(acc)).sum()
+                    if need_h or need_w or need_b:
+                        (g_logits,) = torch.autograd.grad(chunk_loss, logits)
+                total += chunk_loss.detach()
                 if need_h or need_w or need_b:
-                    (g_logits,) = torch.autograd.grad(chunk_loss, logits)
-            total += chunk_loss.detach()
-            if need_h or need_w or need_b:
-                g_logits = g_logits.to(weight.dtype)
-                if need_h:
-                    grad_h[start:end] = g_logits @ weight
-                if need_w:
-                    grad_w.addmm_(g_logits.t().to(acc), h.to(acc))
-                if need_b:
-                    grad_b += g_logits.to(acc).sum(0)
+                    g_logits = g_logits.to(compute)
+                    if need_h:
+                        grad_h[start:end] = g_logits @ w
+                    if need_w:
+                        if compute == acc:
+                            grad_w.addmm_(g_logits.t(), h)
+                        else:  # low-precision matmul (float32 inside the kernel), summed over chunks in acc
+                            grad_w += (g_logits.t() @ h).to(acc)
+                    if need_b:
+                        grad_b += g_logits.to(acc).sum(0)
+                del logits  # one chunk of logits alive at a time
         ctx.save_for_backward(
             grad_h if need_h else None,
             grad_w.to(weight.dtype) if need_w else None,
@@ -61,7 +78,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         # in place: the saved gradients are used once (no double backward), and a copy of the head-sized
         # weight gradient would be one more vocabulary x hidden buffer at the peak
         grads = [None if g is None else g.mul_(grad_out.to(g.dtype)) for g in ctx.saved_tensors]
-        return grads[0], grads[1], grads[2], None, None, None
+        return grads[0], grads[1], grads[2], None, None, None, None
 
 
 def fused_head_loss(
@@ -83,4 +100,5 @@ def fused_head_loss(
         raise ValueError(f"loss_chunk_size={chunk_size}: must be >= 1")
     weight = head.weight
     bias = getattr(head, "bias", None)
-    return _FusedHeadLoss.apply(hidden, weight, bias, token_weights.detach(), token_loss, chunk_size)
+    compute = head_compute_dtype(hidden.device, weight.dtype)
+    return _FusedHeadLoss.apply(hidden, weight, bias, token_weights.detach(), token_loss, chunk_size, compute)

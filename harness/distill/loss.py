@@ -14,7 +14,7 @@ import torch
 
 from harness.distill.diagnostics import position_profile
 from harness.distill.divergence import kl, token_divergence
-from harness.distill.fused_head import fused_head_loss
+from harness.distill.fused_head import fused_head_loss, head_compute_dtype
 
 FIRST_TOKENS = 3  # diagnostics: KL on the first completion tokens vs the rest (docs/design.md §11)
 
@@ -64,9 +64,16 @@ def distillation_loss(
     fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
     trained_value = torch.zeros_like(fkl)  # the trained divergence per token, for the loss profile
 
+    # the teacher's head in the compute dtype, cast once here rather than per chunk (a frozen weight is not
+    # in autocast's cast cache); the chunk loop runs with autocast off (harness.distill.fused_head)
+    t_compute = head_compute_dtype(t_hidden.device, teacher_head.weight.dtype)
+    t_weight = teacher_head.weight.detach().to(t_compute)
+    t_bias = getattr(teacher_head, "bias", None)
+    t_bias = t_bias.detach().to(t_compute) if t_bias is not None else None
+
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = teacher_head(t_hidden[start:end]) / temp
+            teacher_logits = torch.nn.functional.linear(t_hidden[start:end].to(t_compute), t_weight, t_bias) / temp
         student_logits = student_logits / temp
         value = token_divergence(student_logits, teacher_logits, kind=settings.divergence, beta=settings.beta,
                                  support=settings.support, topk=settings.topk, tail=settings.tail,
