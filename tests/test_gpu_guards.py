@@ -213,3 +213,212 @@ def test_adamw_is_fused_on_cuda_only():
     on_gpu = [SimpleNamespace(device=torch.device("cuda", 0))]
     assert implementation(on_gpu)["fused"] is True
     assert "fused" not in implementation([torch.nn.Parameter(torch.zeros(2))])
+
+
+# --- 5. eval.backend=vllm, against a stub of the vllm package --------------------------------------------
+
+def _stub_vllm(monkeypatch, calls: list):
+    """A `vllm` package with just what lm-eval's VLLM wrapper imports; LLM(...) records its arguments and
+    the environment the engine would start in."""
+    import importlib.metadata
+    import os
+    import sys
+    import types
+
+    from transformers import AutoTokenizer
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls.append(("LLM", kwargs, {k: os.environ.get(k) for k in
+                                          ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")}))
+            config = types.SimpleNamespace(max_model_len=kwargs["max_model_len"])
+            self.llm_engine = types.SimpleNamespace(model_config=config)
+
+    modules = {
+        "vllm": types.SimpleNamespace(LLM=LLM, SamplingParams=object, TokensPrompt=dict, __version__="0.33.0"),
+        "vllm.lora": types.SimpleNamespace(),
+        "vllm.lora.request": types.SimpleNamespace(LoRARequest=object),
+        "vllm.tokenizers": types.SimpleNamespace(get_tokenizer=lambda name, **kw: AutoTokenizer.from_pretrained(name)),
+        "vllm.renderers": types.SimpleNamespace(),
+        "vllm.renderers.hf": types.SimpleNamespace(resolve_chat_template=lambda **kw: None),
+    }
+    import importlib.machinery
+
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(vars(attrs))
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec("vllm") must see it
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "lm_eval.models.vllm_causallms", raising=False)
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.33.0" if name == "vllm" else real_version(name))
+
+
+def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapshot(tiny_model, tmp_path, monkeypatch):
+    import os
+
+    from harness import evaluation
+
+    calls: list = []
+    _stub_vllm(monkeypatch, calls)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(("empty_cache",)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    model, tok = tiny_model
+    snapshots = tmp_path / "results" / "vllm_snapshots" / "exp" / "key"
+    first = evaluation.write_snapshot(model, tok, snapshots / "stage_1")
+    folder = evaluation.write_snapshot(model, tok, snapshots / "stage_2", dtype="bfloat16")
+    assert [p.name for p in snapshots.iterdir()] == ["stage_2"] and not first.exists()  # one on disk, never stale
+    assert (folder / evaluation.SNAPSHOT_DONE).is_file()
+    assert '"bfloat16"' in (folder / "config.json").read_text()  # vLLM runs in the compute dtype asked for
+
+    max_length = 512
+    assert model.config.max_position_embeddings > max_length  # the bound must be the one that bites
+    context = evaluation._context_length(model, max_length)
+    evaluation._vllm_lm(folder, seed=3, gpu_memory=0.3, context=context, device=torch.device("cuda", 1))
+    assert [c[0] for c in calls] == ["empty_cache", "LLM"]  # the trainer's cache is handed back first
+    _, args, env = calls[1]
+    assert args["model"] == str(folder) and args["tokenizer"] == str(folder)
+    assert args["max_model_len"] == max_length and args["gpu_memory_utilization"] == 0.3 and args["seed"] == 3
+    assert env == {"CUDA_VISIBLE_DEVICES": "5", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}  # rank's own GPU
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5" and "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+
+
+def test_vllm_evaluation_without_a_snapshot_is_refused(tiny_model):
+    from harness.evaluation import evaluate
+
+    model, tok = tiny_model
+    with pytest.raises(ValueError, match="vllm_snapshot"):
+        evaluate(model, tok, ["general_arith"], [], backend="vllm")
+
+
+# --- 6. neutral sampling settings on load -------------------------------------------------------------------
+
+def test_loaded_models_sample_from_their_own_distribution(tiny_model, tmp_path):
+    """A checkpoint whose generation_config carries penalties (as Qwen2.5-Instruct's does) is loaded with
+    neutral settings, so greedy generation is the argmax of the model's own logits, step by step."""
+    from harness.config import ModelConfig
+    from harness.models import load_model
+
+    model, tok = tiny_model
+    source = copy.deepcopy(model)
+    source.generation_config.update(repetition_penalty=1.05, top_k=20, top_p=0.8, temperature=0.7,
+                                    do_sample=True, no_repeat_ngram_size=2)
+    source.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, tokenizer = load_model(ModelConfig(name=str(tmp_path), device="cpu", dtype="float32"))
+    g = loaded.generation_config
+    assert (g.repetition_penalty, g.top_k, g.top_p, g.temperature, g.do_sample, g.no_repeat_ngram_size) == (None,) * 6
+    assert g.pad_token_id == tokenizer.pad_token_id and g.eos_token_id is not None
+    ids = torch.tensor([tokenizer("The sky is blue and the sea is")["input_ids"]])
+    out = loaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                          eos_token_id=None)
+    manual = ids
+    with torch.no_grad():
+        for _ in range(12):
+            manual = torch.cat([manual, loaded(manual).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, manual)
+
+
+# --- 7. TF32 on CUDA only; weights loaded straight onto the GPU ------------------------------------------------
+
+def test_tf32_is_allowed_on_cuda_only():
+    from harness.models import allow_tf32
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        allow_tf32(torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        allow_tf32(torch.device("cuda", 0))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_weights_load_straight_onto_this_processs_gpu():
+    from harness.models import placement
+
+    assert placement(torch.device("cuda", 3)) == {"device_map": {"": "cuda:3"}}
+    assert placement(torch.device("cpu")) == {}
+
+
+# --- 8. phase timings synchronise the device; peak memory is what the process holds ------------------------
+
+def test_clock_waits_for_the_gpu(monkeypatch):
+    import time
+
+    from harness.timing import synchronized_clock
+
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    assert synchronized_clock(torch.device("cpu")) is time.perf_counter
+    clock = synchronized_clock(torch.device("cuda", 1))
+    clock()
+    assert synced == [torch.device("cuda", 1)]
+
+
+def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import harness.methods.base as base
+    import harness.methods.sdft as sdft
+    from harness.config import Config
+    from harness.methods import StageContext, get_method
+    from harness.tasks import Item
+    from harness.timing import synchronized_clock
+
+    readings = {"base": 0, "sdft": 0}
+
+    def counting(where):
+        def make(device):
+            inner = synchronized_clock(device)
+
+            def clock():
+                readings[where] += 1
+                return inner()
+            return clock
+        return make
+
+    monkeypatch.setattr(base, "synchronized_clock", counting("base"))
+    monkeypatch.setattr(sdft, "synchronized_clock", counting("sdft"))
+    cfg = OmegaConf.structured(Config)
+    cfg.model.max_length = 256
+    cfg.method.distill.update({"max_new_tokens": 4, "skip_tokens": 0, "probe_items": 0})
+    cfg.trainer.update({"batch_size": 2, "max_steps": 1, "warmup_steps": 0})
+    items = [Item(prompt="Say hi.", demonstration="Hi!", id="a", source="t:1"),
+             Item(prompt="Say bye.", demonstration="Bye!", id="b", source="t:2")]
+    model, tok = tiny_model
+    get_method("sdft")(copy.deepcopy(model), tok, items, None, cfg, StageContext())
+    assert readings["sdft"] >= 4  # rollout, teacher, student: t0..t3
+    assert readings["base"] >= 5  # stage start, step start, backward start/end, step end
+
+
+def test_gpu_peak_memory_is_the_reserved_peak(monkeypatch):
+    from harness.methods.base import peak_memory_mib
+
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1 * 2**20)
+    assert peak_memory_mib(torch.device("cuda", 0)) == 3.0
+
+
+# --- 9. no silent CPU fallback ---------------------------------------------------------------------------------
+
+def test_auto_device_refuses_a_cuda_build_without_a_usable_gpu(monkeypatch):
+    from harness.models import resolve_device
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"built for CUDA 12.8 but finds no usable GPU.*model.device=cpu"):
+        resolve_device("auto")
+    assert resolve_device("cpu") == torch.device("cpu")  # asked for explicitly: fine
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU build: the CPU is what it is for
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_start_up_line_states_device_and_precision():
+    from harness.readiness import device_line
+
+    assert device_line(torch.device("cpu"), torch.bfloat16, 2, True) == "device: cpu; weights bfloat16; 2 processes, FSDP"
