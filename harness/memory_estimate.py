@@ -91,8 +91,7 @@ def describe(e: Estimate) -> str:
             f"evaluation {_gib(e.evaluation)} on rank 0")
 
 
-def check(shape: Shape, setting: Setting, device_bytes: float, teacher_kind: str | None = None
-          ) -> tuple[Estimate, str | None]:
+def check(shape: Shape, setting: Setting, device_bytes: float) -> tuple[Estimate, str | None]:
     """(estimate, warning or None). Raises ValueError when the certain part cannot fit `device_bytes`,
     naming the shortfall and the settings that would fit."""
     e = estimate(shape, setting)
@@ -101,7 +100,7 @@ def check(shape: Shape, setting: Setting, device_bytes: float, teacher_kind: str
         raise ValueError(
             f"memory: this run needs about {_gib(certain)} per process before activations ({describe(e)}), "
             f"the device has {_gib(device_bytes)}: short by {_gib(certain - device_bytes)}. "
-            + _suggest(shape, setting, device_bytes, teacher_kind)
+            + _suggest(shape, setting, device_bytes)
         )
     if e.peak > device_bytes:
         hint = "" if setting.gradient_checkpointing else "trainer.gradient_checkpointing=true, "
@@ -116,11 +115,9 @@ def _fits(shape: Shape, s: Setting, device_bytes: float) -> bool:
     return estimate(shape, s).peak <= device_bytes
 
 
-def _suggest(shape: Shape, s: Setting, device_bytes: float, teacher_kind: str | None) -> str:
+def _suggest(shape: Shape, s: Setting, device_bytes: float) -> str:
+    # teacher=base is no saving: its frozen copy is stored like the EMA's (float32 master weights)
     ideas = []
-    if s.teacher_bytes and teacher_kind == "ema" and _fits(shape, replace(s, teacher_bytes=s.compute_bytes),
-                                                         device_bytes):
-        ideas.append("method.distill.teacher=base (a frozen copy in the compute dtype)")
     if s.teacher_bytes and _fits(shape, replace(s, teacher_bytes=0), device_bytes):
         ideas.append("method.distill.teacher=live (no teacher copy)")
     found = None

@@ -159,7 +159,7 @@ def check_memory(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, de
 
     shape = shape_of(AutoConfig.from_pretrained(locate_weights(cfg.model.name, cfg.model.cache_dir)))
     setting = memory_setting(cfg, processes, sharded, teacher_copy, device)
-    _, warning = check(shape, setting, device_bytes, str(cfg.method.distill.teacher) if teacher_copy else None)
+    _, warning = check(shape, setting, device_bytes)
     return warning
 
 

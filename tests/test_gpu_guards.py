@@ -157,7 +157,7 @@ def test_7b_with_an_ema_teacher_is_refused_on_one_80gb_gpu_and_fits_with_8_proce
     P = shape.params
     one = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4, rows=8, max_length=2048)  # fp32 master
     with pytest.raises(ValueError) as err:
-        check(shape, one, GB80, "ema")
+        check(shape, one, GB80)
     message = str(err.value)
     need = (4 * P * 4 + 4 * P) / 2**30  # weights, grads, 2 moments, EMA copy
     assert f"about {need:.1f} GiB per process" in message and f"short by {need - 80:.1f} GiB" in message
@@ -165,21 +165,24 @@ def test_7b_with_an_ema_teacher_is_refused_on_one_80gb_gpu_and_fits_with_8_proce
     # the same in bf16 weights: the EMA copy in the compute dtype would not rescue it, a live teacher neither
     eight = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4, processes=8, sharded=True, rows=1,
                     max_length=2048)
-    estimate, warning = check(shape, eight, GB80, "ema")
+    estimate, warning = check(shape, eight, GB80)
     assert estimate.static == pytest.approx((16 * P + 4 * P) / 8)
     assert estimate.evaluation == pytest.approx((4 * P + 4 * P) / 8 + 4 * P)  # + rank 0's gathered copy
     assert warning is None
 
 
-def test_memory_refusal_suggests_a_base_teacher_when_that_fits():
+def test_memory_refusal_suggests_a_live_teacher_when_dropping_the_copy_fits():
     from harness.memory_estimate import Setting, check, shape_of
 
     shape = shape_of(_qwen7b_config())
     P = shape.params
-    device = 12 * P + 3 * P  # bf16 everything = 10P; fp32 EMA copy +4P; bf16 copy +2P: 12P fits, 14P does not
-    s = Setting(weight_bytes=2, compute_bytes=2, teacher_bytes=6, rows=0)
-    with pytest.raises(ValueError, match="teacher=base"):
-        check(shape, s, device - 3 * P, "ema")
+    s = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4, rows=0)  # 16P student + 4P copy
+    with pytest.raises(ValueError, match="teacher=live") as err:
+        check(shape, s, 18 * P)  # the copy does not fit, the student alone does
+    assert "teacher=base" not in str(err.value)  # its frozen copy costs what the EMA's does
+    with pytest.raises(ValueError) as err:
+        check(shape, s, 15 * P)  # not even the student: no teacher setting helps
+    assert "teacher=live" not in str(err.value)
 
 
 def test_check_memory_reads_the_model_config_and_the_run_settings(tmp_path):
@@ -422,3 +425,56 @@ def test_start_up_line_states_device_and_precision():
     from harness.readiness import device_line
 
     assert device_line(torch.device("cpu"), torch.bfloat16, 2, True) == "device: cpu; weights bfloat16; 2 processes, FSDP"
+
+
+# --- 3. mixed precision: at lr 1e-5 the weights and the EMA teacher really move -----------------------------
+
+def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(monkeypatch):
+    """model.dtype=bfloat16 computes in bf16 with float32 master weights. In bf16 storage an update of
+    ~1e-5 on a weight of 0.02 rounds away (bf16 resolves 1/256 of a value) and a 1% EMA step likewise, so
+    this checks what the paper's lr needs: most weights change, and the teacher is exactly the float32 EMA
+    phi <- phi + a (theta - phi) of the student's weights after every step (computed here in float64)."""
+    from omegaconf import OmegaConf
+
+    import harness.methods.sdft as sdft
+    from harness.config import Config, ModelConfig
+    from harness.distill import teacher as teacher_module
+    from harness.methods import StageContext, get_method
+    from harness.models import compute_dtype, load_model
+    from harness.tasks import Item
+
+    torch.manual_seed(0)
+    model, tok = load_model(ModelConfig(random_init=True, device="cpu", dtype="bfloat16"))
+    assert compute_dtype(model) == torch.bfloat16
+    start = [p.detach().double().clone() for p in model.parameters()]
+    seen: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # (student, teacher) after each update
+
+    class Recording(teacher_module.Teacher):
+        def update(self) -> None:
+            super().update()
+            seen.append(([p.detach().double().clone() for p in self.student.parameters()],
+                         [p.detach().double().clone() for p in self.model.parameters()]))
+            assert {p.dtype for p in self.model.parameters()} == {torch.float32}
+
+    monkeypatch.setattr(sdft, "Teacher", Recording)
+    cfg = OmegaConf.structured(Config)
+    cfg.model.max_length = 256
+    cfg.method.distill.update({"max_new_tokens": 6, "skip_tokens": 0, "probe_items": 0, "ema_rate": 0.01})
+    cfg.trainer.update({"batch_size": 2, "max_steps": 2, "warmup_steps": 0, "lr": 1e-5})
+    items = [Item(prompt="Name a colour.", demonstration="Blue.", id="a", source="t:1"),
+             Item(prompt="Two plus two?", demonstration="Four.", id="b", source="t:2")]
+    get_method("sdft")(model, tok, items, None, cfg, StageContext())
+    assert len(seen) == 2 and all(p.dtype == torch.float32 for p in model.parameters())
+    moved = sum(int((p.detach().double() != s).sum()) for p, s in zip(model.parameters(), start, strict=True))
+    total = sum(s.numel() for s in start)
+    assert moved / total > 0.5, moved / total  # bf16 storage would leave almost every weight where it was
+    phi = [s.clone() for s in start]  # the teacher starts as the student's weights
+    for students, teachers in seen:
+        phi = [f + 0.01 * (t - f) for f, t in zip(phi, students, strict=True)]
+        # float32 storage rounds each EMA step: allow two float32 spacings (2^-23 of the operands'
+        # magnitude) per step; a teacher kept in bf16 is off by ~2^-9 relative (~1e4 spacings), or frozen
+        gap = max(float(((f - t).abs() / ((f.abs() + x.abs()) * 2**-23 + 1e-30)).max())
+                  for f, t, x in zip(phi, teachers, students, strict=True))
+        assert gap <= 2 * len(seen), gap
+    drift = max(float((t - s).abs().max()) for t, s in zip(seen[-1][1], start, strict=True))
+    assert drift > 0  # the EMA teacher moved off the stage's starting weights
