@@ -107,13 +107,66 @@ def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int
     return join(p_ids, p_mask, c_ids, c_mask)
 
 
-def completion_hidden(model: Any, batch: PromptCompletionBatch) -> torch.Tensor:
+def completion_hidden(model: Any, batch: PromptCompletionBatch, share_prompts: bool = True) -> torch.Tensor:
     """Final hidden states [B, C, H] at the positions that predict the completion tokens.
 
     Runs the decoder without its LM head: the head is applied later, chunked, to these positions only.
+    Rows that repeat a prompt (several rollouts of one prompt) run it once (`share_prompts`): the prompt's
+    forward is computed per distinct prompt, its KV cache (and the hidden state that predicts the first
+    completion token) are indexed out to the rows, and the completions run on top. The same function of the
+    weights, so gradients are the same too (indexing sums the rows' gradients into the shared prompt); it
+    saves (rollouts - 1) / rollouts of the prompt's compute and saved activations. Not under FSDP (layers would
+    run two forwards per step) or gradient checkpointing (which refuses a cache while training).
     """
     decoder = getattr(model, model.base_model_prefix)
-    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  position_ids=batch.position_ids, use_cache=False)
     p, c = batch.prompt_len, batch.completion_ids.shape[1]
-    return out.last_hidden_state[:, p - 1: p - 1 + c]
+    shared = _repeated_prompts(batch) if share_prompts and p > 0 and c > 0 and _may_share(model) else None
+    if shared is None:
+        out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=batch.position_ids, use_cache=False)
+        return out.last_hidden_state[:, p - 1: p - 1 + c]
+    first_row, row_of = shared
+    positions = batch.position_ids
+    prompt = decoder(input_ids=batch.input_ids[first_row, :p], attention_mask=batch.attention_mask[first_row, :p],
+                     position_ids=positions[first_row, :p], use_cache=True)
+    first = prompt.last_hidden_state[row_of, p - 1: p]  # predicts completion token 0, for every row
+    if c == 1:
+        return first
+    cache = _output_cache(prompt)
+    cache.batch_select_indices(row_of)  # differentiable indexing: each row's gradient flows back to its prompt
+    rest = decoder(input_ids=batch.input_ids[:, p: p + c - 1], attention_mask=batch.attention_mask[:, : p + c - 1],
+                   position_ids=positions[:, p: p + c - 1], use_cache=True, **{_cache_arg(decoder): cache})
+    return torch.cat([first, rest.last_hidden_state], dim=1)
+
+
+def _may_share(model: Any) -> bool:
+    from harness import sharding
+
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.2x; older name below
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    return not sharding.active() and not checkpointing
+
+
+def _repeated_prompts(batch: PromptCompletionBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(one row index per distinct prompt, each row's distinct prompt) when some prompt repeats, else None."""
+    p = batch.prompt_len
+    key = torch.cat([batch.input_ids[:, :p], batch.attention_mask[:, :p].to(batch.input_ids.dtype)], dim=1)
+    distinct, row_of = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    first_row = torch.empty(distinct.shape[0], dtype=torch.long, device=key.device)
+    first_row[row_of] = torch.arange(key.shape[0], device=key.device)  # any row of each prompt will do
+    return first_row, row_of
+
+
+def _output_cache(out: Any) -> Any:
+    """The KV cache a decoder returned (`cache` in recent transformers 5.x, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _cache_arg(decoder: Any) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"

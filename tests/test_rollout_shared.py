@@ -110,3 +110,35 @@ def test_rows_stop_at_end_of_turn_and_the_batch_when_all_have(tiny_model) -> Non
     for row, n in enumerate(out.lengths.tolist()):
         assert out.completion_ids[row, n - 1] == eos
         assert (out.completion_ids[row, n:] == tok.pad_token_id).all()
+
+
+def test_shared_prompt_forward_gives_the_same_hidden_states_and_gradients(tiny_model) -> None:
+    """completion_hidden with rows repeating prompts: the prompt runs once per distinct prompt, and hidden
+    states and weight gradients equal those of running every row whole (the gradient of a shared prompt is
+    the sum over its rows)."""
+    from harness.batching import collate, completion_hidden
+
+    model, tok = tiny_model
+    model = copy.deepcopy(model).train()
+    distinct = _prompts(tok)
+    completions = [tok(f" answer number {i}" + " and more" * (i % 3))["input_ids"] for i in range(9)]
+    prompts = [distinct[i % 3] for i in (0, 0, 0, 1, 1, 1, 2, 2, 2)]
+    batch = collate(prompts, completions, tok.pad_token_id)
+    weights = torch.randn(batch.completion_ids.shape + (model.config.hidden_size,), generator=torch.Generator().manual_seed(0))
+    hidden, grads, prefill = {}, {}, {}
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        probe = _Inputs(model)
+        h = completion_hidden(model, batch, share_prompts=share)
+        probe.close()
+        prefill[share] = sum(rows for rows, cols in probe.shapes if cols >= batch.prompt_len)
+        (h * weights * batch.completion_mask.unsqueeze(-1)).sum().backward()
+        hidden[share] = h.detach()
+        grads[share] = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+    real = batch.completion_mask.bool()
+    torch.testing.assert_close(hidden[True][real], hidden[False][real], rtol=1e-5, atol=1e-5)
+    # float32 sums in another order: equal to a few ulps of the largest gradient
+    scale = float(grads[False].abs().max())
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-5 * scale)
+    assert scale > 0
+    assert prefill == {False: 9, True: 3}  # rows through the prompt: every row vs each distinct prompt once

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from harness import sharding
-from harness.batching import pad, position_ids
+from harness.batching import _output_cache, pad, position_ids
 from harness.models import autocast
 
 
@@ -52,7 +52,7 @@ def shared_prefill(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     ids, mask = prompt_ids[first_row, :-1].to(device), prompt_mask[first_row, :-1].to(device)
     decoder = getattr(model, model.base_model_prefix)  # no LM head: only the cache is wanted
     out = decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
-    cache = out.past_key_values
+    cache = _output_cache(out)
     cache.batch_select_indices(row_to_distinct.to(device))
     return cache, int(distinct.shape[0])
 
