@@ -285,16 +285,36 @@ def _tasks(argv: list[str]) -> int:
     return task_tools.cmd_validate(args.paths)
 
 
+# The benchmarks' count options and their smallest valid value (argparse checks only that they are integers).
+BENCH_COUNTS = {"--reps": 1, "--warmup": 0, "--processes": 1, "--steps": 1, "--batch": 1, "--new-tokens": 1,
+                "--threads": 1}
+
+
+def _check_bench_counts(argv: list[str]) -> None:
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in BENCH_COUNTS:
+            continue
+        text = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        try:
+            number = int(text)
+        except ValueError:
+            continue  # argparse reports what is not an integer
+        if number < BENCH_COUNTS[flag]:
+            raise ValueError(f"{flag}={number}: must be >= {BENCH_COUNTS[flag]}")
+
+
 def _bench(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(BENCH_HELP)
         return 0
+    _check_bench_counts(argv[1:])
     if argv[0] == "step":
         from harness.bench_step import main as bench_main
     elif argv[0] in ("parallel", "ddp"):
         from harness.bench_parallel import main as bench_main
     else:
-        print(f"unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr)
+        print(f"harness bench: error: unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr)
         return 2
     return bench_main(argv[1:])
 

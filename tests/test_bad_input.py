@@ -132,6 +132,20 @@ def _report(*args: str, expected: str):
     return lambda tmp: ("report", list(args), expected)
 
 
+def _bench(*args: str, expected: str):
+    return lambda tmp: ("bench", list(args), expected)
+
+
+def _model_folder(*files: str, expected: str):
+    def make(tmp: Path):
+        folder = tmp / "my-model"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("{}")
+        return "run", ["model=hf", f"model.name={folder}"], expected.format(folder=folder)
+    return make
+
+
 CASES = {
     # ---- the inputs of the issue that were accepted, crashed, failed late or confused ----
     "batch-size-negative": _cli("trainer.batch_size=-1", expected=r"trainer.batch_size=-1: must be >= 1"),
@@ -196,6 +210,10 @@ CASES = {
                                  expected=r"MLflow tracking server http://127.0.0.1:9 is not reachable"),
     "results-dir-unwritable": _unwritable_results,
     "report-no-store": _report(expected=r"no MLflow store at .*mlflow.db"),
+    "model-folder-no-config": _model_folder(expected=r"model.name={folder}: the folder has no config.json"),
+    "model-folder-no-tokenizer": _model_folder("config.json", expected=r"model.name={folder}: the folder has no tokenizer"),
+    "bench-reps-zero": _bench("step", "--reps", "0", expected=r"--reps=0: must be >= 1"),
+    "bench-unknown": _bench("nosuch", expected=r"unknown benchmark 'nosuch'"),
 }
 
 
@@ -226,12 +244,12 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
         import harness.tracking
 
         monkeypatch.setattr(harness.tracking, "Tracker", _refuse)
-    argv = [command, *FAST, f"results_dir={results}", *args] if command == "run" else [
-        command, f"results_dir={results}", *args]
+    argv = {"run": [command, *FAST, f"results_dir={results}", *args], "report": [command, f"results_dir={results}", *args],
+            "bench": [command, *args]}[command]
     capsys.readouterr()
     code = main(argv)
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == (2 if case == "bench-unknown" else 1)  # 2: a command line that names no command
     _assert_one_clear_line(err, expected)
     assert _left_behind(results) == [], "a mistake must leave no MLflow store and no Hydra output folder"
 

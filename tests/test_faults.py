@@ -184,7 +184,7 @@ def test_late_crash_marks_the_parent_failed(tmp_path, monkeypatch):
 
 
 def test_unknown_method_name_in_schema_lists_valid_ones():
-    with pytest.raises(ValueError, match="method.name='nosuch' is not known; valid values: sft, sdft"):
+    with pytest.raises(ValueError, match=r"method.name='nosuch' is not known; valid values: .*\bsdft\b"):
         compose([*FAST, "method.name=nosuch"])
 
 
