@@ -405,7 +405,7 @@ def lm_eval_index_names() -> set[str]:
     return names
 
 
-def check_task(spec: TaskSpec, train_limit: int | None = None) -> None:
+def check_task(spec: TaskSpec) -> None:
     """One stream task's folder: train and eval data, lm-eval YAMLs and their helpers, eval task names."""
     read_jsonl(spec.train_file)
     if not spec.eval_file.is_file():
@@ -431,7 +431,7 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
             "(the accuracy matrix has one column per task); copy the folder under another name to revisit it")
     specs = [resolve_task(n) for n in names]
     for spec in specs:
-        check_task(spec, cfg.trainer.max_train_items)
+        check_task(spec)
     builtin = builtin_lm_eval_names()
     owner: dict[str, Path] = {}
     for spec in specs:
@@ -482,7 +482,3 @@ def check_suite(cfg: Any, specs: list[TaskSpec]) -> None:
         where = "tasks/, suite.include_paths" + (" or lm-eval's index" if cfg.suite.builtin_index else "")
         raise ValueError(f"suite.tasks: no task {name!r} in {where}{guess}; known here: {', '.join(sorted(known))}")
 
-
-def as_config(cfg: Any) -> Any:
-    """A DictConfig for a dataclass instance (tests build `Config()` directly)."""
-    return OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
