@@ -182,6 +182,8 @@ CASES = {
     "eval-limit-zero": _cli("eval.limit=0", expected=r"eval.limit=0: must be >= 1"),
     "suite-unknown-task": _cli("suite.tasks=[general_mcq]", expected=r"suite.tasks: no task 'general_mcq'.*"
                                                                       r"did you mean general_mc\?"),
+    "suite-typo-with-index": _cli("suite.tasks=[hellaswagg]", "suite.builtin_index=true",
+                                  expected=r"suite.tasks: no task 'hellaswagg' .*did you mean hellaswag\?"),
     "suite-include-missing": _cli("suite.tasks=[general_mc]", "suite.include_paths=[/nonexistent/suite]",
                                   expected=r"suite.include_paths: /nonexistent/suite: no such folder"),
     "eval-file-missing": _no_eval_file,
