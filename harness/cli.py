@@ -58,9 +58,11 @@ TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ..
              or the SDFT paper's (--adapter); validates it; `harness tasks new --help` for the options
 """
 
-BENCH_HELP = """usage: harness bench step [--reps N] [--out DIR] | parallel [--processes N] [--modes ddp,fsdp] [--out DIR]
+BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloat16] [--rollouts 1,4] [--out DIR]
+       harness bench parallel [--processes N] [--modes ddp,fsdp] [--out DIR]
 
-  step       median step time and peak memory of SFT, our SDFT and TRL's SDFTTrainer on one fixed batch
+  step       median step time and peak memory of SFT, our SDFT and TRL's SDFTTrainer on one fixed batch, per
+             precision and rollout count, plus the decode step against its weight-streaming floor
   parallel   step time and peak memory of 1 process vs N processes (DDP replicas, FSDP shards) on the
              same global batch (`ddp` is an alias)
 """

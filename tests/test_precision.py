@@ -1,10 +1,11 @@
-"""bfloat16 training (the default dtype on CUDA), checked on the CPU against the same model in float32.
+"""Precision: bf16 weights (a model cast by hand) and mixed precision (model.dtype=bfloat16/auto: bf16
+compute under autocast, float32 master weights, gradients and AdamW state), each against float32.
 
-The GPU path differs from this one only in the device; what can go wrong with bf16 is in our code: the
-fused head must accumulate its weight gradient in float32 and hand back a bf16 gradient, the EMA teacher
-must stay in the student's dtype, and the losses must agree with float32 to bf16's precision (8 bits of
-mantissa: about 0.4% per rounding; we allow 3% on a loss, i.e. a few roundings' worth, and demand that the
-gradients point the same way, cosine > 0.99).
+What can go wrong with bf16 is in our code: the fused head must accumulate its weight gradient in float32
+and hand back a gradient in the weight's dtype, the EMA teacher must stay in the student's (master) dtype,
+and the losses must agree with float32 to bf16's precision (8 bits of mantissa: about 0.4% per rounding;
+we allow 3% on a loss, i.e. a few roundings' worth, and demand that the gradients point the same way,
+cosine > 0.99).
 """
 
 from __future__ import annotations
@@ -85,3 +86,115 @@ def test_bf16_sdft_stage_trains_and_keeps_dtypes(tiny_model) -> None:
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     moved = max(float((p.detach().float() - b.float()).abs().max()) for p, b in zip(model.parameters(), before, strict=True))
     assert moved > 0
+
+
+def _mixed(model: torch.nn.Module, compute: torch.dtype) -> torch.nn.Module:
+    from harness.models import Precision, set_precision
+
+    copy_ = copy.deepcopy(model)
+    set_precision(copy_, Precision(torch.float32, compute, "test"))
+    return copy_
+
+
+def test_autocast_only_where_the_compute_dtype_differs(tiny_model) -> None:
+    from harness.models import autocast, resolve_precision
+
+    model, _ = tiny_model
+    x = torch.randn(2, 3)
+    w = torch.randn(4, 3)
+    with autocast(_mixed(model, torch.bfloat16)):
+        assert torch.nn.functional.linear(x, w).dtype == torch.bfloat16
+    with autocast(_mixed(model, torch.float32)):
+        assert torch.nn.functional.linear(x, w).dtype == torch.float32
+    with autocast(model):  # the tiny test model: float32 throughout
+        assert torch.nn.functional.linear(x, w).dtype == torch.float32
+    p = resolve_precision("bfloat16", torch.device("cpu"))
+    assert (p.weights, p.compute) == (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="valid: auto, float32, bfloat16"):
+        resolve_precision("float16", torch.device("cpu"))
+
+
+def test_mixed_precision_fused_head_matches_float32(tiny_model) -> None:
+    """The fused head under bf16 autocast: gradients land in float32 weights, close to float32's."""
+    model32, tok = tiny_model
+    losses, grads = {}, {}
+    for name, compute in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        from harness.models import autocast
+
+        model = _mixed(model32, compute).train()
+        with autocast(model):
+            loss, _ = SupervisedStep(model, tok, _cfg())(ITEMS, ITEMS)
+        loss.backward()
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+                   for p in model.parameters() if p.grad is not None)
+        losses[name], grads[name] = loss.item(), _flat_grad(model)
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=3e-2)
+    assert losses["bf16"] != losses["fp32"]  # bf16 did run
+    cosine = torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0)
+    assert cosine > 0.99, float(cosine)
+
+
+@pytest.mark.slow
+def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model, monkeypatch) -> None:
+    """The same SFT and SDFT stages (2 steps, batch 2) on the embedded model, float32 vs bf16 compute.
+
+    SDFT's rollouts are drawn once (float32) and replayed in the bf16 run, so both stages train on the same
+    tokens: what differs is only the arithmetic of the forward passes. Tolerances: SFT losses within 2%
+    (cross-entropy of a few dozen tokens, bf16 logits), SDFT losses within 10% (a KL between two close
+    distributions is a difference of nearly equal log-probabilities, so bf16's rounding weighs more).
+    Master weights, the EMA teacher and the AdamW moments stay float32; the bf16 forward really ran in bf16.
+    """
+    import harness.methods.base as base
+    import harness.methods.sdft as sdft
+    from harness.distill import teacher as teacher_module
+    from harness.methods import StageContext, get_method
+
+    base_model, tok = real_model
+    recorded: list = []
+    autocast_seen: dict[str, set[bool]] = {}
+    optimizers: list = []
+    teacher_dtypes: set[torch.dtype] = set()
+    real_sample, real_build = sdft.sample, base.build_optimizer
+
+    def build(model, tcfg):
+        optimizers.append(real_build(model, tcfg))
+        return optimizers[-1]
+
+    class Recording(teacher_module.Teacher):
+        def update(self) -> None:
+            super().update()
+            teacher_dtypes.update(p.dtype for p in self.model.parameters())
+
+    monkeypatch.setattr(base, "build_optimizer", build)
+    monkeypatch.setattr(sdft, "Teacher", Recording)
+    losses: dict[tuple[str, str], list[float]] = {}
+    for name, compute in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        replay = iter(list(recorded))
+
+        def sample(model, *args, _name=name, _replay=replay, **kwargs):
+            autocast_seen.setdefault(_name, set()).add(torch.is_autocast_enabled("cpu"))
+            if _name == "fp32":
+                recorded.append(real_sample(model, *args, **kwargs))
+                return recorded[-1]
+            return next(_replay)
+
+        monkeypatch.setattr(sdft, "sample", sample)
+        for method in ("sft", "sdft"):
+            model = _mixed(base_model, compute)
+            cfg = _cfg(max_new_tokens=12, skip_tokens=0)
+            cfg.trainer.lr = 1e-5
+            torch.manual_seed(0)
+            stats = get_method(method)(model, tok, ITEMS, None, cfg, StageContext())
+            losses[(name, method)] = [s["loss"] for s in stats.steps]
+            assert all(p.dtype == torch.float32 for p in model.parameters())
+            moments = [v for state in optimizers[-1].state.values() for v in state.values() if v.dim() > 0]
+            assert moments and all(v.dtype == torch.float32 for v in moments)
+            del model
+    assert autocast_seen == {"fp32": {False}, "bf16": {True}}
+    assert teacher_dtypes == {torch.float32}
+    for method, rel in (("sft", 2e-2), ("sdft", 1e-1)):
+        fp32, bf16 = losses[("fp32", method)], losses[("bf16", method)]
+        print(f"{method}: float32 losses {fp32}, bf16 {bf16}")  # the figures behind the tolerance (pytest -s)
+        assert len(fp32) == len(bf16) == 2
+        assert bf16 == pytest.approx(fp32, rel=rel), (method, fp32, bf16)
+        assert bf16 != fp32
