@@ -27,7 +27,7 @@ from harness import readiness, sharding
 from harness.config import ensure_writable, results_path, to_container, tracking_uri
 from harness.distributed import Replicas, micro_batches, replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names, write_snapshot
-from harness.models import precision_summary
+from harness.models import precision_of, precision_summary, set_precision
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
 from harness.tracking import ITEMS_ARTIFACT
 
@@ -250,7 +250,10 @@ def _whole_model(model: torch.nn.Module, dist: Replicas):
     if not dist.sharded:
         yield model
         return
-    yield sharding.gathered_copy(model, dist.is_main)
+    whole = sharding.gathered_copy(model, dist.is_main)
+    if whole is not None:  # the copy evaluates in the student's precision too
+        set_precision(whole, precision_of(model))
+    yield whole
 
 
 def _stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas) -> float | None:
