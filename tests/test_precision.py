@@ -139,9 +139,10 @@ def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model,
     """The same SFT and SDFT stages (2 steps, batch 2) on the embedded model, float32 vs bf16 compute.
 
     SDFT's rollouts are drawn once (float32) and replayed in the bf16 run, so both stages train on the same
-    tokens: what differs is only the arithmetic of the forward passes. Tolerances: SFT losses within 2%
-    (cross-entropy of a few dozen tokens, bf16 logits), SDFT losses within 10% (a KL between two close
-    distributions is a difference of nearly equal log-probabilities, so bf16's rounding weighs more).
+    tokens: what differs is only the arithmetic of the forward passes. Tolerances: 3% on SFT losses (as
+    above; measured 0.5% on the first step, 1.8% on the second, after one update from bf16 gradients) and
+    5% on SDFT losses (a KL of two close distributions is a difference of nearly equal log-probabilities, so
+    bf16's rounding weighs more; measured 1.7% and 2.3%).
     Master weights, the EMA teacher and the AdamW moments stay float32; the bf16 forward really ran in bf16.
     """
     import harness.methods.base as base
@@ -192,7 +193,7 @@ def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model,
             del model
     assert autocast_seen == {"fp32": {False}, "bf16": {True}}
     assert teacher_dtypes == {torch.float32}
-    for method, rel in (("sft", 2e-2), ("sdft", 1e-1)):
+    for method, rel in (("sft", 3e-2), ("sdft", 5e-2)):
         fp32, bf16 = losses[("fp32", method)], losses[("bf16", method)]
         print(f"{method}: float32 losses {fp32}, bf16 {bf16}")  # the figures behind the tolerance (pytest -s)
         assert len(fp32) == len(bf16) == 2
