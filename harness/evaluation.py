@@ -222,7 +222,7 @@ def item_frame(result: EvalResult, preferred: dict[str, str | None] | None = Non
 
 def _context_length(model: Any, max_length: int | None) -> int | None:
     """The longest context evaluation needs: the model's own limit, bounded by the harness's model.max_length."""
-    limits = [n for n in (getattr(model.config, "max_position_embeddings", None),) if n]
+    limits = [n for n in (getattr(model.config, "max_position_embeddings", None), max_length) if n]
     return min(limits) if limits else None
 
 

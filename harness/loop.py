@@ -480,7 +480,9 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
     if dist.is_main:  # after the model: a run that cannot start leaves no store behind (check_run pinged servers)
         with _store_lock(results, tracking_uri(cfg)):
             tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")
-    key = run_key(result_relevant(to_container(cfg)))  # only the method settings it reads
+    # only the method settings it reads, and the compute precision `model.dtype` resolved to on this machine
+    # (`auto` is bf16 on one CPU and float32 on another: not the same run)
+    key = run_key({**result_relevant(to_container(cfg)), "resolved_compute": precision_summary(model)["precision/compute"]})
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
     parent, done = None, {}
