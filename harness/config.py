@@ -133,6 +133,9 @@ class EvalConfig:
     # training itself is the same with or without it.
     every_steps: int = 0
     every_steps_items: int = 16
+    # stage 0 (the untouched model, greedy) is evaluated once per results_dir and reused by every run with the
+    # same model, precision, eval settings and task files (harness/base_eval_cache.py); false = always evaluate
+    reuse_base: bool = True
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import readiness, sharding
+from harness import base_eval_cache, readiness, sharding
 from harness.config import ensure_writable, results_path, to_container, tracking_uri
 from harness.distributed import Replicas, micro_batches, replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names, write_snapshot
@@ -274,10 +274,29 @@ def _evaluate_and_checkpoint(model, tokenizer, plan: StreamPlan, cfg: DictConfig
             if dist.is_main:
                 write_snapshot(whole, tokenizer, snapshot)
             dist.barrier()
-        metrics, result = _evaluate_stage(whole, tokenizer, plan, cfg, dist, snapshot)
+        cache = _base_cache_key(whole, plan, cfg, dist) if stage == 0 else None
+        cached = base_eval_cache.load(results_path(cfg), cache) if cache else None
+        if cached is not None:
+            metrics, result = cached
+            metrics = {**metrics, "base_eval_reused": 1.0}
+        else:
+            metrics, result = _evaluate_stage(whole, tokenizer, plan, cfg, dist, snapshot)
+            if cache:
+                base_eval_cache.store(results_path(cfg), cache, metrics, result)
         if dist.is_main:
             save_checkpoint(whole, ckpt_dir, stage, cfg.checkpoints)
     return metrics, result
+
+
+def _base_cache_key(model, plan: StreamPlan, cfg: DictConfig, dist: Replicas) -> str | None:
+    """The stage-0 reuse key (harness/base_eval_cache.py); None where stage 0 is evaluated afresh: turned off,
+    several processes (each evaluates a share of the tasks), or the vLLM backend (a snapshot per run)."""
+    if not cfg.eval.reuse_base or dist.active or cfg.eval.backend != "hf":
+        return None
+    return base_eval_cache.cache_key(
+        to_container(cfg.model), to_container(cfg.eval), precision_summary(model)["precision/compute"],
+        stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths, bool(cfg.suite.builtin_index),
+    )
 
 
 def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas,
