@@ -23,8 +23,15 @@ from typing import Any
 from harness.durable import write_bytes_durably
 
 FOLDER = "base_eval_cache"
-_EVAL_KEYS = ("limit", "batch_size", "max_gen_toks", "log_samples", "backend", "allow_code_execution",
-              "auto_batch_size")
+_EVAL_KEYS = (
+    "limit",
+    "batch_size",
+    "max_gen_toks",
+    "log_samples",
+    "backend",
+    "allow_code_execution",
+    "auto_batch_size",
+)
 _TASK_FILE_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".py", ".csv", ".txt")
 
 
@@ -41,8 +48,14 @@ def _files_digest(folders: list[str], digest: Any) -> None:
             digest.update(path.read_bytes())
 
 
-def cache_key(model_cfg: dict, eval_cfg: dict, compute: str, eval_tasks: list[str], include_paths: list[str],
-              builtin_index: bool) -> str:
+def cache_key(
+    model_cfg: dict,
+    eval_cfg: dict,
+    compute: str,
+    eval_tasks: list[str],
+    include_paths: list[str],
+    builtin_index: bool,
+) -> str:
     """A hash of what determines the base model's stage-0 scores (see the module docstring)."""
     import lm_eval
     import torch
@@ -51,8 +64,11 @@ def cache_key(model_cfg: dict, eval_cfg: dict, compute: str, eval_tasks: list[st
     import harness
 
     settings = {
-        "model": model_cfg, "compute": compute, "eval": {k: eval_cfg.get(k) for k in _EVAL_KEYS},
-        "tasks": list(eval_tasks), "builtin_index": builtin_index,
+        "model": model_cfg,
+        "compute": compute,
+        "eval": {k: eval_cfg.get(k) for k in _EVAL_KEYS},
+        "tasks": list(eval_tasks),
+        "builtin_index": builtin_index,
         "versions": [lm_eval.__version__, transformers.__version__, torch.__version__],
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -59,8 +59,8 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Te
         if not seq:
             continue
         if side == "left":
-            ids[row, width - len(seq):] = torch.as_tensor(seq)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.as_tensor(seq)
+            mask[row, width - len(seq) :] = 1
         else:
             ids[row, : len(seq)] = torch.as_tensor(seq)
             mask[row, : len(seq)] = 1
@@ -84,12 +84,21 @@ class PromptCompletionBatch:
         return position_ids(self.attention_mask)
 
     def to(self, device: torch.device) -> PromptCompletionBatch:
-        return PromptCompletionBatch(self.input_ids.to(device), self.attention_mask.to(device), self.prompt_len,
-                                     self.completion_ids.to(device), self.completion_mask.to(device))
+        return PromptCompletionBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.prompt_len,
+            self.completion_ids.to(device),
+            self.completion_mask.to(device),
+        )
 
 
-def join(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor,
-         completion_mask: torch.Tensor) -> PromptCompletionBatch:
+def join(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> PromptCompletionBatch:
     """Left-padded prompts [B, P] + right-padded completions [B, C] -> one batch."""
     return PromptCompletionBatch(
         torch.cat([prompt_ids, completion], dim=1),
@@ -100,8 +109,9 @@ def join(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.
     )
 
 
-def collate(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
-            ) -> PromptCompletionBatch:
+def collate(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int
+) -> PromptCompletionBatch:
     p_ids, p_mask = pad(prompts, pad_id, "left")
     c_ids, c_mask = pad(completions, pad_id, "right")
     return join(p_ids, p_mask, c_ids, c_mask)
@@ -122,27 +132,44 @@ def completion_hidden(model: Any, batch: PromptCompletionBatch, share_prompts: b
     p, c = batch.prompt_len, batch.completion_ids.shape[1]
     shared = _repeated_prompts(batch) if share_prompts and p > 0 and c > 0 and _may_share(model) else None
     if shared is None:
-        out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=batch.position_ids, use_cache=False)
-        return out.last_hidden_state[:, p - 1: p - 1 + c]
+        out = decoder(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        return out.last_hidden_state[:, p - 1 : p - 1 + c]
     first_row, row_of = shared
     positions = batch.position_ids
-    prompt = decoder(input_ids=batch.input_ids[first_row, :p], attention_mask=batch.attention_mask[first_row, :p],
-                     position_ids=positions[first_row, :p], use_cache=True)
-    first = prompt.last_hidden_state[row_of, p - 1: p]  # predicts completion token 0, for every row
+    prompt = decoder(
+        input_ids=batch.input_ids[first_row, :p],
+        attention_mask=batch.attention_mask[first_row, :p],
+        position_ids=positions[first_row, :p],
+        use_cache=True,
+    )
+    first = prompt.last_hidden_state[row_of, p - 1 : p]  # predicts completion token 0, for every row
     if c == 1:
         return first
     cache = _output_cache(prompt)
-    cache.batch_select_indices(row_of)  # differentiable indexing: each row's gradient flows back to its prompt
-    rest = decoder(input_ids=batch.input_ids[:, p: p + c - 1], attention_mask=batch.attention_mask[:, : p + c - 1],
-                   position_ids=positions[:, p: p + c - 1], use_cache=True, **{_cache_arg(decoder): cache})
+    cache.batch_select_indices(
+        row_of
+    )  # differentiable indexing: each row's gradient flows back to its prompt
+    rest = decoder(
+        input_ids=batch.input_ids[:, p : p + c - 1],
+        attention_mask=batch.attention_mask[:, : p + c - 1],
+        position_ids=positions[:, p : p + c - 1],
+        use_cache=True,
+        **{_cache_arg(decoder): cache},
+    )
     return torch.cat([first, rest.last_hidden_state], dim=1)
 
 
 def _may_share(model: Any) -> bool:
     from harness import sharding
 
-    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.2x; older name below
+    checkpointing = getattr(
+        model, "is_activation_checkpointing", None
+    )  # transformers >= 5.2x; older name below
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)
     return not sharding.active() and not checkpointing

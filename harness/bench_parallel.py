@@ -21,16 +21,30 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_CONFIGS = {"ddp": ROOT / "conf" / "accelerate" / "ddp.yaml", "fsdp": ROOT / "conf" / "accelerate" / "fsdp.yaml"}
+LAUNCH_CONFIGS = {
+    "ddp": ROOT / "conf" / "accelerate" / "ddp.yaml",
+    "fsdp": ROOT / "conf" / "accelerate" / "fsdp.yaml",
+}
 EXPERIMENT = "bench_parallel"
 
 
 def _overrides(args: argparse.Namespace, results: Path, accum: int) -> list[str]:
     return [
-        f"experiment_name={EXPERIMENT}", f"results_dir={results}", f"method={args.method}", f"model={args.model}",
-        "stream.name=bench", f"stream.tasks=[{args.task}]", "suite=none", "eval.limit=2", "eval.in_context_items=0",
-        f"trainer.max_steps={args.steps}", f"trainer.batch_size={args.batch}", f"trainer.grad_accum={accum}",
-        "trainer.warmup_steps=0", f"method.distill.max_new_tokens={args.new_tokens}", "checkpoints=none",
+        f"experiment_name={EXPERIMENT}",
+        f"results_dir={results}",
+        f"method={args.method}",
+        f"model={args.model}",
+        "stream.name=bench",
+        f"stream.tasks=[{args.task}]",
+        "suite=none",
+        "eval.limit=2",
+        "eval.in_context_items=0",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.batch_size={args.batch}",
+        f"trainer.grad_accum={accum}",
+        "trainer.warmup_steps=0",
+        f"method.distill.max_new_tokens={args.new_tokens}",
+        "checkpoints=none",
     ]
 
 
@@ -41,8 +55,19 @@ def _launch(args: argparse.Namespace, results: Path, mode: str) -> None:
     if mode == "single":
         cmd = [sys.executable, "-m", "harness.cli", "run", *_overrides(args, results, args.processes)]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(LAUNCH_CONFIGS[mode]),
-               "--num_processes", str(processes), "-m", "harness.cli", "run", *_overrides(args, results, 1)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(LAUNCH_CONFIGS[mode]),
+            "--num_processes",
+            str(processes),
+            "-m",
+            "harness.cli",
+            "run",
+            *_overrides(args, results, 1),
+        ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{mode}: {' '.join(cmd[:6])} ... failed:\n{done.stderr[-3000:]}")
@@ -103,9 +128,16 @@ def main(argv: list[str]) -> int:
         row["speedup"] = single["median_step_s"] / row["median_step_s"]
         row["state_ratio"] = row["state_mib"] / single["state_mib"]
         row["max_loss_gap"] = max(abs(a - b) for a, b in zip(single["losses"], row["losses"], strict=True))
-    summary = {"method": args.method, "model": args.model, "task": args.task, "global_batch": args.batch,
-               "steps": args.steps, "new_tokens": args.new_tokens, "threads": args.threads,
-               "runs": list(rows.values())}
+    summary = {
+        "method": args.method,
+        "model": args.model,
+        "task": args.task,
+        "global_batch": args.batch,
+        "steps": args.steps,
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
+        "runs": list(rows.values()),
+    }
     lines = [
         f"# Multi-process training: 1 process vs {args.processes} (DDP replicas, FSDP shards)",
         "",
@@ -115,9 +147,12 @@ def main(argv: list[str]) -> int:
         "| mode | processes | threads each | median step (s) | speed-up | training state MiB | state ratio "
         "| peak MiB | max loss gap |",
         "|---|---|---|---|---|---|---|---|---|",
-        *(f"| {r['mode']} | {r['processes']} | {r['threads_per_process']} | {r['median_step_s']:.2f} | "
-          f"{r['speedup']:.2f}x | {r['state_mib']:.0f} | {r['state_ratio']:.2f} | {r['peak_mem_mib']:.0f} | "
-          f"{r['max_loss_gap']:.1e} |" for r in rows.values()),
+        *(
+            f"| {r['mode']} | {r['processes']} | {r['threads_per_process']} | {r['median_step_s']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['state_mib']:.0f} | {r['state_ratio']:.2f} | {r['peak_mem_mib']:.0f} | "
+            f"{r['max_loss_gap']:.1e} |"
+            for r in rows.values()
+        ),
         "",
         "Training state: what the most loaded process stores for the student's weights, gradients and AdamW",
         "state (counted exactly; an EMA teacher adds one more weights' worth, sharded alike under FSDP). Peak:",

@@ -40,10 +40,14 @@ from typing import Any
 import torch
 
 PROMPTS = [
-    "Explain why the sky is blue.", "Write a short poem about autumn leaves.",
-    "What are the main causes of inflation?", "Describe how a bicycle works.",
-    "Give three tips for learning a new language.", "Summarise the plot of a detective story you invent.",
-    "How do vaccines train the immune system?", "Compare cats and dogs as pets.",
+    "Explain why the sky is blue.",
+    "Write a short poem about autumn leaves.",
+    "What are the main causes of inflation?",
+    "Describe how a bicycle works.",
+    "Give three tips for learning a new language.",
+    "Summarise the plot of a detective story you invent.",
+    "How do vaccines train the immune system?",
+    "Compare cats and dogs as pets.",
 ]
 DEMOS = [
     "Sunlight scatters off air molecules; blue light scatters most, so the sky looks blue.",
@@ -109,8 +113,10 @@ class PeakMemory:
 def _items():
     from harness.tasks import Item
 
-    return [Item(prompt=p, demonstration=d, id=str(i), source=f"bench:{i}")
-            for i, (p, d) in enumerate(zip(PROMPTS, DEMOS, strict=True))]
+    return [
+        Item(prompt=p, demonstration=d, id=str(i), source=f"bench:{i}")
+        for i, (p, d) in enumerate(zip(PROMPTS, DEMOS, strict=True))
+    ]
 
 
 def _cfg(method: str, steps: int, new_tokens: int, rollouts: int = 1):
@@ -120,11 +126,30 @@ def _cfg(method: str, steps: int, new_tokens: int, rollouts: int = 1):
 
     cfg = OmegaConf.structured(Config)
     cfg.method.name = method
-    cfg.method.distill.update({"teacher": "ema", "ema_rate": 0.01, "divergence": "forward", "support": "full",
-                               "num_rollouts": rollouts, "temperature": 1.0, "skip_tokens": 3,
-                               "max_new_tokens": new_tokens, "template": TEMPLATE})
-    cfg.trainer.update({"batch_size": 8, "grad_accum": 1, "epochs": 1000.0, "max_steps": steps,
-                        "warmup_steps": 0, "lr": 1e-5, "gradient_checkpointing": False})
+    cfg.method.distill.update(
+        {
+            "teacher": "ema",
+            "ema_rate": 0.01,
+            "divergence": "forward",
+            "support": "full",
+            "num_rollouts": rollouts,
+            "temperature": 1.0,
+            "skip_tokens": 3,
+            "max_new_tokens": new_tokens,
+            "template": TEMPLATE,
+        }
+    )
+    cfg.trainer.update(
+        {
+            "batch_size": 8,
+            "grad_accum": 1,
+            "epochs": 1000.0,
+            "max_steps": steps,
+            "warmup_steps": 0,
+            "lr": 1e-5,
+            "gradient_checkpointing": False,
+        }
+    )
     return cfg
 
 
@@ -136,8 +161,16 @@ def _with_precision(base_model, compute: torch.dtype):
     return model
 
 
-def run_ours(method: str, base_model, tok, steps: int, new_tokens: int, device, compute: torch.dtype = torch.float32,
-             rollouts: int = 1) -> dict[str, Any]:
+def run_ours(
+    method: str,
+    base_model,
+    tok,
+    steps: int,
+    new_tokens: int,
+    device,
+    compute: torch.dtype = torch.float32,
+    rollouts: int = 1,
+) -> dict[str, Any]:
     from harness.methods import StageContext, get_method
 
     model = _with_precision(base_model, compute)
@@ -149,8 +182,15 @@ def run_ours(method: str, base_model, tok, steps: int, new_tokens: int, device, 
     return {"steps": stats.steps, "peak_mib": mem.mib}
 
 
-def run_trl(base_model, tok, steps: int, new_tokens: int, device, compute: torch.dtype = torch.float32,
-            rollouts: int = 1) -> dict[str, Any]:
+def run_trl(
+    base_model,
+    tok,
+    steps: int,
+    new_tokens: int,
+    device,
+    compute: torch.dtype = torch.float32,
+    rollouts: int = 1,
+) -> dict[str, Any]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -159,10 +199,17 @@ def run_trl(base_model, tok, steps: int, new_tokens: int, device, compute: torch
     from harness.tasks import TEACHER_TEMPLATES
 
     # our paper template, with TRL's {privileged_context} standing for the demonstration (no passage here)
-    template = TEACHER_TEMPLATES[TEMPLATE].replace("{privileged}", "").replace("{demonstration}",
-                                                                              "{privileged_context}")
-    data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}], "privileged_context": d}
-                              for p, d in zip(PROMPTS, DEMOS, strict=True)])
+    template = (
+        TEACHER_TEMPLATES[TEMPLATE]
+        .replace("{privileged}", "")
+        .replace("{demonstration}", "{privileged_context}")
+    )
+    data = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": p}], "privileged_context": d}
+            for p, d in zip(PROMPTS, DEMOS, strict=True)
+        ]
+    )
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -177,17 +224,42 @@ def run_trl(base_model, tok, steps: int, new_tokens: int, device, compute: torch
     with tempfile.TemporaryDirectory() as out, PeakMemory(device) as mem:
         args = SDFTConfig(
             # TRL counts its batch in completions: 8 prompts x `rollouts` generations each
-            output_dir=out, per_device_train_batch_size=8 * rollouts, gradient_accumulation_steps=1,
-            max_steps=steps, learning_rate=1e-5, lr_scheduler_type="cosine", warmup_steps=0, weight_decay=0.0,
-            max_grad_norm=1.0, num_generations=rollouts, max_completion_length=new_tokens, temperature=1.0,
-            top_p=1.0, top_k=0, generation_kwargs={"min_new_tokens": new_tokens},
-            teacher_model_kind="ema", teacher_update_rate=0.01, distillation_mode="full_logits",
-            distillation_alpha=0.0, num_loss_tokens_to_skip=3, distillation_is_clip=None,
-            teacher_prompt_template=template, gradient_checkpointing=False, bf16=bf16, fp16=False,
-            use_cpu=device.type == "cpu", report_to=[], save_strategy="no", logging_steps=10**6,
-            disable_tqdm=True, dataloader_num_workers=0, seed=0,
+            output_dir=out,
+            per_device_train_batch_size=8 * rollouts,
+            gradient_accumulation_steps=1,
+            max_steps=steps,
+            learning_rate=1e-5,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            num_generations=rollouts,
+            max_completion_length=new_tokens,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            generation_kwargs={"min_new_tokens": new_tokens},
+            teacher_model_kind="ema",
+            teacher_update_rate=0.01,
+            distillation_mode="full_logits",
+            distillation_alpha=0.0,
+            num_loss_tokens_to_skip=3,
+            distillation_is_clip=None,
+            teacher_prompt_template=template,
+            gradient_checkpointing=False,
+            bf16=bf16,
+            fp16=False,
+            use_cpu=device.type == "cpu",
+            report_to=[],
+            save_strategy="no",
+            logging_steps=10**6,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            seed=0,
         )
-        trainer = SDFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Timer()])
+        trainer = SDFTTrainer(
+            model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Timer()]
+        )
         trainer.train()
         del trainer
     del model
@@ -210,7 +282,9 @@ def memory_bandwidth(device: torch.device, mib: int = 1024, reps: int = 5) -> fl
     return 2 * src.numel() * src.element_size() / best
 
 
-def decode_floor(base_model, tok, device, compute: torch.dtype, new_tokens: int = 32, reps: int = 3) -> dict[str, float]:
+def decode_floor(
+    base_model, tok, device, compute: torch.dtype, new_tokens: int = 32, reps: int = 3
+) -> dict[str, float]:
     """Measured decode ms/step (batch 8, our rollout path) against streaming the weights once per step."""
     from harness.batching import chat_prompt_ids
     from harness.distill.rollout import sample
@@ -234,8 +308,13 @@ def decode_floor(base_model, tok, device, compute: torch.dtype, new_tokens: int 
     weight_bytes = sum(p.numel() for p in model.parameters()) * torch.tensor([], dtype=compute).element_size()
     bandwidth = memory_bandwidth(device)
     floor_s = weight_bytes / bandwidth
-    return {"decode_ms": 1e3 * step_s, "weight_mib": weight_bytes / 2**20, "bandwidth_gbs": bandwidth / 1e9,
-            "floor_ms": 1e3 * floor_s, "decode_over_floor": step_s / floor_s}
+    return {
+        "decode_ms": 1e3 * step_s,
+        "weight_mib": weight_bytes / 2**20,
+        "bandwidth_gbs": bandwidth / 1e9,
+        "floor_ms": 1e3 * floor_s,
+        "decode_over_floor": step_s / floor_s,
+    }
 
 
 def _median(steps: list[dict[str, float]], key: str, warmup: int) -> float:
@@ -253,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     parser.add_argument("--methods", default="sft,sdft,trl")
-    parser.add_argument("--precisions", default="float32,bfloat16",
-                        help="compute dtypes to run every method in: float32, bfloat16 (comma-separated)")
+    parser.add_argument(
+        "--precisions",
+        default="float32,bfloat16",
+        help="compute dtypes to run every method in: float32, bfloat16 (comma-separated)",
+    )
     parser.add_argument("--rollouts", default="1,4", help="completions per prompt for SDFT and TRL")
     parser.add_argument("--no-decode-floor", action="store_true", help="skip the decode-floor measurement")
     parser.add_argument("--out", default="results/bench")
@@ -283,16 +365,21 @@ def main(argv: list[str] | None = None) -> int:
             floors[prec] = decode_floor(model, tok, device, compute)
             print(prec, "decode", json.dumps(floors[prec]), flush=True)
         for name in args.methods.split(","):
-            for n in (rollouts if name != "sft" else [1]):
+            for n in rollouts if name != "sft" else [1]:
                 torch.manual_seed(0)
                 t0 = time.perf_counter()
                 if name == "trl":
                     res = run_trl(model, tok, steps, args.new_tokens, device, compute, n)
                 else:
                     res = run_ours(name, model, tok, steps, args.new_tokens, device, compute, n)
-                row = {"method": name, "precision": prec, "rollouts": n,
-                       "step_s": _median(res["steps"], "step_s", args.warmup), "peak_mib": res["peak_mib"],
-                       "wall_s": time.perf_counter() - t0}
+                row = {
+                    "method": name,
+                    "precision": prec,
+                    "rollouts": n,
+                    "step_s": _median(res["steps"], "step_s", args.warmup),
+                    "peak_mib": res["peak_mib"],
+                    "wall_s": time.perf_counter() - t0,
+                }
                 for s in res["steps"]:  # the student's forward (method) and backward (run_stage) together
                     if "student_s" in s:
                         s["student_s"] += s.get("backward_s", 0.0)
@@ -306,13 +393,25 @@ def main(argv: list[str] | None = None) -> int:
 
     table = ratios(rows, precisions, rollouts)
     headline = table.get(f"{default_name}/r1", {})
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
-               f"{args.threads} threads, device {device}, load average {os.getloadavg()[0]:.2f} at start")
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
+        f"{args.threads} threads, device {device}, load average {os.getloadavg()[0]:.2f} at start"
+    )
     command = "harness bench step " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload = {"command": command.strip(), "machine": machine, "batch": 8, "new_tokens": args.new_tokens,
-               "warmup": args.warmup, "reps": args.reps, "default_precision": default_name,
-               "default_precision_reason": default.reason, **headline, "ratios": table, "decode_floor": floors,
-               "results": rows}
+    payload = {
+        "command": command.strip(),
+        "machine": machine,
+        "batch": 8,
+        "new_tokens": args.new_tokens,
+        "warmup": args.warmup,
+        "reps": args.reps,
+        "default_precision": default_name,
+        "default_precision_reason": default.reason,
+        **headline,
+        "ratios": table,
+        "decode_floor": floors,
+        "results": rows,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "step.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -321,11 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ratios(rows: list[dict[str, Any]], precisions: list[str], rollouts: list[int]) -> dict[str, dict[str, float]]:
+def ratios(
+    rows: list[dict[str, Any]], precisions: list[str], rollouts: list[int]
+) -> dict[str, dict[str, float]]:
     """Per precision and rollout count: SDFT over TRL (time, peak memory), SDFT over SFT (time); per precision:
     generation time of the most rollouts over that of one (`gen_<n>_over_1`)."""
+
     def find(method: str, prec: str, n: int) -> dict[str, Any] | None:
-        return next((r for r in rows if r["method"] == method and r["precision"] == prec and r["rollouts"] == n), None)
+        return next(
+            (r for r in rows if r["method"] == method and r["precision"] == prec and r["rollouts"] == n), None
+        )
 
     table: dict[str, dict[str, float]] = {}
     for prec in precisions:
@@ -349,19 +453,24 @@ def ratios(rows: list[dict[str, Any]], precisions: list[str], rollouts: list[int
 
 def _markdown(p: dict[str, Any]) -> str:
     lines = [
-        "# Step benchmark: SFT vs our SDFT vs TRL's SDFTTrainer", "",
-        f"Command: `{p['command']}`  ", f"Machine: {p['machine']}  ",
+        "# Step benchmark: SFT vs our SDFT vs TRL's SDFTTrainer",
+        "",
+        f"Command: `{p['command']}`  ",
+        f"Machine: {p['machine']}  ",
         f"Batch: {p['batch']} prompts x rollouts, {p['new_tokens']} new tokens (forced), "
         f"{p['warmup']} warm-up + {p['reps']} timed steps, medians. Peak memory: above the loaded student "
         "(see harness/bench_step.py).  ",
-        f"Default precision here (model.dtype=auto): {p['default_precision']} ({p['default_precision_reason']})", "",
+        f"Default precision here (model.dtype=auto): {p['default_precision']} ({p['default_precision_reason']})",
+        "",
         "| method | precision | rollouts | step s | generate s | teacher s | student s | peak MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in p["results"]:
         cells = [f"{r[k]:.2f}" if k in r else "-" for k in ("gen_s", "teacher_s", "student_s")]
-        lines.append(f"| {r['method']} | {r['precision']} | {r['rollouts']} | {r['step_s']:.2f} | {' | '.join(cells)} "
-                     f"| {r['peak_mib']:.0f} |")
+        lines.append(
+            f"| {r['method']} | {r['precision']} | {r['rollouts']} | {r['step_s']:.2f} | {' | '.join(cells)} "
+            f"| {r['peak_mib']:.0f} |"
+        )
     lines += ["", f"Headline ({p['default_precision']}, 1 rollout):", ""]
     for key in ("sdft_over_sft_time", "sdft_over_trl_time", "sdft_over_trl_peak_mem"):
         if key in p:
@@ -371,12 +480,18 @@ def _markdown(p: dict[str, Any]) -> str:
         for key, value in entry.items():
             lines.append(f"| {setting} | {key} | {value:.2f} |")
     if p["decode_floor"]:
-        lines += ["", "Decode floor (batch 8): weights streamed once per step at the measured copy bandwidth.", "",
-                  "| precision | decode ms/step | weights MiB | bandwidth GB/s | floor ms | decode / floor |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Decode floor (batch 8): weights streamed once per step at the measured copy bandwidth.",
+            "",
+            "| precision | decode ms/step | weights MiB | bandwidth GB/s | floor ms | decode / floor |",
+            "|---|---|---|---|---|---|",
+        ]
         for prec, f in p["decode_floor"].items():
-            lines.append(f"| {prec} | {f['decode_ms']:.1f} | {f['weight_mib']:.0f} | {f['bandwidth_gbs']:.1f} | "
-                         f"{f['floor_ms']:.1f} | {f['decode_over_floor']:.2f} |")
+            lines.append(
+                f"| {prec} | {f['decode_ms']:.1f} | {f['weight_mib']:.0f} | {f['bandwidth_gbs']:.1f} | "
+                f"{f['floor_ms']:.1f} | {f['decode_over_floor']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

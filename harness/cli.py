@@ -117,7 +117,9 @@ def _check_results_dir(argv: list[str]) -> None:
     ensure_writable(Path(values[-1]).expanduser().resolve())
 
 
-MAX_PRECHECKED_JOBS = 64  # sweep jobs composed up front; a larger sweep's later jobs are checked as they start
+MAX_PRECHECKED_JOBS = (
+    64  # sweep jobs composed up front; a larger sweep's later jobs are checked as they start
+)
 
 
 def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
@@ -128,7 +130,9 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     if any(o.lstrip("+").startswith("hydra/sweeper=") for o in overrides):
         return []  # another sweeper (optuna, ...) expands its own way
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch][:MAX_PRECHECKED_JOBS]
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch][
+        :MAX_PRECHECKED_JOBS
+    ]
 
 
 def _swept_keys(overrides: list[str]) -> set[str]:
@@ -168,7 +172,9 @@ def _run(argv: list[str]) -> int:
     _check_results_dir(argv)
     from omegaconf import OmegaConf
 
-    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv):  # Hydra's flags: Hydra's way
+    if not any(
+        a.startswith("-") and a not in ("-m", "--multirun") for a in argv
+    ):  # Hydra's flags: Hydra's way
         # Everything that can be checked is checked here, before Hydra creates an output folder. A sweep's
         # command line is checked for every job; each job's config and tasks are checked when it starts, so
         # that one job's mistake does not stop the others.
@@ -199,7 +205,9 @@ def _run(argv: list[str]) -> int:
         output = Path(hc.runtime.output_dir)
         # jobs of the basic launcher run here, one after the other; other launchers (submitit) run them in
         # parallel elsewhere and report a failed job themselves
-        in_process = hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+        in_process = hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(
+            "BasicLauncher"
+        )
         sweep["jobs"] += 1
         sweep["dir"] = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
         sweep["results"] = results_path(cfg)
@@ -274,7 +282,9 @@ def _tasks(argv: list[str]) -> int:
     probe.add_argument("-n", type=int, default=6)
     from harness.task_builder import add_arguments
 
-    add_arguments(sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder)."))
+    add_arguments(
+        sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder).")
+    )
     args = parser.parse_args(argv)
     if args.cmd == "new":
         return task_tools.cmd_new(args, argv[1:])
@@ -288,8 +298,15 @@ def _tasks(argv: list[str]) -> int:
 
 
 # The benchmarks' count options and their smallest valid value (argparse checks only that they are integers).
-BENCH_COUNTS = {"--reps": 1, "--warmup": 0, "--processes": 1, "--steps": 1, "--batch": 1, "--new-tokens": 1,
-                "--threads": 1}
+BENCH_COUNTS = {
+    "--reps": 1,
+    "--warmup": 0,
+    "--processes": 1,
+    "--steps": 1,
+    "--batch": 1,
+    "--new-tokens": 1,
+    "--threads": 1,
+}
 
 
 def _check_bench_counts(argv: list[str]) -> None:
@@ -316,7 +333,9 @@ def _bench(argv: list[str]) -> int:
     elif argv[0] in ("parallel", "ddp"):
         from harness.bench_parallel import main as bench_main
     else:
-        print(f"harness bench: error: unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr)
+        print(
+            f"harness bench: error: unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr
+        )
         return 2
     return bench_main(argv[1:])
 

@@ -33,7 +33,9 @@ class ModelConfig:
     # else float32; float32 = float32 throughout; bfloat16 = bf16 compute even where it is emulated
     dtype: str = "auto"
     device: str = "auto"  # auto = cuda if available, else cpu
-    cache_dir: str | None = None  # where the converted safetensors copy lives; None = $HARNESS_CACHE or ~/.cache
+    cache_dir: str | None = (
+        None  # where the converted safetensors copy lives; None = $HARNESS_CACHE or ~/.cache
+    )
     max_length: int = 2048  # the context the harness allows itself (prompt + completion)
     # a freshly initialised model of this architecture (same tokenizer), for fast tests only
     random_init: bool = False
@@ -263,8 +265,17 @@ DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 # What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "http", "https", "databricks",
-                    "databricks-uc")
+TRACKING_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "file",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+)
 
 
 def _lookup(c: Any, dotted: str) -> Any:
@@ -305,8 +316,10 @@ def check_settings(c: Any) -> None:
     if c.tracking_uri:
         scheme = urlparse(str(c.tracking_uri)).scheme.split("+")[0]
         if scheme and scheme not in TRACKING_SCHEMES:
-            raise ValueError(f"tracking_uri={c.tracking_uri}: scheme {scheme!r} is not one MLflow tracks to; "
-                             f"valid schemes: {', '.join(TRACKING_SCHEMES)} (or null: SQLite under results_dir)")
+            raise ValueError(
+                f"tracking_uri={c.tracking_uri}: scheme {scheme!r} is not one MLflow tracks to; "
+                f"valid schemes: {', '.join(TRACKING_SCHEMES)} (or null: SQLite under results_dir)"
+            )
     bad = [t for t in c.suite.tasks if not str(t).strip()]
     if bad or any(not str(t).strip() for t in c.stream.tasks):
         raise ValueError("stream.tasks and suite.tasks may not hold empty names")
@@ -347,8 +360,12 @@ def _check_remedies(d: Any) -> None:
     for key, value in (("teacher_share", d.teacher_share), ("min_p", d.min_p)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"method.distill.{key}={value}: must be in [0, 1]")
-    for key, value in (("sft_weight", d.sft_weight), ("sft_warmup_steps", d.sft_warmup_steps),
-                       ("probe_items", d.probe_items), ("top_k", d.top_k)):
+    for key, value in (
+        ("sft_weight", d.sft_weight),
+        ("sft_warmup_steps", d.sft_warmup_steps),
+        ("probe_items", d.probe_items),
+        ("top_k", d.top_k),
+    ):
         if value < 0:
             raise ValueError(f"method.distill.{key}={value}: must be >= 0")
     if d.sample_temperature is not None and d.sample_temperature <= 0:
@@ -360,10 +377,14 @@ def _check_vllm(c: Any) -> None:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise ValueError("eval.backend=vllm needs the vllm package: pip install -e '.[vllm]' (GPU machines); "
-                         "or eval.backend=hf")
+        raise ValueError(
+            "eval.backend=vllm needs the vllm package: pip install -e '.[vllm]' (GPU machines); "
+            "or eval.backend=hf"
+        )
     if str(c.model.device) == "cpu":
-        raise ValueError("eval.backend=vllm runs on a GPU; model.device=cpu asks for the CPU: use eval.backend=hf")
+        raise ValueError(
+            "eval.backend=vllm runs on a GPU; model.device=cpu asks for the CPU: use eval.backend=hf"
+        )
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
@@ -384,7 +405,9 @@ def ensure_writable(folder: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"results_dir {folder} is not writable ({err}); set results_dir=... to a writable folder") from None
+        raise ValueError(
+            f"results_dir {folder} is not writable ({err}); set results_dir=... to a writable folder"
+        ) from None
 
 
 def tracking_uri(cfg: Any) -> str:

@@ -114,7 +114,7 @@ class Replicas:
             torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
             offset = 0
             for g in grads:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
 
     def check_in_sync(self, model: torch.nn.Module, what: str) -> None:
@@ -124,8 +124,10 @@ class Replicas:
         fingerprint = parameter_fingerprint(model)
         prints = self.gather(fingerprint)
         if any(p != prints[0] for p in prints):
-            raise RuntimeError(f"{what}: the weights differ between processes (fingerprints per rank: {prints}); "
-                               "data-parallel replicas must stay identical")
+            raise RuntimeError(
+                f"{what}: the weights differ between processes (fingerprints per rank: {prints}); "
+                "data-parallel replicas must stay identical"
+            )
 
 
 def parameter_fingerprint(model: torch.nn.Module) -> tuple[float, float]:
@@ -155,8 +157,12 @@ def replicas() -> Replicas:
         from accelerate import PartialState
 
         PartialState(timeout=BARRIER_TIMEOUT)  # gloo on CPU, nccl on GPU, from the launcher's env vars
-    _REPLICAS = Replicas(rank=torch.distributed.get_rank(), world=torch.distributed.get_world_size(),
-                         local_rank=int(os.environ.get("LOCAL_RANK", "0")), sharded=uses_fsdp())
+    _REPLICAS = Replicas(
+        rank=torch.distributed.get_rank(),
+        world=torch.distributed.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        sharded=uses_fsdp(),
+    )
     return _REPLICAS
 
 
@@ -164,4 +170,4 @@ def micro_batches(batch: list, accum: int, world: int) -> list[list]:
     """The global batch cut into `world * accum` consecutive micro-batches (trailing ones may be empty)."""
     parts = world * accum
     size = -(-len(batch) // parts) if batch else 0
-    return [batch[i * size:(i + 1) * size] for i in range(parts)]
+    return [batch[i * size : (i + 1) * size] for i in range(parts)]

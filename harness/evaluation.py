@@ -115,15 +115,22 @@ def evaluate(
     device = next(model.parameters()).device
     if backend == "vllm":
         if vllm_snapshot is None:
-            raise ValueError("eval.backend=vllm evaluates a snapshot of the stage's weights: pass vllm_snapshot "
-                             "(a folder written by harness.evaluation.write_snapshot)")
+            raise ValueError(
+                "eval.backend=vllm evaluates a snapshot of the stage's weights: pass vllm_snapshot "
+                "(a folder written by harness.evaluation.write_snapshot)"
+            )
         lm = _vllm_lm(Path(vllm_snapshot), seed, vllm_gpu_memory, context, device)
     else:
         from lm_eval.models.huggingface import HFLM
 
         hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=hf_batch, max_length=context,
-                  **_hflm_precision(HFLM, model))
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=hf_batch,
+            max_length=context,
+            **_hflm_precision(HFLM, model),
+        )
     gen_kwargs = {"do_sample": False}
     if max_gen_toks:
         gen_kwargs["max_gen_toks"] = int(max_gen_toks)
@@ -153,8 +160,10 @@ def evaluate(
         if backend == "vllm":
             _release_vllm(lm)
     if out is None:
-        raise RuntimeError(f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
-                           f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})")
+        raise RuntimeError(
+            f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
+            f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})"
+        )
     metrics = {
         task: {k: float(v) for k, v in vals.items() if isinstance(v, (int, float)) and not _is_nan(v)}
         for task, vals in out["results"].items()
@@ -166,16 +175,22 @@ def evaluate(
         n_items[task] = len({row.get("doc_id") for row in rows})  # a task with 2 filters logs each doc twice
         items += [_item(task, row, _metric_names(out, task)) for row in rows]
         for row in rows[:log_samples]:
-            samples.append({
-                "task": task,
-                "doc_id": row.get("doc_id"),
-                "prompt": _first_arg(row),
-                "response": _first_response(row),
-                "target": str(row.get("target", "")),
-                **{m: row[m] for m in _metric_names(out, task) if m in row},
-            })
-    raw = {"results": out["results"], "n-samples": out.get("n-samples", {}),
-           "versions": out.get("versions", {}), "config": {"limit": limit, "max_gen_toks": max_gen_toks}}
+            samples.append(
+                {
+                    "task": task,
+                    "doc_id": row.get("doc_id"),
+                    "prompt": _first_arg(row),
+                    "response": _first_response(row),
+                    "target": str(row.get("target", "")),
+                    **{m: row[m] for m in _metric_names(out, task) if m in row},
+                }
+            )
+    raw = {
+        "results": out["results"],
+        "n-samples": out.get("n-samples", {}),
+        "versions": out.get("versions", {}),
+        "config": {"limit": limit, "max_gen_toks": max_gen_toks},
+    }
     return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw), items=items)
 
 
@@ -188,9 +203,16 @@ def _item(task: str, row: dict, metric_names: list[str]) -> dict[str, Any]:
             scores[name] = float(row[name])
         except (KeyError, TypeError, ValueError):  # absent, or a corpus-level metric's tuple (e.g. bleu)
             continue
-    return {"task": task, "doc_id": row.get("doc_id"), "item_id": doc.get("id"), "filter": row.get("filter"),
-            "prompt": _first_arg(row), "generation": _first_response(row), "target": str(row.get("target", "")),
-            "scores": scores}
+    return {
+        "task": task,
+        "doc_id": row.get("doc_id"),
+        "item_id": doc.get("id"),
+        "filter": row.get("filter"),
+        "prompt": _first_arg(row),
+        "generation": _first_response(row),
+        "target": str(row.get("target", "")),
+        "scores": scores,
+    }
 
 
 ITEM_COLUMNS = ("task", "doc_id", "item_id", "metric", "score", "generation", "target", "prompt")
@@ -214,9 +236,18 @@ def item_frame(result: EvalResult, preferred: dict[str, str | None] | None = Non
         metric, _, filt = key.partition(",")
         if (row.get("filter") or "none") != (filt or "none") or metric not in row["scores"]:
             continue
-        rows.append({"task": task, "doc_id": row["doc_id"], "item_id": row.get("item_id"), "metric": metric,
-                     "score": row["scores"][metric], "generation": row["generation"], "target": row["target"],
-                     "prompt": row["prompt"]})
+        rows.append(
+            {
+                "task": task,
+                "doc_id": row["doc_id"],
+                "item_id": row.get("item_id"),
+                "metric": metric,
+                "score": row["scores"][metric],
+                "generation": row["generation"],
+                "target": row["target"],
+                "prompt": row["prompt"],
+            }
+        )
     return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
 
 
@@ -312,8 +343,15 @@ def _vllm_lm(folder: Path, seed: int, gpu_memory: float, context: int | None, de
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     with _only_gpu(device):
-        return VLLM(pretrained=str(folder), tokenizer=str(folder), dtype="auto", batch_size="auto", seed=seed,
-                    max_model_len=context, gpu_memory_utilization=gpu_memory)
+        return VLLM(
+            pretrained=str(folder),
+            tokenizer=str(folder),
+            dtype="auto",
+            batch_size="auto",
+            seed=seed,
+            max_model_len=context,
+            gpu_memory_utilization=gpu_memory,
+        )
 
 
 def _release_vllm(lm: Any) -> None:

@@ -62,15 +62,19 @@ def ordered_tasks(tasks: list[str], order: Any) -> list[str]:
     if order == "reverse":
         return list(reversed(tasks))
     if not isinstance(order, int) or isinstance(order, bool) or order < 0:
-        raise ValueError(f"stream.order={order!r} is not known; valid values: null, reverse, or an integer k >= 0 "
-                         "(0 = as listed, k = the k-th seeded permutation)")
+        raise ValueError(
+            f"stream.order={order!r} is not known; valid values: null, reverse, or an integer k >= 0 "
+            "(0 = as listed, k = the k-th seeded permutation)"
+        )
     if len(tasks) > MAX_ENUMERATED_TASKS:
         perm = np.random.default_rng([order, len(tasks)]).permutation(len(tasks))
         return [tasks[i] for i in perm]
     others = list(itertools.permutations(range(len(tasks))))[1:]  # lexicographic; [0] is the identity
     if order > len(others):
-        raise ValueError(f"stream.order={order}: {len(tasks)} tasks have {len(others) + 1} orders, "
-                         f"so valid integers are 0..{len(others)}")
+        raise ValueError(
+            f"stream.order={order}: {len(tasks)} tasks have {len(others) + 1} orders, "
+            f"so valid integers are 0..{len(others)}"
+        )
     np.random.default_rng(len(tasks)).shuffle(others)  # fixed: order k means the same permutation everywhere
     return [tasks[i] for i in others[order - 1]]
 
@@ -111,7 +115,9 @@ def check_lengths(tokenizer: Any, plan: StreamPlan, max_length: int) -> None:
 
     for items in plan.train_items:
         for item in items:
-            n = len(chat_prompt_ids(tokenizer, student_messages(item))) + len(completion_ids(tokenizer, item.demonstration))
+            n = len(chat_prompt_ids(tokenizer, student_messages(item))) + len(
+                completion_ids(tokenizer, item.demonstration)
+            )
             if n > max_length:
                 raise ValueError(
                     f"item {item_name(item)}: prompt + demonstration have {n} tokens, more than "
@@ -144,7 +150,10 @@ def _load_model(cfg: DictConfig, dist: Replicas):
         dist.barrier()
     try:
         return load_model(cfg.model)
-    except (OSError, ValueError) as err:  # transformers: not on the hub, no tokenizer, a config it cannot read
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # transformers: not on the hub, no tokenizer, a config it cannot read
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(
             f"model.name={cfg.model.name!r} could not be loaded: {first} "
@@ -199,13 +208,17 @@ def load_checkpoint(model: torch.nn.Module, directory: Path, stage: int) -> bool
     return True
 
 
-def _train_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool, on_step=None):
+def _train_stage(
+    model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool, on_step=None
+):
     from harness.methods import get_method
     from harness.methods.base import StageContext
 
     train = get_method(cfg.method.name)
     replay = [item for items in plan.train_items[: stage - 1] for item in items]
-    ctx = StageContext(stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress, on_step=on_step)
+    ctx = StageContext(
+        stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress, on_step=on_step
+    )
     _seed_everything(int(cfg.seed) * 1000 + stage)
     return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
 
@@ -238,8 +251,15 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
 
     lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
     docs = [json.loads(line) for line in lines if line.strip()][:n]
-    scores = greedy_scores(model, tokenizer, spec, docs, mode="in_context", template=cfg.method.distill.template,
-                           batch_size=int(cfg.eval.batch_size))
+    scores = greedy_scores(
+        model,
+        tokenizer,
+        spec,
+        docs,
+        mode="in_context",
+        template=cfg.method.distill.template,
+        batch_size=int(cfg.eval.batch_size),
+    )
     return sum(scores) / max(len(scores), 1)
 
 
@@ -264,13 +284,16 @@ def _stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Repl
         return _in_context_score(whole, tokenizer, spec, cfg) if dist.is_main else None
 
 
-def _evaluate_and_checkpoint(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas,
-                             ckpt_dir: Path, stage: int):
+def _evaluate_and_checkpoint(
+    model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas, ckpt_dir: Path, stage: int
+):
     """Evaluate the stage and write its checkpoint (rank 0), from whole weights; the copy dies on return."""
     with _whole_model(model, dist) as whole:
         snapshot = None
         if cfg.eval.backend == "vllm":  # rank 0 writes the stage's weights once; every process reads them
-            snapshot = results_path(cfg) / "vllm_snapshots" / cfg.experiment_name / ckpt_dir.name / f"stage_{stage}"
+            snapshot = (
+                results_path(cfg) / "vllm_snapshots" / cfg.experiment_name / ckpt_dir.name / f"stage_{stage}"
+            )
             if dist.is_main:
                 write_snapshot(whole, tokenizer, snapshot)
             dist.barrier()
@@ -294,26 +317,41 @@ def _base_cache_key(model, plan: StreamPlan, cfg: DictConfig, dist: Replicas) ->
     if not cfg.eval.reuse_base or dist.active or cfg.eval.backend != "hf":
         return None
     return base_eval_cache.cache_key(
-        to_container(cfg.model), to_container(cfg.eval), precision_summary(model)["precision/compute"],
-        stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths, bool(cfg.suite.builtin_index),
+        to_container(cfg.model),
+        to_container(cfg.eval),
+        precision_summary(model)["precision/compute"],
+        stream_eval_names(plan.specs) + plan.suite_tasks,
+        plan.include_paths,
+        bool(cfg.suite.builtin_index),
     )
 
 
-def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas,
-                    snapshot: Path | None = None) -> tuple[dict[str, float], Any] | tuple[None, None]:
+def _evaluate_stage(
+    model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas, snapshot: Path | None = None
+) -> tuple[dict[str, float], Any] | tuple[None, None]:
     """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
     (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results.
     Under FSDP only rank 0 holds whole weights (`_whole_model`), so it evaluates every task itself."""
     names = stream_eval_names(plan.specs) + plan.suite_tasks
     if dist.sharded and not dist.is_main:
         return None, None
-    mine = names if dist.sharded else names[dist.rank::dist.world]
+    mine = names if dist.sharded else names[dist.rank :: dist.world]
     result = evaluate(
-        model, tokenizer, mine, plan.include_paths,
-        builtin_index=bool(cfg.suite.builtin_index), limit=cfg.eval.limit, batch_size=int(cfg.eval.batch_size),
-        max_gen_toks=cfg.eval.max_gen_toks, log_samples=int(cfg.eval.log_samples), seed=int(cfg.seed),
-        backend=str(cfg.eval.backend), vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory), vllm_snapshot=snapshot,
-        max_length=int(cfg.model.max_length), allow_code_execution=bool(cfg.eval.allow_code_execution),
+        model,
+        tokenizer,
+        mine,
+        plan.include_paths,
+        builtin_index=bool(cfg.suite.builtin_index),
+        limit=cfg.eval.limit,
+        batch_size=int(cfg.eval.batch_size),
+        max_gen_toks=cfg.eval.max_gen_toks,
+        log_samples=int(cfg.eval.log_samples),
+        seed=int(cfg.seed),
+        backend=str(cfg.eval.backend),
+        vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
+        vllm_snapshot=snapshot,
+        max_length=int(cfg.model.max_length),
+        allow_code_execution=bool(cfg.eval.allow_code_execution),
         auto_batch_size=bool(cfg.eval.auto_batch_size),
     )
     if dist.active and not dist.sharded:
@@ -338,8 +376,9 @@ def _evaluate_stage(model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: R
     return metrics, result
 
 
-def _subset_score(model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: DictConfig,
-                  dist: Replicas) -> float | None:
+def _subset_score(
+    model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: DictConfig, dist: Replicas
+) -> float | None:
     """Greedy score of the student on `docs` (rank 0; a gathered copy under FSDP, so every process enters)."""
     from harness.scoring import greedy_scores
 
@@ -362,7 +401,9 @@ class StageHook:
         self.docs: list[dict] = []
         if self.every > 0:
             lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
-            self.docs = [json.loads(line) for line in lines if line.strip()][: int(cfg.eval.every_steps_items)]
+            self.docs = [json.loads(line) for line in lines if line.strip()][
+                : int(cfg.eval.every_steps_items)
+            ]
         self.last_scored = -1
 
     def score(self, step: int) -> None:
@@ -372,8 +413,9 @@ class StageHook:
         value = _subset_score(self.model, self.tokenizer, self.spec, self.docs, self.cfg, self.dist)
         self.last_scored = step
         if self.tracker is not None and value is not None:
-            self.tracker.log_steps(self.run_id, [{"step": step, "score": value, "n_items": len(self.docs)}],
-                                   prefix="step_eval")
+            self.tracker.log_steps(
+                self.run_id, [{"step": step, "score": value, "n_items": len(self.docs)}], prefix="step_eval"
+            )
 
     def __call__(self, step: int, record: dict[str, float]) -> None:
         if self.tracker is not None:
@@ -396,8 +438,9 @@ def _items_csv(plan: StreamPlan, result: Any, parent: str, stage: int) -> bytes:
     return gzip.compress(frame.to_csv(index=False).encode("utf-8"), mtime=0)
 
 
-def _summary_line(stage: int, label: str, metrics: dict[str, float], base: dict[str, float] | None,
-                  seconds: float) -> str:
+def _summary_line(
+    stage: int, label: str, metrics: dict[str, float], base: dict[str, float] | None, seconds: float
+) -> str:
     scores = " ".join(f"{k.split('/', 1)[1]}={v:.3f}" for k, v in metrics.items() if k.startswith("score/"))
     line = f"[stage {stage}: {label}] {scores}"
     if "general/avg" in metrics:
@@ -479,8 +522,14 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
         check_fsdp_batch(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), dist.world)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     # eval tasks resolvable, device usable, memory sufficient: checked before any weights load
-    notes = readiness.before_loading(cfg, stream_eval_names(plan.specs) + plan.suite_tasks, plan.include_paths,
-                                     dist.world, dist.sharded, needs_teacher_copy(cfg))
+    notes = readiness.before_loading(
+        cfg,
+        stream_eval_names(plan.specs) + plan.suite_tasks,
+        plan.include_paths,
+        dist.world,
+        dist.sharded,
+        needs_teacher_copy(cfg),
+    )
     results = results_path(cfg)
     ensure_writable(results)
     _seed_everything(int(cfg.seed))
@@ -488,27 +537,48 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
     # over-long item leaves no empty RUNNING run behind.
     model, tokenizer = _load_model(cfg, dist)
     if dist.is_main:
-        print(readiness.device_line(next(model.parameters()).device, next(model.parameters()).dtype, dist.world,
-                                    dist.sharded), *[f"\nwarning: {note}" for note in notes], flush=True)
+        print(
+            readiness.device_line(
+                next(model.parameters()).device, next(model.parameters()).dtype, dist.world, dist.sharded
+            ),
+            *[f"\nwarning: {note}" for note in notes],
+            flush=True,
+        )
         precision = precision_summary(model)
-        print(f"precision: {precision['precision/compute']} compute, {precision['precision/weights']} weights "
-              f"({precision['precision/reason']})", flush=True)
+        print(
+            f"precision: {precision['precision/compute']} compute, {precision['precision/weights']} weights "
+            f"({precision['precision/reason']})",
+            flush=True,
+        )
     dist.check_in_sync(model, "after loading the model")
     check_lengths(tokenizer, plan, int(cfg.model.max_length))
     tracker = None
-    if dist.is_main:  # after the model: a run that cannot start leaves no store behind (check_run pinged servers)
+    if (
+        dist.is_main
+    ):  # after the model: a run that cannot start leaves no store behind (check_run pinged servers)
         with _store_lock(results, tracking_uri(cfg)):
             tracker = Tracker(tracking_uri(cfg), cfg.experiment_name, results / "mlartifacts")
     # only the method settings it reads, and the compute precision `model.dtype` resolved to on this machine
     # (`auto` is bf16 on one CPU and float32 on another: not the same run)
-    key = run_key({**result_relevant(to_container(cfg)), "resolved_compute": precision_summary(model)["precision/compute"]})
+    key = run_key(
+        {
+            **result_relevant(to_container(cfg)),
+            "resolved_compute": precision_summary(model)["precision/compute"],
+        }
+    )
     ckpt_dir = _checkpoint_dir(cfg, key)
     T = len(plan.specs)
     parent, done = None, {}
     if tracker is not None:
-        tags = {"method": cfg.method.name, "stream": cfg.stream.name, "seed": str(cfg.seed),
-                "order": order_label(cfg.stream.get("order")), "tasks": " -> ".join(s.name for s in plan.specs),
-                "model": cfg.model.name, "run_key": key}
+        tags = {
+            "method": cfg.method.name,
+            "stream": cfg.stream.name,
+            "seed": str(cfg.seed),
+            "order": order_label(cfg.stream.get("order")),
+            "tasks": " -> ".join(s.name for s in plan.specs),
+            "model": cfg.model.name,
+            "run_key": key,
+        }
         params = flatten_config(to_container(cfg))
         params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
         params["suite_tasks"] = json.dumps(plan.suite_tasks)
@@ -521,7 +591,9 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
         done = tracker.completed_stages(parent)
 
     stage_metrics: dict[int, dict[str, float]] = dict(done)
-    resume_from = dist.broadcast(max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1))
+    resume_from = dist.broadcast(
+        max((i for i in range(T + 1) if all(j in done for j in range(i + 1))), default=-1)
+    )
     # A checkpoint loads into whole weights, before sharding; retraining (no checkpoint) runs after it.
     loaded = resume_from > 0 and load_checkpoint(model, ckpt_dir, resume_from)
     if dist.sharded:
@@ -530,19 +602,33 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
         if loaded:
             log.info("resuming after stage %d from %s", resume_from, ckpt_dir)
         else:
-            log.info("no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from)
+            log.info(
+                "no checkpoint for stage %d: retraining stages 1..%d without evaluation",
+                resume_from,
+                resume_from,
+            )
             for stage in range(1, resume_from + 1):
                 _train_stage(model, tokenizer, plan, cfg, stage, progress=False)
     if dist.sharded and dist.is_main:
-        print(f"fully sharded (FSDP): {dist.world} processes share each global batch of {cfg.trainer.batch_size}; "
-              f"this process stores {sharding.local_fraction(model):.1%} of the student's weights", flush=True)
+        print(
+            f"fully sharded (FSDP): {dist.world} processes share each global batch of {cfg.trainer.batch_size}; "
+            f"this process stores {sharding.local_fraction(model):.1%} of the student's weights",
+            flush=True,
+        )
     elif dist.active and dist.is_main:
-        print(f"data parallel: {dist.world} processes share each global batch of {cfg.trainer.batch_size} "
-              f"({cfg.trainer.grad_accum} micro-batch(es) per process per step) and the eval tasks", flush=True)
+        print(
+            f"data parallel: {dist.world} processes share each global batch of {cfg.trainer.batch_size} "
+            f"({cfg.trainer.grad_accum} micro-batch(es) per process per step) and the eval tasks",
+            flush=True,
+        )
     if resume_from >= 0 and dist.is_main:
-        print(f"resuming {cfg.method.name}/{cfg.stream.name}/seed {cfg.seed}: stages 0..{resume_from} already done")
+        print(
+            f"resuming {cfg.method.name}/{cfg.stream.name}/seed {cfg.seed}: stages 0..{resume_from} already done"
+        )
 
-    bar = tqdm(range(T + 1), desc=f"{cfg.method.name} stages", unit="stage", disable=None if dist.is_main else True)
+    bar = tqdm(
+        range(T + 1), desc=f"{cfg.method.name} stages", unit="stage", disable=None if dist.is_main else True
+    )
     for stage in bar:
         if stage <= resume_from:
             continue
@@ -580,20 +666,26 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
             metrics.update(train_metrics)
             metrics["time/train_s"] = train_s
             metrics["time/eval_s"] = time.time() - eval_started
-            artifacts = {"lm_eval_results.json": result.raw, "samples.csv": pd.DataFrame(result.samples),
-                         ITEMS_ARTIFACT: _items_csv(plan, result, parent, stage)}
+            artifacts = {
+                "lm_eval_results.json": result.raw,
+                "samples.csv": pd.DataFrame(result.samples),
+                ITEMS_ARTIFACT: _items_csv(plan, result, parent, stage),
+            }
             # step stats were logged live by StageHook
             tracker.log_stage(parent, stage, label, metrics, None, artifacts, run_id=child)
             stage_metrics[stage] = metrics
-            print(_summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True)
+            print(
+                _summary_line(stage, label, metrics, stage_metrics.get(0), time.time() - started), flush=True
+            )
         dist.barrier()  # the other processes wait for rank 0's logging and checkpoint before the next stage
 
     if not dist.is_main:
         return {"rank": dist.rank}
     R, G, X = _matrices(plan, stage_metrics)
     final = all_metrics(R.to_numpy(), G.to_numpy())
-    tracker.finish_parent(parent, R, G, final, extra=X if X.shape[1] else None,
-                          config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    tracker.finish_parent(
+        parent, R, G, final, extra=X if X.shape[1] else None, config_yaml=OmegaConf.to_yaml(cfg, resolve=True)
+    )
     print("accuracy matrix (rows: after stage i; 0 = base):")
     print(R.round(3).to_string())
     print("final: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items() if isinstance(v, float)))

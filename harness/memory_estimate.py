@@ -87,8 +87,10 @@ def _gib(x: float) -> str:
 
 
 def describe(e: Estimate) -> str:
-    return (f"training state {_gib(e.static)} + activations up to {_gib(e.activations)} per process; "
-            f"evaluation {_gib(e.evaluation)} on rank 0")
+    return (
+        f"training state {_gib(e.static)} + activations up to {_gib(e.activations)} per process; "
+        f"evaluation {_gib(e.evaluation)} on rank 0"
+    )
 
 
 def check(shape: Shape, setting: Setting, device_bytes: float) -> tuple[Estimate, str | None]:
@@ -104,9 +106,11 @@ def check(shape: Shape, setting: Setting, device_bytes: float) -> tuple[Estimate
         )
     if e.peak > device_bytes:
         hint = "" if setting.gradient_checkpointing else "trainer.gradient_checkpointing=true, "
-        return e, (f"memory: {describe(e)}, the device has {_gib(device_bytes)}; activations at full "
-                   f"model.max_length may not fit: consider {hint}a larger trainer.grad_accum (smaller "
-                   "micro-batches) or a lower model.max_length")
+        return e, (
+            f"memory: {describe(e)}, the device has {_gib(device_bytes)}; activations at full "
+            f"model.max_length may not fit: consider {hint}a larger trainer.grad_accum (smaller "
+            "micro-batches) or a lower model.max_length"
+        )
     return e, None
 
 
@@ -133,9 +137,13 @@ def _suggest(shape: Shape, s: Setting, device_bytes: float) -> str:
             break
     if found:
         n, checkpointing = found
-        extra = " trainer.gradient_checkpointing=true" if checkpointing and not s.gradient_checkpointing else ""
-        ideas.append(f"FSDP over {n} GPUs: accelerate launch --config_file conf/accelerate/fsdp.yaml "
-                     f"--num_processes {n} -m harness.cli run ...{extra}")
+        extra = (
+            " trainer.gradient_checkpointing=true" if checkpointing and not s.gradient_checkpointing else ""
+        )
+        ideas.append(
+            f"FSDP over {n} GPUs: accelerate launch --config_file conf/accelerate/fsdp.yaml "
+            f"--num_processes {n} -m harness.cli run ...{extra}"
+        )
     if not ideas:
         return "No single setting change fits; use a smaller model or a larger device."
     return "What would fit: " + "; or ".join(ideas) + "."
@@ -151,12 +159,24 @@ def shape_of(config: Any) -> Shape:
     params = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     text = getattr(config, "text_config", None) or config
     hidden = int(text.hidden_size)
-    return Shape(params=params, layers=int(text.num_hidden_layers), hidden=hidden,
-                 intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden))
+    return Shape(
+        params=params,
+        layers=int(text.num_hidden_layers),
+        hidden=hidden,
+        intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden),
+    )
 
 
-def parameters_from_dims(vocab: int, hidden: int, layers: int, intermediate: int, heads: int, kv_heads: int,
-                         tied: bool = False, qkv_bias: bool = False) -> int:
+def parameters_from_dims(
+    vocab: int,
+    hidden: int,
+    layers: int,
+    intermediate: int,
+    heads: int,
+    kv_heads: int,
+    tied: bool = False,
+    qkv_bias: bool = False,
+) -> int:
     """Parameter count of a Llama/Qwen-style decoder from its dimensions (a cross-check of `shape_of`)."""
     head_dim = hidden // heads
     attention = hidden * head_dim * (heads + 2 * kv_heads) + heads * head_dim * hidden

@@ -81,7 +81,9 @@ def _chosen(tasks: ArrayLike | None, t: int) -> np.ndarray:
         return np.ones(t, dtype=bool)
     mask = np.asarray(tasks, dtype=bool)
     if mask.shape != (t,):
-        raise ValueError(f"tasks must be a boolean mask with one entry per stream task ({t}); got {mask.shape}")
+        raise ValueError(
+            f"tasks must be a boolean mask with one entry per stream task ({t}); got {mask.shape}"
+        )
     return mask
 
 

@@ -47,7 +47,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPE_NAMES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 # Set on a loaded model: its Precision (read by `autocast`); deep copies carry it along.
 PRECISION_ATTR = "harness_precision"
 
@@ -68,9 +73,11 @@ class Precision:
     def summary(self) -> dict[str, str]:
         """Flat strings for a tracker (params/tags) and for the start-up line."""
         short = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-        return {"precision/compute": short.get(self.compute, str(self.compute)),
-                "precision/weights": short.get(self.weights, str(self.weights)),
-                "precision/reason": self.reason}
+        return {
+            "precision/compute": short.get(self.compute, str(self.compute)),
+            "precision/weights": short.get(self.weights, str(self.weights)),
+            "precision/reason": self.reason,
+        }
 
 
 def cpu_flags() -> set[str]:
@@ -97,7 +104,10 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
         found = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
         if found:
             return True, f"CPU has {'+'.join(found)}"
-        return False, f"CPU lacks avx512_bf16/amx_bf16 (torch capability {torch.backends.cpu.get_cpu_capability()})"
+        return (
+            False,
+            f"CPU lacks avx512_bf16/amx_bf16 (torch capability {torch.backends.cpu.get_cpu_capability()})",
+        )
     return False, f"device {device.type}: bf16 support unknown"
 
 
@@ -114,8 +124,10 @@ def resolve_precision(dtype: str, device: torch.device) -> Precision:
         compute = torch.bfloat16 if ok else torch.float32
         return Precision(torch.float32, compute, f"auto: {why}")
     if dtype in ("float16", "fp16"):
-        raise ValueError("model.dtype=float16 is not supported (mixed fp16 needs loss scaling); valid: auto, "
-                         "float32, bfloat16")
+        raise ValueError(
+            "model.dtype=float16 is not supported (mixed fp16 needs loss scaling); valid: auto, "
+            "float32, bfloat16"
+        )
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"model.dtype={dtype!r} is not known; valid: auto, float32, bfloat16")
     compute = DTYPE_NAMES[dtype]
@@ -186,7 +198,9 @@ def embedded_gguf_path() -> Path:
         found = sorted(Path(location).rglob("*.gguf"))
         if found:
             return found[0]
-    raise FileNotFoundError(f"no .gguf file inside {list(spec.submodule_search_locations)}; reinstall: {EMBEDDED_INSTALL}")
+    raise FileNotFoundError(
+        f"no .gguf file inside {list(spec.submodule_search_locations)}; reinstall: {EMBEDDED_INSTALL}"
+    )
 
 
 def embedded_cache_dir(cache_dir: str | None = None) -> Path:
@@ -246,7 +260,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     """
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         vocab = tokenizer.get_vocab()
-        distinct = next((t for t in PAD_CANDIDATES if t in vocab and vocab[t] != tokenizer.eos_token_id), None)
+        distinct = next(
+            (t for t in PAD_CANDIDATES if t in vocab and vocab[t] != tokenizer.eos_token_id), None
+        )
         tokenizer.pad_token = distinct or tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
@@ -262,12 +278,33 @@ def load_tokenizer(name: str = EMBEDDED_NAME, cache_dir: str | None = None) -> A
 # 1.05, top_k 20, top_p 0.8, temperature 0.7). Left in place they would apply to every `generate` call:
 # rollouts would no longer be samples of the model's own distribution (SDFT is on-policy by definition)
 # and greedy evaluation would be penalised greedy. Reset to None = transformers' neutral default.
-SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff",
-                   "eta_cutoff", "top_h", "repetition_penalty", "encoder_repetition_penalty",
-                   "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
-                   "suppress_tokens", "begin_suppress_tokens", "min_length", "min_new_tokens", "length_penalty",
-                   "exponential_decay_length_penalty", "diversity_penalty", "num_beams", "num_beam_groups",
-                   "renormalize_logits")
+SAMPLING_FIELDS = (
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "top_h",
+    "repetition_penalty",
+    "encoder_repetition_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "sequence_bias",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "min_length",
+    "min_new_tokens",
+    "length_penalty",
+    "exponential_decay_length_penalty",
+    "diversity_penalty",
+    "num_beams",
+    "num_beam_groups",
+    "renormalize_logits",
+)
 
 
 def neutral_sampling(generation_config: Any) -> list[str]:
@@ -278,7 +315,9 @@ def neutral_sampling(generation_config: Any) -> list[str]:
             setattr(generation_config, name, None)
             reset.append(name)
     if reset:
-        log.info("generation_config: reset %s to neutral (the harness passes its own sampling settings)", reset)
+        log.info(
+            "generation_config: reset %s to neutral (the harness passes its own sampling settings)", reset
+        )
     return reset
 
 

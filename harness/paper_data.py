@@ -40,6 +40,7 @@ def _require(value: str | None, flag: str, what: str) -> str:
 
 # --- tool use (ToolAlpaca, from the SDFT repository) -----------------------------------------------------
 
+
 def tooluse_gold(golden_answer: Any) -> list[dict]:
     """`golden_answer` (a list of {Action, Action_Input}, or that list as JSON / Python-literal text) as a
     list of actions with decoded inputs."""
@@ -47,11 +48,15 @@ def tooluse_gold(golden_answer: Any) -> list[dict]:
     if isinstance(actions, dict):
         actions = [actions]
     if not isinstance(actions, list) or not all(isinstance(a, dict) and "Action" in a for a in actions):
-        raise BuildError(f"golden_answer {str(golden_answer)[:120]!r} is not a list of {{Action, Action_Input}}")
+        raise BuildError(
+            f"golden_answer {str(golden_answer)[:120]!r} is not a list of {{Action, Action_Input}}"
+        )
     gold = []
     for a in actions:
         value = load_structured(a.get("Action_Input", {}))
-        gold.append({"Action": str(a["Action"]).strip(), "Action_Input": {} if value in ("", None) else value})
+        gold.append(
+            {"Action": str(a["Action"]).strip(), "Action_Input": {} if value in ("", None) else value}
+        )
     return gold
 
 
@@ -72,15 +77,20 @@ def tooluse_rows(train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[di
         for key in ("prompt", "golden_response"):
             if key not in row:
                 raise BuildError(f"tool-use train row without {key!r}; columns: {', '.join(row)}")
-        train.append({"prompt": as_text(row["prompt"]), "demonstration": as_text(row["golden_response"]).strip()})
+        train.append(
+            {"prompt": as_text(row["prompt"]), "demonstration": as_text(row["golden_response"]).strip()}
+        )
     evals = []
     for row in eval_rows:
         for key in ("prompt", "golden_answer"):
             if key not in row:
                 raise BuildError(f"tool-use eval row without {key!r}; columns: {', '.join(row)}")
         gold = tooluse_gold(row["golden_answer"])
-        item = {"prompt": as_text(row["prompt"]), "demonstration": render_actions(gold),
-                "answer": json.dumps(gold, ensure_ascii=False)}
+        item = {
+            "prompt": as_text(row["prompt"]),
+            "demonstration": render_actions(gold),
+            "answer": json.dumps(gold, ensure_ascii=False),
+        }
         for extra in ("name", "instruction"):  # kept for reading samples; the scorer does not use them
             if row.get(extra) is not None:
                 item[f"tool_{extra}"] = as_text(row[extra])
@@ -98,19 +108,28 @@ def sdft_tooluse(args: argparse.Namespace) -> Built:
     # a gold the scorer cannot read back would make every answer wrong: fail while building, not at eval
     for item in evals:
         if extract_actions(item["demonstration"]) is None:
-            raise BuildError(f"tool-use eval item {item['prompt'][:60]!r}: gold actions do not render parsably")
+            raise BuildError(
+                f"tool-use eval item {item['prompt'][:60]!r}: gold actions do not render parsably"
+            )
     return Built(
-        train=train, eval=evals, scorer="react", teacher_template="paper",
-        source_lines=[f"train: `{train_src}` ({len(train_rows)} rows): prompt <- `prompt`, demonstration <- "
-                      "`golden_response` (lines joined)",
-                      f"eval: `{eval_src}` ({len(eval_rows)} rows): prompt <- `prompt`, answer <- `golden_answer` "
-                      "(list of {Action, Action_Input}), demonstration <- the gold actions as "
-                      "'Action: ...' / 'Action Input: ...' lines"],
+        train=train,
+        eval=evals,
+        scorer="react",
+        teacher_template="paper",
+        source_lines=[
+            f"train: `{train_src}` ({len(train_rows)} rows): prompt <- `prompt`, demonstration <- "
+            "`golden_response` (lines joined)",
+            f"eval: `{eval_src}` ({len(eval_rows)} rows): prompt <- `prompt`, answer <- `golden_answer` "
+            "(list of {Action, Action_Input}), demonstration <- the gold actions as "
+            "'Action: ...' / 'Action Input: ...' lines",
+        ],
         description="Tool use (ToolAlpaca) as in the SDFT paper: call the described API in the 'Action: / "
-                    "Action Input:' format; scored by the exact actions and inputs, in order (react scorer).")
+        "Action Input:' format; scored by the exact actions and inputs, in order (react scorer).",
+    )
 
 
 # --- science Q&A (SciKnowEval chemistry) -----------------------------------------------------------------
+
 
 def _level(row: dict) -> str:
     details = row.get("details")
@@ -132,10 +151,19 @@ def sciknoweval_rows(rows: list[dict], domain: str = "Chemistry", level: str = "
         header = row.get("prompt")
         if isinstance(header, dict):
             header = header.get("default", "")
-        parts = [as_text(header).strip(), f"Question: {as_text(row.get('question')).strip()}", lettered(choices),
-                 SCIENCE_INSTRUCTION]
-        out.append({"prompt": "\n\n".join(p for p in parts if p), "demonstration": f"<answer>{key}</answer>",
-                    "answer": key})
+        parts = [
+            as_text(header).strip(),
+            f"Question: {as_text(row.get('question')).strip()}",
+            lettered(choices),
+            SCIENCE_INSTRUCTION,
+        ]
+        out.append(
+            {
+                "prompt": "\n\n".join(p for p in parts if p),
+                "demonstration": f"<answer>{key}</answer>",
+                "answer": key,
+            }
+        )
     return out
 
 
@@ -145,17 +173,25 @@ def sciknoweval(args: argparse.Namespace) -> Built:
     _, rows = pick_split(load_source(source, args.config, split), split, source)
     items = sciknoweval_rows(rows)
     if not items:
-        raise BuildError(f"{source}: no Chemistry L3 multiple-choice rows (columns: {', '.join(rows[0]) if rows else 'none'})")
+        raise BuildError(
+            f"{source}: no Chemistry L3 multiple-choice rows (columns: {', '.join(rows[0]) if rows else 'none'})"
+        )
     return Built(
-        train=items, eval=None, scorer="choice", teacher_template="paper",
-        source_lines=[f"source: `{source}`, split `{split}`: {len(items)} of {len(rows)} rows are Chemistry, "
-                      "level L3, multiple choice",
-                      "mapping: prompt <- `prompt.default` + `question` + lettered `choices` + an answer-format "
-                      "line; demonstration <- `<answer>{answerKey}</answer>`; answer <- `answerKey`"],
+        train=items,
+        eval=None,
+        scorer="choice",
+        teacher_template="paper",
+        source_lines=[
+            f"source: `{source}`, split `{split}`: {len(items)} of {len(rows)} rows are Chemistry, "
+            "level L3, multiple choice",
+            "mapping: prompt <- `prompt.default` + `question` + lettered `choices` + an answer-format "
+            "line; demonstration <- `<answer>{answerKey}</answer>`; answer <- `answerKey`",
+        ],
         description="Science Q&A (SciKnowEval chemistry, level L3) as in the SDFT paper, multiple choice. "
-                    "The paper's demonstrations were worked solutions generated by a stronger model; the hub "
-                    "data has only the answer key, so demonstrations here are the bare `<answer>X</answer>` "
-                    "(use --adapter sdft_science with the SDFT repository's data for the paper's demonstrations).")
+        "The paper's demonstrations were worked solutions generated by a stronger model; the hub "
+        "data has only the answer key, so demonstrations here are the bare `<answer>X</answer>` "
+        "(use --adapter sdft_science with the SDFT repository's data for the paper's demonstrations).",
+    )
 
 
 def sdft_science(args: argparse.Namespace) -> Built:
@@ -164,30 +200,56 @@ def sdft_science(args: argparse.Namespace) -> Built:
     eval_src = _require(args.eval_source, "--eval-from", what)
     _, train_rows = pick_split(load_source(train_src), None, train_src)
     _, eval_rows = pick_split(load_source(eval_src), None, eval_src)
-    train = [{"prompt": flatten_prompt(r.get("messages") or r.get("prompt")),
-              "demonstration": as_text(r.get("output_text")).strip()} for r in train_rows]
-    evals = [{"prompt": flatten_prompt(r["prompt"]), "demonstration": f"<answer>{as_text(r['answer']).strip()}</answer>",
-              "answer": as_text(r["answer"]).strip()} for r in eval_rows]
+    train = [
+        {
+            "prompt": flatten_prompt(r.get("messages") or r.get("prompt")),
+            "demonstration": as_text(r.get("output_text")).strip(),
+        }
+        for r in train_rows
+    ]
+    evals = [
+        {
+            "prompt": flatten_prompt(r["prompt"]),
+            "demonstration": f"<answer>{as_text(r['answer']).strip()}</answer>",
+            "answer": as_text(r["answer"]).strip(),
+        }
+        for r in eval_rows
+    ]
     return Built(
-        train=train, eval=evals, scorer="regex", scorer_options={"pattern": ANSWER_TAG, "flags": "s"},
+        train=train,
+        eval=evals,
+        scorer="regex",
+        scorer_options={"pattern": ANSWER_TAG, "flags": "s"},
         teacher_template="paper",
-        source_lines=[f"train: `{train_src}` ({len(train_rows)} rows): prompt <- `messages` (system + user, "
-                      "flattened), demonstration <- `output_text`",
-                      f"eval: `{eval_src}` ({len(eval_rows)} rows): prompt <- `prompt`, answer <- `answer`"],
+        source_lines=[
+            f"train: `{train_src}` ({len(train_rows)} rows): prompt <- `messages` (system + user, "
+            "flattened), demonstration <- `output_text`",
+            f"eval: `{eval_src}` ({len(eval_rows)} rows): prompt <- `prompt`, answer <- `answer`",
+        ],
         description="Science Q&A (SciKnowEval chemistry) with the SDFT repository's worked demonstrations; "
-                    "scored on the text of the last <answer> tag (regex scorer), as the repository scores it.")
+        "scored on the text of the last <answer> tag (regex scorer), as the repository scores it.",
+    )
 
 
 # --- medical (HuatuoGPT-o1) ------------------------------------------------------------------------------
 
+
 def medical_rows(train_rows: list[dict], eval_rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """Train: Question -> Response. Eval: the verifiable question, its ground-truth answer as `answer`."""
-    train = [{"prompt": as_text(r["Question"]), "demonstration": as_text(r["Response"]).strip()} for r in train_rows]
+    train = [
+        {"prompt": as_text(r["Question"]), "demonstration": as_text(r["Response"]).strip()}
+        for r in train_rows
+    ]
     evals = []
     for r in eval_rows:
         answer = as_text(r["Ground-True Answer"]).strip()
-        evals.append({"prompt": as_text(r["Open-ended Verifiable Question"]), "demonstration": answer,
-                      "answer": answer})
+        evals.append(
+            {
+                "prompt": as_text(r["Open-ended Verifiable Question"]),
+                "demonstration": answer,
+                "answer": answer,
+            }
+        )
     return train, evals
 
 
@@ -195,11 +257,18 @@ def medical_o1(args: argparse.Namespace) -> Built:
     train_src = args.source or MEDICAL_SFT_ID
     eval_src = args.eval_source or MEDICAL_EVAL_ID
     config = args.config or ("en" if train_src == MEDICAL_SFT_ID else None)
-    _, train_rows = pick_split(load_source(train_src, config, args.split or "train"), args.split or "train", train_src)
-    _, eval_rows = pick_split(load_source(eval_src, args.eval_config, args.eval_split or "train"),
-                              args.eval_split or "train", eval_src)
-    for rows, cols, src in ((train_rows, ("Question", "Response"), train_src),
-                            (eval_rows, ("Open-ended Verifiable Question", "Ground-True Answer"), eval_src)):
+    _, train_rows = pick_split(
+        load_source(train_src, config, args.split or "train"), args.split or "train", train_src
+    )
+    _, eval_rows = pick_split(
+        load_source(eval_src, args.eval_config, args.eval_split or "train"),
+        args.eval_split or "train",
+        eval_src,
+    )
+    for rows, cols, src in (
+        (train_rows, ("Question", "Response"), train_src),
+        (eval_rows, ("Open-ended Verifiable Question", "Ground-True Answer"), eval_src),
+    ):
         missing = [c for c in cols if rows and c not in rows[0]]
         if missing:
             raise BuildError(f"{src}: missing column(s) {missing}; columns: {', '.join(rows[0])}")
@@ -208,15 +277,21 @@ def medical_o1(args: argparse.Namespace) -> Built:
     # does not always take the head of the file
     random.Random(args.seed).shuffle(evals)
     return Built(
-        train=train, eval=evals, scorer="contains", teacher_template="paper",
-        source_lines=[f"train: `{train_src}` (config {config}) ({len(train_rows)} rows): prompt <- `Question`, "
-                      "demonstration <- `Response`",
-                      f"eval: `{eval_src}` ({len(eval_rows)} rows, seeded shuffle, seed {args.seed}): prompt <- "
-                      "`Open-ended Verifiable Question`, answer and demonstration <- `Ground-True Answer`"],
+        train=train,
+        eval=evals,
+        scorer="contains",
+        teacher_template="paper",
+        source_lines=[
+            f"train: `{train_src}` (config {config}) ({len(train_rows)} rows): prompt <- `Question`, "
+            "demonstration <- `Response`",
+            f"eval: `{eval_src}` ({len(eval_rows)} rows, seeded shuffle, seed {args.seed}): prompt <- "
+            "`Open-ended Verifiable Question`, answer and demonstration <- `Ground-True Answer`",
+        ],
         description="Medical reasoning (HuatuoGPT-o1, English) as in the SDFT paper. The paper graded answers "
-                    "with an LLM judge; here the `contains` scorer asks for the ground-truth answer as a phrase "
-                    "in the response, an offline stand-in that misses paraphrases (scores are not comparable "
-                    "to the paper's).")
+        "with an LLM judge; here the `contains` scorer asks for the ground-truth answer as a phrase "
+        "in the response, an offline stand-in that misses paraphrases (scores are not comparable "
+        "to the paper's).",
+    )
 
 
 ADAPTERS: dict[str, Callable[[argparse.Namespace], Built]] = {

@@ -120,7 +120,9 @@ def normalized(ss: StreamStats, members: dict, tasks: list[str], col: dict, path
                 break
     floor = normalized_floor(ss, {t: best_label.get(t) for t in ss.tasks})
     floor = np.array([floor[ss.tasks.index(t)] for t in tasks])
-    kept = [j for j in range(len(tasks)) if best[j] - np.nanmean([m[0, j] for m in means.values()]) > floor[j]]
+    kept = [
+        j for j in range(len(tasks)) if best[j] - np.nanmean([m[0, j] for m in means.values()]) > floor[j]
+    ]
     if not kept:
         return False
     plt = _plt()
@@ -131,8 +133,17 @@ def normalized(ss: StreamStats, members: dict, tasks: list[str], col: dict, path
         with np.errstate(all="ignore"):
             mean = np.nanmean(per_run, axis=0)
         for ax, j in zip(axes[0], kept, strict=True):
-            _band(ax, x, mean[:, j], [np.nan] * len(x), [np.nan] * len(x), per_run[:, :, j], label, col[label],
-                  clip=None)
+            _band(
+                ax,
+                x,
+                mean[:, j],
+                [np.nan] * len(x),
+                [np.nan] * len(x),
+                per_run[:, :, j],
+                label,
+                col[label],
+                clip=None,
+            )
     for ax, j in zip(axes[0], kept, strict=True):
         for level in (0.0, 1.0):
             ax.axhline(level, color="grey", linewidth=0.6)
@@ -159,13 +170,20 @@ def shared_figures(ss: StreamStats, out: Path, tag: str) -> list[tuple[Path, str
         figs.append((path, "General suite: average and each task"))
     if any(r.curves.get(s, {}).get("train_step/loss") for g in ss.groups for r in g.runs for s in r.curves):
         path = out / f"training_{tag}.png"
-        step_curves(ss, col, path, ["train_step/loss", "train_step/grad_norm"], "Training loss and gradient norm")
+        step_curves(
+            ss, col, path, ["train_step/loss", "train_step/grad_norm"], "Training loss and gradient norm"
+        )
         figs.append((path, "Training loss and gradient norm per optimizer step (thin: runs; thick: mean)"))
     if any(r.curves.get(s, {}).get("step_eval/score") for g in ss.groups for r in g.runs for s in r.curves):
         path = out / f"within_{tag}.png"
         step_curves(ss, col, path, ["step_eval/score"], "Within-stage learning curves", reference=True)
-        figs.append((path, "Within-stage learning curve: the task being trained, scored on a fixed subset every "
-                           "eval.every_steps steps (dashed: teacher in context)"))
+        figs.append(
+            (
+                path,
+                "Within-stage learning curve: the task being trained, scored on a fixed subset every "
+                "eval.every_steps steps (dashed: teacher in context)",
+            )
+        )
     return figs
 
 
@@ -181,10 +199,20 @@ def general(ss: StreamStats, col: dict, path: Path) -> None:
         for k, ax in enumerate(axes[0]):
             stat = (lambda i: st.general_avg(i)) if k == 0 else (lambda i, m=k - 1: st.general_cell(i, m))
             ivs = [ss.boot.interval(g.label, stat(i)) for i in range(T + 1)]
-            per_run = [clm.general_average(r.G.to_numpy(dtype=float)) if k == 0 else r.G.iloc[:, k - 1].to_numpy()
-                       for r in g.runs]
-            _band(ax, x, [iv.mean for iv in ivs], [iv.lo for iv in ivs], [iv.hi for iv in ivs], per_run, g.label,
-                  col[g.label])
+            per_run = [
+                clm.general_average(r.G.to_numpy(dtype=float)) if k == 0 else r.G.iloc[:, k - 1].to_numpy()
+                for r in g.runs
+            ]
+            _band(
+                ax,
+                x,
+                [iv.mean for iv in ivs],
+                [iv.lo for iv in ivs],
+                [iv.hi for iv in ivs],
+                per_run,
+                g.label,
+                col[g.label],
+            )
     for ax, name in zip(axes[0], panels, strict=True):
         ax.set_title(name)
         ax.set_ylim(-0.03, 1.03)
@@ -196,7 +224,9 @@ def general(ss: StreamStats, col: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def step_curves(ss: StreamStats, col: dict, path: Path, keys: list[str], title: str, reference: bool = False) -> None:
+def step_curves(
+    ss: StreamStats, col: dict, path: Path, keys: list[str], title: str, reference: bool = False
+) -> None:
     """Rows = `keys`, columns = stages 1..T; per group, one thin line per run and the mean over runs."""
     T = len(ss.tasks)
     plt = _plt()
@@ -211,8 +241,15 @@ def step_curves(ss: StreamStats, col: dict, path: Path, keys: list[str], title: 
                     ax.plot(list(c), list(c.values()), color=col[g.label], alpha=0.35, linewidth=0.8)
                 if curves:
                     frame = pd.DataFrame(curves).sort_index(axis=1)
-                    ax.plot(frame.columns, frame.mean(axis=0).to_numpy(), color=col[g.label], linewidth=2,
-                            label=g.label, marker="o" if reference else None, markersize=3)
+                    ax.plot(
+                        frame.columns,
+                        frame.mean(axis=0).to_numpy(),
+                        color=col[g.label],
+                        linewidth=2,
+                        label=g.label,
+                        marker="o" if reference else None,
+                        markersize=3,
+                    )
                 ref = [r.in_context[stage] for r in g.runs if stage in r.in_context]
                 if reference and ref:
                     ax.axhline(float(np.mean(ref)), color=col[g.label], linestyle="--", linewidth=1)
@@ -239,7 +276,9 @@ def heatmap(mean: pd.DataFrame, path: Path, title: str) -> None:
     image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=9)
+            ax.text(
+                j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=9
+            )
     ax.set_xticks(range(values.shape[1]))
     ax.set_xticklabels(mean.columns, rotation=30, ha="right")
     ax.set_yticks(range(values.shape[0]))

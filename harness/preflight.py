@@ -40,6 +40,7 @@ NOT_HYDRA_GROUPS = ("accelerate",)  # conf/accelerate holds accelerate's own con
 
 # ---- the command line ----------------------------------------------------------------------------------
 
+
 def config_groups() -> dict[str, list[str]]:
     """Hydra config group -> its options (conf/<group>/*.yaml)."""
     return {
@@ -98,8 +99,10 @@ def _parse(override: str) -> Any:
         return OverridesParser.create().parse_override(override)
     except Exception as err:  # Hydra's grammar errors (HydraException, antlr errors)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot parse override {override!r}: {first} "
-                         "(syntax: https://hydra.cc/docs/advanced/override_grammar/basic)") from None
+        raise ValueError(
+            f"cannot parse override {override!r}: {first} "
+            "(syntax: https://hydra.cc/docs/advanced/override_grammar/basic)"
+        ) from None
 
 
 def _values(override: Any) -> list[Any] | None:
@@ -129,8 +132,10 @@ def check_overrides(overrides: list[str]) -> None:
             values = _values(override)
             for value in values or []:
                 if value is not None and str(value) not in groups[key]:
-                    raise ValueError(f"{key}={value}: Could not find '{key}/{value}' (conf/{key}/{value}.yaml); "
-                                     f"Available options in '{key}': {', '.join(groups[key])}")
+                    raise ValueError(
+                        f"{key}={value}: Could not find '{key}/{value}' (conf/{key}/{value}.yaml); "
+                        f"Available options in '{key}': {', '.join(groups[key])}"
+                    )
             continue
         problem = schema_problem(key)
         adding = override.type in (OverrideType.ADD, OverrideType.FORCE_ADD)
@@ -148,10 +153,17 @@ def hydra_error_line(err: BaseException) -> str:
     HYDRA_FULL_ERROR that is of no use to a user)."""
     lines = []
     while err is not None:  # Hydra wraps OmegaConf's error, which holds the reason
-        lines += [line.strip() for line in str(err).splitlines() if line.strip() and line.strip() not in lines]
+        lines += [
+            line.strip() for line in str(err).splitlines() if line.strip() and line.strip() not in lines
+        ]
         err = err.__cause__
-    noise = ("full_key:", "reference_type", "object_type", "Set the environment variable HYDRA_FULL_ERROR",
-             "See https://hydra.cc")
+    noise = (
+        "full_key:",
+        "reference_type",
+        "object_type",
+        "Set the environment variable HYDRA_FULL_ERROR",
+        "See https://hydra.cc",
+    )
     lines = [line for line in lines if not line.startswith(noise)] or [type(err).__name__]
     out, listing = lines[0], lines[0].endswith(":")
     for line in lines[1:]:
@@ -205,12 +217,16 @@ def check_device(device: str) -> None:
             seen = f"{count} CUDA device(s) visible" if count else "no CUDA device visible"
             raise ValueError(f"model.device={device}: {seen} on this machine; use model.device=auto or cpu")
     elif device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("model.device=mps: Apple's MPS backend is not available here; use model.device=auto or cpu")
+        raise ValueError(
+            "model.device=mps: Apple's MPS backend is not available here; use model.device=auto or cpu"
+        )
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -241,34 +257,52 @@ def check_model(model: Any) -> None:
         if not path.is_dir():
             raise ValueError(f"model.name={name}: a file, not a model folder (config.json and weights)")
         if not (path / "config.json").is_file():
-            raise ValueError(f"model.name={name}: the folder has no config.json; a Hugging Face model folder "
-                             "holds config.json, the weights and the tokenizer (save_pretrained writes them)")
-        if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
-            raise ValueError(f"model.name={name}: the folder has no tokenizer (tokenizer.json or "
-                             "tokenizer_config.json); save the tokenizer beside the model (tokenizer.save_pretrained)")
+            raise ValueError(
+                f"model.name={name}: the folder has no config.json; a Hugging Face model folder "
+                "holds config.json, the weights and the tokenizer (save_pretrained writes them)"
+            )
+        if not any(
+            (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        ):
+            raise ValueError(
+                f"model.name={name}: the folder has no tokenizer (tokenizer.json or "
+                "tokenizer_config.json); save the tokenizer beside the model (tokenizer.save_pretrained)"
+            )
         return
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith("/") or os.sep in name[:1]:
+    if (
+        name.startswith(("/", "./", "../", "~"))
+        or name.count("/") > 1
+        or name.endswith("/")
+        or os.sep in name[:1]
+    ):
         raise ValueError(f"model.name={name}: no such folder")
     close = difflib.get_close_matches(name.lower(), [EMBEDDED_NAME], n=1, cutoff=0.8)
     cached = _hub_cached(name)
     if close and not cached:
-        raise ValueError(f"model.name={name}: not a folder and not the embedded model; "
-                         f"did you mean model.name={close[0]}?")
+        raise ValueError(
+            f"model.name={name}: not a folder and not the embedded model; did you mean model.name={close[0]}?"
+        )
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(name)
     except HFValidationError:
-        raise ValueError(f"model.name={name!r}: no such folder, and not a hub id (ORG/NAME of letters, digits, "
-                         f"'-', '_', '.'); or the embedded model: model.name={EMBEDDED_NAME}") from None
+        raise ValueError(
+            f"model.name={name!r}: no such folder, and not a hub id (ORG/NAME of letters, digits, "
+            f"'-', '_', '.'); or the embedded model: model.name={EMBEDDED_NAME}"
+        ) from None
     if cached:
         return
     if _offline():
-        raise ValueError(f"model.name={name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
-                         "download it first (hf download ORG/NAME), or give a local folder")
+        raise ValueError(
+            f"model.name={name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
+            "download it first (hf download ORG/NAME), or give a local folder"
+        )
     if not _hub_reachable():
-        raise ValueError(f"model.name={name}: not in the local Hugging Face cache, and the hub cannot be reached; "
-                         "download it on a machine with network, give a local folder, or use the embedded model")
+        raise ValueError(
+            f"model.name={name}: not in the local Hugging Face cache, and the hub cannot be reached; "
+            "download it on a machine with network, give a local folder, or use the embedded model"
+        )
 
 
 def _hub_cached(repo_id: str) -> bool:
@@ -281,6 +315,7 @@ def _hub_cached(repo_id: str) -> bool:
 
 
 # ---- tasks ---------------------------------------------------------------------------------------------
+
 
 class _FunctionRef(str):
     """A YAML `!function module.name` reference, remembered with its line."""
@@ -341,10 +376,14 @@ def _check_function(path: Path, key: str, ref: _FunctionRef) -> None:
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as err:
-        raise TaskDataError(f"{where}: {module_file.name} does not import: {type(err).__name__}: {err}") from None
+        raise TaskDataError(
+            f"{where}: {module_file.name} does not import: {type(err).__name__}: {err}"
+        ) from None
     if not callable(getattr(module, func, None)):
         defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise TaskDataError(f"{where}: {module_file.name} defines no function {func!r}; it has: {', '.join(defined)}")
+        raise TaskDataError(
+            f"{where}: {module_file.name} defines no function {func!r}; it has: {', '.join(defined)}"
+        )
 
 
 def lm_eval_yamls(folder: Path) -> list[Path]:
@@ -416,8 +455,10 @@ def check_task(spec: TaskSpec) -> None:
     defined = defined_names(spec.path, check=True)
     for name in spec.eval_tasks:
         if name not in defined:
-            raise TaskDataError(f"{spec.path / 'task.yaml'}: eval_tasks names {name!r}, but no lm-eval YAML in "
-                                f"{spec.path} defines it (task: {name}); defined: {', '.join(defined) or 'none'}")
+            raise TaskDataError(
+                f"{spec.path / 'task.yaml'}: eval_tasks names {name!r}, but no lm-eval YAML in "
+                f"{spec.path} defines it (task: {name}); defined: {', '.join(defined) or 'none'}"
+            )
 
 
 def check_stream(cfg: Any) -> list[TaskSpec]:
@@ -428,7 +469,8 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
     if repeated:
         raise ValueError(
             f"stream '{cfg.stream.name}' repeats task(s) {repeated}: a task may appear once per stream "
-            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it")
+            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
+        )
     specs = [resolve_task(n) for n in names]
     for spec in specs:
         check_task(spec)
@@ -438,14 +480,17 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
         user = TASKS_ROOT not in spec.path.parents
         for name in [spec.name, *spec.eval_tasks]:
             if name in owner and owner[name] != spec.path:
-                raise ValueError(f"stream.tasks: {owner[name]} and {spec.path} both define a task named {name!r}; "
-                                 "rename one (name/eval_tasks in task.yaml and `task:` in its lm-eval YAML)")
+                raise ValueError(
+                    f"stream.tasks: {owner[name]} and {spec.path} both define a task named {name!r}; "
+                    "rename one (name/eval_tasks in task.yaml and `task:` in its lm-eval YAML)"
+                )
             owner[name] = spec.path
             if user and name in builtin and builtin[name].parent != spec.path:
                 raise ValueError(
                     f"{spec.path}: task name {name!r} is also a built-in task ({builtin[name].parent}); lm-eval "
                     f"would silently use one of the two: rename it in {spec.path / 'task.yaml'} (name, "
-                    "eval_tasks) and in its lm-eval YAML (task:)")
+                    "eval_tasks) and in its lm-eval YAML (task:)"
+                )
     return specs
 
 
@@ -474,15 +519,19 @@ def check_suite(cfg: Any, specs: list[TaskSpec]) -> None:
         if name in index:
             if cfg.suite.builtin_index:
                 continue
-            raise ValueError(f"suite.tasks: {name!r} is an lm-eval built-in task, and suite.builtin_index=false\n"
-                             "  hint: add suite.builtin_index=true (lm-eval's own index; its data is downloaded "
-                             "on first use)")
+            raise ValueError(
+                f"suite.tasks: {name!r} is an lm-eval built-in task, and suite.builtin_index=false\n"
+                "  hint: add suite.builtin_index=true (lm-eval's own index; its data is downloaded "
+                "on first use)"
+            )
         if cfg.suite.builtin_index and name in _full_lm_eval_index():
             continue  # defined in a way the text scan does not see (rare): lm-eval knows it
         close = difflib.get_close_matches(name, [*known, *(index if cfg.suite.builtin_index else ())], n=1)
         guess = f" (did you mean {close[0]}?)" if close else ""
         where = "tasks/, suite.include_paths" + (" or lm-eval's index" if cfg.suite.builtin_index else "")
-        raise ValueError(f"suite.tasks: no task {name!r} in {where}{guess}; known here: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"suite.tasks: no task {name!r} in {where}{guess}; known here: {', '.join(sorted(known))}"
+        )
 
 
 def _full_lm_eval_index() -> set[str]:

@@ -56,8 +56,9 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def completion_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[list[int], list[int]]],
-                        batch_size: int = 8) -> list[torch.Tensor]:
+def completion_logprobs(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 8
+) -> list[torch.Tensor]:
     """Per-token log-probabilities of each completion given its context (teacher forcing), float32."""
     head = model.get_output_embeddings()
     device = next(model.parameters()).device
@@ -66,11 +67,11 @@ def completion_logprobs(model: Any, tokenizer: Any, pairs: Sequence[tuple[list[i
     model.eval()
     try:
         for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
+            chunk = pairs[start : start + batch_size]
             batch = collate([c for c, _ in chunk], [t for _, t in chunk], tokenizer.pad_token_id).to(device)
             logp = torch.log_softmax(head(completion_hidden(model, batch)).float(), -1)
             picked = logp.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1).cpu()
-            out.extend(picked[i, :len(t)] for i, (_, t) in enumerate(chunk))
+            out.extend(picked[i, : len(t)] for i, (_, t) in enumerate(chunk))
     finally:
         model.train(was_training)
     return out
@@ -80,8 +81,14 @@ def _text_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def probe(model: Any, tokenizer: Any, items: Sequence[Item], template: str, first_k: int = FIRST_K,
-          batch_size: int = 8) -> ProbeResult:
+def probe(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Item],
+    template: str,
+    first_k: int = FIRST_K,
+    batch_size: int = 8,
+) -> ProbeResult:
     """Teacher-force the demonstration and the template's sentences under both contexts (see module doc)."""
     import time
 
@@ -101,34 +108,50 @@ def probe(model: Any, tokenizer: Any, items: Sequence[Item], template: str, firs
     rows = []
     for first, n_sent in layout:
         t_demo, s_demo = scored[first], scored[first + 1]
-        t_sent = scored[first + 2:first + 2 + n_sent]
-        s_sent = scored[first + 2 + n_sent:first + 2 + 2 * n_sent]
+        t_sent = scored[first + 2 : first + 2 + n_sent]
+        s_sent = scored[first + 2 + n_sent : first + 2 + 2 * n_sent]
         k = min(first_k, len(t_demo))
         row = {
-            "teacher_demo_lp": float(t_demo.mean()), "student_demo_lp": float(s_demo.mean()),
-            "teacher_demo_sum": float(t_demo.sum()), "student_demo_sum": float(s_demo.sum()),
+            "teacher_demo_lp": float(t_demo.mean()),
+            "student_demo_lp": float(s_demo.mean()),
+            "teacher_demo_sum": float(t_demo.sum()),
+            "student_demo_sum": float(s_demo.sum()),
             "first_gap": float((t_demo[:k].exp() - s_demo[:k].exp()).mean()),
         }
         if n_sent:
             best = max(range(n_sent), key=lambda j: float(t_sent[j].sum()))  # likeliest to be recited
-            row.update({
-                "teacher_template_lp": float(t_sent[best].mean()), "student_template_lp": float(s_sent[best].mean()),
-                "teacher_template_sum": float(t_sent[best].sum()),
-                "template_more_likely": float(float(t_sent[best].sum()) > row["teacher_demo_sum"]),
-            })
+            row.update(
+                {
+                    "teacher_template_lp": float(t_sent[best].mean()),
+                    "student_template_lp": float(s_sent[best].mean()),
+                    "teacher_template_sum": float(t_sent[best].sum()),
+                    "template_more_likely": float(float(t_sent[best].sum()) > row["teacher_demo_sum"]),
+                }
+            )
         else:  # a template with no text of its own cannot be recited
-            row.update({"teacher_template_lp": -math.inf, "student_template_lp": -math.inf,
-                        "teacher_template_sum": -math.inf, "template_more_likely": 0.0})
+            row.update(
+                {
+                    "teacher_template_lp": -math.inf,
+                    "student_template_lp": -math.inf,
+                    "teacher_template_sum": -math.inf,
+                    "template_more_likely": 0.0,
+                }
+            )
         rows.append(row)
 
     def mean(key: str) -> float:
         return sum(r[key] for r in rows) / len(rows) if rows else float("nan")
 
     result = ProbeResult(
-        items=len(rows), teacher_demo_lp=mean("teacher_demo_lp"), student_demo_lp=mean("student_demo_lp"),
-        teacher_demo_sum=mean("teacher_demo_sum"), student_demo_sum=mean("student_demo_sum"),
-        teacher_template_lp=mean("teacher_template_lp"), student_template_lp=mean("student_template_lp"),
-        teacher_template_sum=mean("teacher_template_sum"), first_gap=mean("first_gap"),
+        items=len(rows),
+        teacher_demo_lp=mean("teacher_demo_lp"),
+        student_demo_lp=mean("student_demo_lp"),
+        teacher_demo_sum=mean("teacher_demo_sum"),
+        student_demo_sum=mean("student_demo_sum"),
+        teacher_template_lp=mean("teacher_template_lp"),
+        student_template_lp=mean("student_template_lp"),
+        teacher_template_sum=mean("teacher_template_sum"),
+        first_gap=mean("first_gap"),
         template_more_likely=mean("template_more_likely"),
         margin=mean("teacher_demo_lp") - mean("teacher_template_lp"),
     )
@@ -151,8 +174,12 @@ def warn_if_recitable(result: ProbeResult, task: str, template_name: str) -> str
     return message
 
 
-def rank_templates(model: Any, tokenizer: Any, items: Sequence[Item], templates: dict[str, str],
-                   batch_size: int = 8) -> list[tuple[str, ProbeResult]]:
+def rank_templates(
+    model: Any, tokenizer: Any, items: Sequence[Item], templates: dict[str, str], batch_size: int = 8
+) -> list[tuple[str, ProbeResult]]:
     """(name, result) for each template, best first: the largest margin (demonstration minus template)."""
-    results = [(name, probe(model, tokenizer, items, text, batch_size=batch_size)) for name, text in templates.items()]
+    results = [
+        (name, probe(model, tokenizer, items, text, batch_size=batch_size))
+        for name, text in templates.items()
+    ]
     return sorted(results, key=lambda nr: nr[1].margin, reverse=True)

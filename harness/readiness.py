@@ -40,8 +40,9 @@ def _leaf_entries(index: dict[str, Any], name: str, seen: set[str] | None = None
     return [leaf for m in members if isinstance(m, str) for leaf in _leaf_entries(index, m, seen)]
 
 
-def check_suite(task_names: list[str], include_paths: list[str], builtin_index: bool,
-                allow_code_execution: bool) -> list[str]:
+def check_suite(
+    task_names: list[str], include_paths: list[str], builtin_index: bool, allow_code_execution: bool
+) -> list[str]:
     """Resolve every eval task offline; raise one ValueError listing every problem found. Returns the
     leaf task names that were checked."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -53,11 +54,16 @@ def check_suite(task_names: list[str], include_paths: list[str], builtin_index: 
     unknown = [n for n in task_names if n not in index]
     if unknown:
         where = "lm-eval's own index and " if builtin_index else ""
-        raise ValueError(f"eval task(s) {unknown} not found in {where}{include_paths}; check the suite's `tasks` "
-                         "(a built-in lm-eval task needs suite.builtin_index=true)")
+        raise ValueError(
+            f"eval task(s) {unknown} not found in {where}{include_paths}; check the suite's `tasks` "
+            "(a built-in lm-eval task needs suite.builtin_index=true)"
+        )
     leaves = {e.name: e for n in task_names for e in _leaf_entries(index, n)}
-    unsafe = sorted(name for name, e in leaves.items()
-                    if e.yaml_path is not None and load_yaml(e.yaml_path, resolve_func=False).get("unsafe_code"))
+    unsafe = sorted(
+        name
+        for name, e in leaves.items()
+        if e.yaml_path is not None and load_yaml(e.yaml_path, resolve_func=False).get("unsafe_code")
+    )
     if unsafe and not allow_code_execution:
         raise ValueError(
             f"eval task(s) {unsafe} execute the model's generated code on this machine (lm-eval marks them "
@@ -85,13 +91,16 @@ def _import_problem(task: str, yaml_path: Path, err: Exception) -> str:
         cause = cause.__cause__
     missing = getattr(cause, "name", None) if isinstance(cause, ImportError) else None
     if missing:
-        return (f"task {task} ({yaml_path.parent.name}/) needs the Python package `{missing}`: "
-                f"{PAPER_EXTRA} installs lm-eval's extras for the paper suite")
+        return (
+            f"task {task} ({yaml_path.parent.name}/) needs the Python package `{missing}`: "
+            f"{PAPER_EXTRA} installs lm-eval's extras for the paper suite"
+        )
     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    return (f"task {task} ({yaml_path.parent.name}/) failed to load its helpers: {type(cause).__name__}: "
-            f"{first} (lm-eval's IFEval and HumanEval fetch data/metrics from the hub the first time: run once "
-            "with network access)")
-
+    return (
+        f"task {task} ({yaml_path.parent.name}/) failed to load its helpers: {type(cause).__name__}: "
+        f"{first} (lm-eval's IFEval and HumanEval fetch data/metrics from the hub the first time: run once "
+        "with network access)"
+    )
 
 
 def micro_batch_warning(batch_size: int, grad_accum: int, world: int) -> str | None:
@@ -101,9 +110,11 @@ def micro_batch_warning(batch_size: int, grad_accum: int, world: int) -> str | N
     per_micro = -(-batch_size // (world * grad_accum))
     if grad_accum > 1 and per_micro <= 1 and world > 1:
         fewer = max(1, batch_size // world)
-        return (f"trainer.grad_accum={grad_accum} on {world} processes cuts each step's {batch_size} prompts into "
-                f"micro-batches of {per_micro}: slow; trainer.grad_accum=1 gives micro-batches of {fewer} "
-                "(keep the accumulation only if memory needs it)")
+        return (
+            f"trainer.grad_accum={grad_accum} on {world} processes cuts each step's {batch_size} prompts into "
+            f"micro-batches of {per_micro}: slow; trainer.grad_accum=1 gives micro-batches of {fewer} "
+            "(keep the accumulation only if memory needs it)"
+        )
     return None
 
 
@@ -116,7 +127,13 @@ def device_line(device: Any, weights_dtype: Any, processes: int, sharded: bool) 
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         where += f" ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
-    layout = f"{processes} processes, FSDP" if sharded else f"{processes} processes" if processes > 1 else "1 process"
+    layout = (
+        f"{processes} processes, FSDP"
+        if sharded
+        else f"{processes} processes"
+        if processes > 1
+        else "1 process"
+    )
     return f"device: {where}; weights {str(weights_dtype).removeprefix('torch.')}; {layout}"
 
 
@@ -134,13 +151,26 @@ def memory_setting(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, 
     compute = torch.tensor([], dtype=precision.compute).element_size()
     rollouts = int(cfg.method.distill.num_rollouts) if teacher_copy else 1
     rows = -(-int(cfg.trainer.batch_size) // (processes * int(cfg.trainer.grad_accum))) * rollouts
-    return Setting(weight_bytes=size, compute_bytes=compute, teacher_bytes=size if teacher_copy else 0,
-                   processes=processes, sharded=sharded, gradient_checkpointing=bool(cfg.trainer.gradient_checkpointing),
-                   rows=rows, max_length=int(cfg.model.max_length))
+    return Setting(
+        weight_bytes=size,
+        compute_bytes=compute,
+        teacher_bytes=size if teacher_copy else 0,
+        processes=processes,
+        sharded=sharded,
+        gradient_checkpointing=bool(cfg.trainer.gradient_checkpointing),
+        rows=rows,
+        max_length=int(cfg.model.max_length),
+    )
 
 
-def check_memory(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, device: Any,
-                 device_bytes: float | None = None) -> str | None:
+def check_memory(
+    cfg: Any,
+    processes: int,
+    sharded: bool,
+    teacher_copy: bool,
+    device: Any,
+    device_bytes: float | None = None,
+) -> str | None:
     """Refuse a run whose training state cannot fit the GPU (ValueError naming the shortfall and what would
     fit); return a warning when the activations may not. The model's config only is read, no weights.
     Runs on CUDA (or when `device_bytes` is given); random-init test models are small by construction."""
@@ -163,13 +193,21 @@ def check_memory(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, de
     return warning
 
 
-def before_loading(cfg: Any, eval_names: list[str], include_paths: list[str], processes: int, sharded: bool,
-                   teacher_copy: bool) -> list[str]:
+def before_loading(
+    cfg: Any,
+    eval_names: list[str],
+    include_paths: list[str],
+    processes: int,
+    sharded: bool,
+    teacher_copy: bool,
+) -> list[str]:
     """Every start-up check that needs no weights; raises on what cannot work, returns warnings to print."""
     from harness.models import resolve_device
 
     check_suite(eval_names, include_paths, bool(cfg.suite.builtin_index), bool(cfg.eval.allow_code_execution))
     device = resolve_device(str(cfg.model.device))  # refuses a CUDA build without a usable GPU
-    notes = [micro_batch_warning(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), processes),
-             check_memory(cfg, processes, sharded, teacher_copy, device)]
+    notes = [
+        micro_batch_warning(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), processes),
+        check_memory(cfg, processes, sharded, teacher_copy, device),
+    ]
     return [n for n in notes if n]

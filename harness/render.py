@@ -120,8 +120,15 @@ def tex_table(table: Table) -> str:
 
     header = table.tex_header or table.header
     caption = table.tex_caption or _tex_escape(table.caption)
-    lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{caption}}}", f"\\begin{{tabular}}{{{cols}}}",
-             "\\toprule", " & ".join(fmt(h) for h in header) + " \\\\", "\\midrule"]
+    lines = [
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{{caption}}}",
+        f"\\begin{{tabular}}{{{cols}}}",
+        "\\toprule",
+        " & ".join(fmt(h) for h in header) + " \\\\",
+        "\\midrule",
+    ]
     for k, row in enumerate(table.rows):
         lines.append(" & ".join(fmt(cell_text(c, tex=True)) for c in row) + " \\\\")
         if k == 0 and table.first_row_apart:
@@ -157,8 +164,10 @@ def html_page(title: str, sections: list[Section]) -> str:
         body += [f"<p>{html.escape(n)}</p>" for n in s.notes]
         for path, caption in s.figures:
             data = base64.b64encode(path.read_bytes()).decode()
-            body.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
-                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            body.append(
+                f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         if s.html_extra:
             body.append(s.html_extra)
     return _HTML.format(title=html.escape(title), body="\n".join(body))

@@ -111,7 +111,9 @@ def load_runs(tracker: Tracker, details: bool = True) -> list[RunResult]:
             R=_curves(tracker, rid, "score", tasks, stages),
             G=_curves(tracker, rid, "general", suite, stages),
             extra=_curves(tracker, rid, "extra", extra_names, stages),
-            order=tags.get("order", "0" if params.get("stream.order") in (None, "None") else params["stream.order"]),
+            order=tags.get(
+                "order", "0" if params.get("stream.order") in (None, "None") else params["stream.order"]
+            ),
         )
         if details:
             _load_details(tracker, result)
@@ -138,7 +140,9 @@ def _load_details(tracker: Tracker, run: RunResult) -> None:
         if "train/teacher_in_context_acc" in metrics:
             run.in_context[stage] = float(metrics["train/teacher_in_context_acc"])
         if stage == 0:
-            run.eval_sizes = {k.split("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("n_items/")}
+            run.eval_sizes = {
+                k.split("/", 1)[1]: int(v) for k, v in metrics.items() if k.startswith("n_items/")
+            }
         run.curves[stage] = {k: tracker.history(child.info.run_id, k) for k in STEP_CURVES if k in metrics}
         items = tracker.read_items(child.info.run_id)
         if items is not None:
@@ -214,7 +218,8 @@ def base_scores(runs: list[RunResult], tasks: list[str]) -> tuple[Scores, int]:
     distinct: dict[tuple, RunResult] = {}
     for r in runs:
         key = tuple(np.round(r.R.loc[0, tasks].to_numpy(dtype=float), 9)) + tuple(
-            np.round(r.G.loc[0].to_numpy(dtype=float), 9))
+            np.round(r.G.loc[0].to_numpy(dtype=float), 9)
+        )
         if r.items is not None:
             zero = r.items[r.items["stage"] == 0].sort_values(["task", "doc_id"])
             key += tuple(zero["score"].round(9))
@@ -231,8 +236,19 @@ def base_scores(runs: list[RunResult], tasks: list[str]) -> tuple[Scores, int]:
 
 def _stage0(r: RunResult, tasks: list[str]) -> RunResult:
     """A view of a run's stage 0 with its columns in `tasks` order (orders differ; stage 0 does not)."""
-    return RunResult(r.run_id, r.method, r.stream, r.seed, r.model, r.params, r.R.loc[[0], tasks], r.G.loc[[0]],
-                     r.extra.loc[[0]], r.order, None if r.items is None else r.items[r.items["stage"] == 0])
+    return RunResult(
+        r.run_id,
+        r.method,
+        r.stream,
+        r.seed,
+        r.model,
+        r.params,
+        r.R.loc[[0], tasks],
+        r.G.loc[[0]],
+        r.extra.loc[[0]],
+        r.order,
+        None if r.items is None else r.items[r.items["stage"] == 0],
+    )
 
 
 def slug(text: str) -> str:
@@ -260,10 +276,21 @@ def write_report(cfg: Any) -> Path:
     sections, summary = build_sections(cfg.experiment_name, runs, groups, skipped, out)
     summary.round(10).to_csv(out / "summary.csv", index=False)  # drop float noise like 0.22499999999999998
     pd.DataFrame(
-        [{"run_id": r.run_id, "stream": r.stream, "method": r.method, "seed": r.seed, "order": r.order,
-          "tasks": " -> ".join(r.tasks), "model": r.model, "group": g.label,
-          "item_level": r.items is not None}
-         for g in groups for r in g.runs]
+        [
+            {
+                "run_id": r.run_id,
+                "stream": r.stream,
+                "method": r.method,
+                "seed": r.seed,
+                "order": r.order,
+                "tasks": " -> ".join(r.tasks),
+                "model": r.model,
+                "group": g.label,
+                "item_level": r.items is not None,
+            }
+            for g in groups
+            for r in g.runs
+        ]
     ).to_csv(out / "runs.csv", index=False)
     (out / "summary.md").write_text(render.markdown(sections))
     (out / "summary.tex").write_text(render.latex(sections))

@@ -95,11 +95,16 @@ def summary_rows(ss: StreamStats) -> tuple[list[dict], list[list]]:
     """csv rows (mean, _lo, _hi per column) and table rows (cells) of one stream: base model, then groups."""
     csv, cells = [], []
     T = len(ss.tasks)
-    entries = [(BASE_LABEL, [r for g in ss.groups for r in g.runs], True)] + [(g.label, g.runs, False)
-                                                                             for g in ss.groups]
+    entries = [(BASE_LABEL, [r for g in ss.groups for r in g.runs], True)] + [
+        (g.label, g.runs, False) for g in ss.groups
+    ]
     for label, runs, base in entries:
-        row = {"stream": ss.stream, "method": label, "n": ss.base_n if base else len(runs),
-               "seeds": " ".join(sorted({r.seed for r in runs}, key=seed_order))}
+        row = {
+            "stream": ss.stream,
+            "method": label,
+            "n": ss.base_n if base else len(runs),
+            "seeds": " ".join(sorted({r.seed for r in runs}, key=seed_order)),
+        }
         table_row: list = [label, str(row["n"])]
         for t in ss.tasks:
             new = ss.boot.interval(label, st.base_score(t) if base else st.new_score(t))
@@ -136,7 +141,9 @@ def comparison_text(ss: StreamStats) -> str:
     labels = [g.label for g in ss.groups]
     if len(labels) < 2:
         return f"Stream `{ss.stream}`: only one method ({labels[0]}); nothing to compare."
-    checks: list[tuple[str, st.Statistic | None, bool]] = [("new-task accuracy", st.cl_metric("new_task_acc"), True)]
+    checks: list[tuple[str, st.Statistic | None, bool]] = [
+        ("new-task accuracy", st.cl_metric("new_task_acc"), True)
+    ]
     if any(r.G.shape[1] for g in ss.groups for r in g.runs):
         checks.append(("final general-suite average", st.general_avg(-1), True))
     parts = [_compare(ss, labels, name, stat, higher) for name, stat, higher in checks]
@@ -144,8 +151,9 @@ def comparison_text(ss: StreamStats) -> str:
     return f"Stream `{ss.stream}`: " + "; ".join(parts) + "."
 
 
-def _compare(ss: StreamStats, labels: list[str], name: str, stat: st.Statistic, higher: bool,
-             suffix: str = "") -> str:
+def _compare(
+    ss: StreamStats, labels: list[str], name: str, stat: st.Statistic, higher: bool, suffix: str = ""
+) -> str:
     values = {lab: ss.boot.interval(lab, stat) for lab in labels}
     ok = [lab for lab in labels if values[lab].finite]
     if len(ok) < 2:
@@ -159,13 +167,19 @@ def _compare(ss: StreamStats, labels: list[str], name: str, stat: st.Statistic, 
     if diff.degenerate and not diff.items and diff.n <= 1:
         if va.mean == vb.mean:
             return f"{a} and {b} tie on {name}{suffix} ({interval_text(va, bare=True)})"
-        return (f"{a} has the {word} {name}{suffix} ({interval_text(va, bare=True)} vs "
-                f"{interval_text(vb, bare=True)} for {b}; no CI with a single seed)")
+        return (
+            f"{a} has the {word} {name}{suffix} ({interval_text(va, bare=True)} vs "
+            f"{interval_text(vb, bare=True)} for {b}; no CI with a single seed)"
+        )
     if diff.excludes_zero:
-        return (f"{a} has the {word} {name}{suffix} ({interval_text(va)} vs {interval_text(vb)} for {b}; "
-                f"{kind} difference {interval_text(diff, signed=True)})")
-    return (f"{a} and {b} are not distinguishable on {name}{suffix} ({interval_text(va)} vs {interval_text(vb)}; "
-            f"{kind} difference {interval_text(diff, signed=True)} covers 0)")
+        return (
+            f"{a} has the {word} {name}{suffix} ({interval_text(va)} vs {interval_text(vb)} for {b}; "
+            f"{kind} difference {interval_text(diff, signed=True)})"
+        )
+    return (
+        f"{a} and {b} are not distinguishable on {name}{suffix} ({interval_text(va)} vs {interval_text(vb)}; "
+        f"{kind} difference {interval_text(diff, signed=True)} covers 0)"
+    )
 
 
 def _compare_forgetting(ss: StreamStats, labels: list[str]) -> str:
@@ -174,12 +188,22 @@ def _compare_forgetting(ss: StreamStats, labels: list[str]) -> str:
         return f"{name} is undefined here"
     none = [lab for lab in labels if not ss.forgettable(lab)]
     if none:
-        return f"{name}: {NOT_LEARNED} for {', '.join(none)} (no task learned before the last), so not compared"
+        return (
+            f"{name}: {NOT_LEARNED} for {', '.join(none)} (no task learned before the last), so not compared"
+        )
     common = [t for t in ss.tasks if all(t in ss.forgettable(lab) for lab in labels)]
     if not common:
-        return f"{name}: the methods learned different tasks ({NOT_LEARNED} on a common task), so not compared"
-    return _compare(ss, labels, name, st.cl_metric("forgetting", common), False,
-                    suffix=f" on the tasks all learned ({', '.join(common)})")
+        return (
+            f"{name}: the methods learned different tasks ({NOT_LEARNED} on a common task), so not compared"
+        )
+    return _compare(
+        ss,
+        labels,
+        name,
+        st.cl_metric("forgetting", common),
+        False,
+        suffix=f" on the tasks all learned ({', '.join(common)})",
+    )
 
 
 # ---- per-order breakdown, matrices, general suite ---------------------------------------------------------
@@ -190,14 +214,27 @@ def order_table(ss: StreamStats) -> Table:
         learned = ss.forgettable(g.label)
         for order, members in g.orders().items():
             lab = ss.sub(g.label, order)
-            forget = (ss.boot.interval(lab, st.cl_metric("forgetting", learned)) if learned else NOT_LEARNED)
-            rows.append([g.label, order, " -> ".join(members[0].tasks), str(len(members)),
-                         ss.boot.interval(lab, st.cl_metric("acc")), ss.boot.interval(lab, st.cl_metric("new_task_acc")),
-                         forget, ss.boot.interval(lab, st.cl_metric("general_delta"))])
-    return Table(header, rows, caption=f"Per task order, stream {ss.stream} (the summary aggregates all orders)")
+            forget = ss.boot.interval(lab, st.cl_metric("forgetting", learned)) if learned else NOT_LEARNED
+            rows.append(
+                [
+                    g.label,
+                    order,
+                    " -> ".join(members[0].tasks),
+                    str(len(members)),
+                    ss.boot.interval(lab, st.cl_metric("acc")),
+                    ss.boot.interval(lab, st.cl_metric("new_task_acc")),
+                    forget,
+                    ss.boot.interval(lab, st.cl_metric("general_delta")),
+                ]
+            )
+    return Table(
+        header, rows, caption=f"Per task order, stream {ss.stream} (the summary aggregates all orders)"
+    )
 
 
-def matrix_table(ss: StreamStats, g: Group, order: str, members: list[RunResult]) -> tuple[Table, pd.DataFrame]:
+def matrix_table(
+    ss: StreamStats, g: Group, order: str, members: list[RunResult]
+) -> tuple[Table, pd.DataFrame]:
     lab = ss.sub(g.label, order)
     tasks, extras = members[0].tasks, list(members[0].extra.columns)
     header = ["after stage"] + tasks + [f"{c} †" for c in extras] + ["general avg"]
@@ -220,8 +257,13 @@ def general_table(ss: StreamStats, g: Group) -> Table | None:
         return None
     rows = []
     for i in range(len(ss.tasks) + 1):
-        rows.append([str(i), *[ss.boot.interval(g.label, st.general_cell(i, m)) for m in range(len(suite))],
-                     ss.boot.interval(g.label, st.general_avg(i))])
+        rows.append(
+            [
+                str(i),
+                *[ss.boot.interval(g.label, st.general_cell(i, m)) for m in range(len(suite))],
+                ss.boot.interval(g.label, st.general_avg(i)),
+            ]
+        )
     return Table(["after stage", *suite, "average"], rows, caption=f"General suite per task: {g.label}")
 
 
@@ -232,8 +274,10 @@ def generations_html(ss: StreamStats) -> str:
         run = next((r for r in sorted(g.runs, key=lambda r: seed_order(r.seed)) if r.items is not None), None)
         if run is None:
             continue
-        out.append(f"<details><summary>Sample generations: {html.escape(g.label)} (seed {html.escape(run.seed)}, "
-                   f"order {html.escape(run.order)})</summary>")
+        out.append(
+            f"<details><summary>Sample generations: {html.escape(g.label)} (seed {html.escape(run.seed)}, "
+            f"order {html.escape(run.order)})</summary>"
+        )
         for stage in sorted(run.items["stage"].unique()):
             for task in run.tasks:
                 sub = run.items[(run.items["stage"] == stage) & (run.items["task"] == task)]
@@ -244,10 +288,12 @@ def generations_html(ss: StreamStats) -> str:
                 for _, row in sub.iterrows():
                     mark = "ok" if float(row["score"]) >= 1 else "bad"
                     prompt = str(row.get("prompt", ""))[-400:]
-                    out.append(f"<details><summary class='{mark}'>item {row['doc_id']}: score {row['score']:g}"
-                               f"</summary><pre>…{html.escape(prompt)}</pre><b>generation</b>"
-                               f"<pre>{html.escape(str(row['generation']))}</pre><b>target</b>"
-                               f"<pre>{html.escape(str(row['target']))}</pre></details>")
+                    out.append(
+                        f"<details><summary class='{mark}'>item {row['doc_id']}: score {row['score']:g}"
+                        f"</summary><pre>…{html.escape(prompt)}</pre><b>generation</b>"
+                        f"<pre>{html.escape(str(row['generation']))}</pre><b>target</b>"
+                        f"<pre>{html.escape(str(row['target']))}</pre></details>"
+                    )
         out.append("</details>")
     return "\n".join(out)
 
@@ -268,7 +314,8 @@ def facts(runs: list[RunResult], skipped: int) -> list[str]:
         f"Seeds: {values(lambda r: r.seed)} ({len(runs)} complete runs"
         + (f"; {skipped} incomplete runs ignored)" if skipped else ")"),
         f"Evaluation items per task (`eval.limit`; None = the full eval set): "
-        f"{values(lambda r: r.params.get('eval.limit', 'not logged'))}" + (f"; evaluated: {evaluated}" if evaluated else ""),
+        f"{values(lambda r: r.params.get('eval.limit', 'not logged'))}"
+        + (f"; evaluated: {evaluated}" if evaluated else ""),
         f"Streams: {values(lambda r: r.stream + ' = ' + ' -> '.join(r.R.columns))}",
         "General suite: " + values(lambda r: ", ".join(r.G.columns) or "none"),
         f"Item-level scores stored for {with_items} of {len(runs)} runs"
@@ -278,20 +325,29 @@ def facts(runs: list[RunResult], skipped: int) -> list[str]:
     scores = scores[np.isfinite(scores)]
     if scores.size and (scores.min() < 0 or scores.max() > 1):
         # every table and plot assumes scores in [0, 1]; say so loudly instead of printing 300%
-        out.append(f"WARNING: some logged scores lie outside [0, 1] (range {scores.min():g} to {scores.max():g}): "
-                   "the metric chosen for R or G is not an accuracy; check the task's metric")
+        out.append(
+            f"WARNING: some logged scores lie outside [0, 1] (range {scores.min():g} to {scores.max():g}): "
+            "the metric chosen for R or G is not an accuracy; check the task's metric"
+        )
     return out
 
 
 def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dict]]:
     csv, cells = summary_rows(ss)
-    header = (["Method", "n"] + [f"{t} (new / gen.)" for t in ss.tasks]
-              + [d.replace("$\\Delta$", "Δ") for _, d, _ in METRIC_COLUMNS])
-    caption = (f"Stream \\texttt{{{ss.stream.replace('_', chr(92) + '_')}}}: score on each task right after learning "
-               "it / general-suite average at that point, then continual-learning metrics (\\%, mean and 95\\% "
-               "bootstrap interval over runs and eval items).")
+    header = (
+        ["Method", "n"]
+        + [f"{t} (new / gen.)" for t in ss.tasks]
+        + [d.replace("$\\Delta$", "Δ") for _, d, _ in METRIC_COLUMNS]
+    )
+    caption = (
+        f"Stream \\texttt{{{ss.stream.replace('_', chr(92) + '_')}}}: score on each task right after learning "
+        "it / general-suite average at that point, then continual-learning metrics (\\%, mean and 95\\% "
+        "bootstrap interval over runs and eval items)."
+    )
     tex_header = header[: 2 + len(ss.tasks)] + [d for _, d, _ in METRIC_COLUMNS]
-    summary = Table(header, cells, latex=True, first_row_apart=True, tex_header=tex_header, tex_caption=caption)
+    summary = Table(
+        header, cells, latex=True, first_row_apart=True, tex_header=tex_header, tex_caption=caption
+    )
     main = Section(f"Stream `{ss.stream}`", text=[comparison_text(ss)], tables=[summary])
     sections = [main]
     if len(ss.orders) > 1:
@@ -310,32 +366,47 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
             from harness.render import md_table
 
             (out / f"matrix_{name}.md").write_text(
-                f"{table.caption}, stream {ss.stream} (%, mean over {len(members)} run(s))\n\n{md_table(table)}\n")
+                f"{table.caption}, stream {ss.stream} (%, mean over {len(members)} run(s))\n\n{md_table(table)}\n"
+            )
             heat = out / f"heatmap_{name}.png"
-            plots.heatmap(mean, heat, f"{table.caption.split(' (')[0]}, stream {ss.stream} "
-                          f"(mean of {len(members)} run(s))")
+            plots.heatmap(
+                mean,
+                heat,
+                f"{table.caption.split(' (')[0]}, stream {ss.stream} (mean of {len(members)} run(s))",
+            )
             figs.append((heat, table.caption.split(" (")[0]))
-            sec = Section(table.caption + " (% mean [95% interval])", level=3,
-                          tables=[Table(table.header, table.rows)])
+            sec = Section(
+                table.caption + " (% mean [95% interval])", level=3, tables=[Table(table.header, table.rows)]
+            )
             if len(members[0].extra.columns):
                 sec.notes.append("† further eval task of a stream task (logged beside the accuracy matrix)")
             sections.append(sec)
         gt = general_table(ss, g)
         if gt is not None:
-            sections.append(Section(gt.caption + " (% mean [95% interval])", level=3,
-                                    tables=[Table(gt.header, gt.rows)]))
+            sections.append(
+                Section(gt.caption + " (% mean [95% interval])", level=3, tables=[Table(gt.header, gt.rows)])
+            )
     sections[-1].figures = figs
     gens = generations_html(ss)
     if gens:
-        sections.append(Section(f"Sample generations: stream `{ss.stream}`", level=3, html_extra=gens,
-                                notes=["(in report.html)"]))
+        sections.append(
+            Section(
+                f"Sample generations: stream `{ss.stream}`",
+                level=3,
+                html_extra=gens,
+                notes=["(in report.html)"],
+            )
+        )
     return sections, csv
 
 
-def build_sections(name: str, runs: list[RunResult], groups: list[Group], skipped: int,
-                   out: Path) -> tuple[list[Section], pd.DataFrame]:
+def build_sections(
+    name: str, runs: list[RunResult], groups: list[Group], skipped: int, out: Path
+) -> tuple[list[Section], pd.DataFrame]:
     """Every section of the report, and the summary table as a frame (summary.csv)."""
-    sections = [Section(f"Results: experiment `{name}`", level=1, bullets=facts(runs, skipped), text=[STATS_NOTE])]
+    sections = [
+        Section(f"Results: experiment `{name}`", level=1, bullets=facts(runs, skipped), text=[STATS_NOTE])
+    ]
     rows: list[dict] = []
     for stream in dict.fromkeys(g.stream for g in groups):
         members = [g for g in groups if g.stream == stream]

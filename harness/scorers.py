@@ -62,6 +62,7 @@ def _golds(gold: Any) -> list[str]:
 
 # --- exact / contains ------------------------------------------------------------------------------------
 
+
 def exact(response: str, gold: Any) -> float:
     """The whole response equals the gold after `normalize` (case, outer whitespace/punctuation ignored).
 
@@ -88,7 +89,9 @@ def contains(response: str, gold: Any) -> float:
 
 # --- numbers ---------------------------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|(?<![\w.])[-+]?\.\d+")
+_NUMBER = re.compile(
+    r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|(?<![\w.])[-+]?\.\d+"
+)
 
 
 def parse_number(text: Any) -> float | None:
@@ -119,6 +122,7 @@ def numeric(response: str, gold: Any, rel_tol: float = 0.01, abs_tol: float = 0.
 
 
 # --- multiple-choice letter ------------------------------------------------------------------------------
+
 
 def extract_choice(response: str, letters: str = "ABCDEFGHIJ") -> str | None:
     """The option letter a response commits to, or None.
@@ -154,6 +158,7 @@ def choice(response: str, gold: Any, letters: str = "ABCDEFGHIJ") -> float:
 
 
 # --- JSON function call ----------------------------------------------------------------------------------
+
 
 def load_structured(value: Any) -> Any:
     """JSON text (or a Python literal, as some datasets store it) -> object; other values unchanged."""
@@ -240,11 +245,11 @@ def extract_actions(response: str) -> list[dict] | None:
     actions: list[dict] = []
     for match in _ACTION.finditer(text):
         name = match.group(1).strip().strip("`")
-        rest = text[match.end():]
+        rest = text[match.end() :]
         head = _ACTION_INPUT.match(rest)
         if head is None:
             return None  # an action without its input cannot be checked
-        body = rest[head.end():]
+        body = rest[head.end() :]
         try:
             value, _ = decoder.raw_decode(body)
         except json.JSONDecodeError:
@@ -280,8 +285,10 @@ def react(response: str, gold: Any) -> float:
 
 # --- regex extraction ------------------------------------------------------------------------------------
 
-def regex(response: str, gold: Any, pattern: str = r"(.+)", group: int = 1, which: str = "last",
-          flags: str = "") -> float:
+
+def regex(
+    response: str, gold: Any, pattern: str = r"(.+)", group: int = 1, which: str = "last", flags: str = ""
+) -> float:
     """The pattern's match (group `group`, the `last` or `first` match) equals the gold after `normalize`.
 
     Example: pattern "Answer:\\s*(.+)" accepts "Work...\\nAnswer: 42" for gold 42. Rejects a response where

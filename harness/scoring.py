@@ -76,13 +76,23 @@ def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> str:
 
 
 def doc_to_item(doc: dict) -> Item:
-    return Item(prompt=doc["prompt"], demonstration=doc.get("demonstration", ""), privileged=doc.get("privileged"),
-                id=doc.get("id"))
+    return Item(
+        prompt=doc["prompt"],
+        demonstration=doc.get("demonstration", ""),
+        privileged=doc.get("privileged"),
+        id=doc.get("id"),
+    )
 
 
 @torch.no_grad()
-def greedy_generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-                    batch_size: int = 16, stops: Sequence[str] = STOP_STRINGS) -> list[str]:
+def greedy_generate(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    stops: Sequence[str] = STOP_STRINGS,
+) -> list[str]:
     """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings."""
     if tokenizer.padding_side != "left":
         raise ValueError("greedy_generate needs a left-padded tokenizer (harness.models.prepare_tokenizer)")
@@ -91,31 +101,49 @@ def greedy_generate(model: Any, tokenizer: Any, conversations: list[list[dict[st
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    texts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+    ]
     # batches of similar lengths (longest first), so short prompts are not padded to long ones; order restored
-    order = sorted(range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
+    order = sorted(
+        range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
+    )
     out: list[str] = [""] * len(texts)
     try:
         with autocast(model):  # the model's compute dtype (harness.models.Precision)
             for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
-                enc = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(device)
+                index = order[start : start + batch_size]
+                enc = tokenizer(
+                    [texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
                 # a row ends at a stop string (HF's stop_strings), the batch when every row has
-                generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                           pad_token_id=tokenizer.pad_token_id,
-                                           **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}))
-                new_tokens = generated[:, enc["input_ids"].shape[1]:]
-                for i, text in zip(index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+                generated = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}),
+                )
+                new_tokens = generated[:, enc["input_ids"].shape[1] :]
+                for i, text in zip(
+                    index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+                ):
                     out[i] = cut_at_stop(text, stops)
     finally:
         model.train(was_training)
     return out
 
 
-def greedy_responses(model: Any, tokenizer: Any, spec: TaskSpec, docs: list[dict], mode: str,
-                     template: str | None = None, max_new_tokens: int | None = None,
-                     batch_size: int = 16) -> list[str]:
+def greedy_responses(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+) -> list[str]:
     """The greedy responses behind greedy_scores (useful to inspect what the model wrote)."""
     if mode == "base":
         conversations = [student_messages(doc_to_item(d)) for d in docs]
@@ -128,9 +156,16 @@ def greedy_responses(model: Any, tokenizer: Any, spec: TaskSpec, docs: list[dict
     return greedy_generate(model, tokenizer, conversations, limit, batch_size, task_stop_strings(spec))
 
 
-def greedy_scores(model: Any, tokenizer: Any, spec: TaskSpec, docs: list[dict], mode: str,
-                  template: str | None = None, max_new_tokens: int | None = None,
-                  batch_size: int = 16) -> list[float]:
+def greedy_scores(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+) -> list[float]:
     """Per-doc scores of greedy answers: mode "base" = the prompt alone (the student), "in_context" = the
     teacher prompt with the item's own demonstration (and privileged context), i.e. the SDFT teacher."""
     responses = greedy_responses(model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size)

@@ -58,8 +58,10 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     decoder = getattr(model, model.base_model_prefix)
     layers = getattr(decoder, "layers", None)
     if layers is None:
-        raise ValueError(f"FSDP: {type(model).__name__} has no `{model.base_model_prefix}.layers`; the harness "
-                         "shards decoder-only models whose layers are listed there (Llama, Qwen, SmolLM, Mistral ...)")
+        raise ValueError(
+            f"FSDP: {type(model).__name__} has no `{model.base_model_prefix}.layers`; the harness "
+            "shards decoder-only models whose layers are listed there (Llama, Qwen, SmolLM, Mistral ...)"
+        )
     return list(layers)
 
 

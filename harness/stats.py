@@ -68,7 +68,9 @@ class Scores:
         expected = (len(self.seeds), len(self.tasks) + 1)
         bad = {n: s for n, s in shapes.items() if s != expected}
         if bad:
-            raise ValueError(f"scores of order {self.order!r}: expected (runs, stages) = {expected}, got {bad}")
+            raise ValueError(
+                f"scores of order {self.order!r}: expected (runs, stages) = {expected}, got {bad}"
+            )
         missing = [n for n in [*self.tasks, *self.suite] if n not in self.columns]
         if missing:
             raise ValueError(f"scores of order {self.order!r} lack columns {missing}")
@@ -123,8 +125,9 @@ class Bootstrap:
     same data always give the same intervals.
     """
 
-    def __init__(self, groups: dict[str, Sequence[Scores]], replicates: int = DEFAULT_REPLICATES,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, groups: dict[str, Sequence[Scores]], replicates: int = DEFAULT_REPLICATES, seed: int = 0
+    ) -> None:
         self.groups = {label: list(strata) for label, strata in groups.items()}
         self.B = int(replicates)
         rng = np.random.default_rng(seed)
@@ -185,8 +188,13 @@ class Bootstrap:
         pb, bb = self._values(b, stat)
         paired = sorted(self._run_keys[a]) == sorted(self._run_keys[b])
         n = min(sum(s.runs for s in self.groups[g]) for g in (a, b))
-        return _interval(_nanmean(pa, 0) - _nanmean(pb, 0), _nanmean(ba, 1) - _nanmean(bb, 1), n,
-                         self._item_level(a) and self._item_level(b), paired)
+        return _interval(
+            _nanmean(pa, 0) - _nanmean(pb, 0),
+            _nanmean(ba, 1) - _nanmean(bb, 1),
+            n,
+            self._item_level(a) and self._item_level(b),
+            paired,
+        )
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray | float:
@@ -230,11 +238,14 @@ def gain(task: str) -> Statistic:
 
 def general_avg(stage: int) -> Statistic:
     """The general-suite average after `stage` (-1 = the last; NaN without a suite)."""
-    return lambda R, G, tasks: G[..., stage, :].mean(axis=-1) if G.shape[-1] else np.full(G.shape[:-2], np.nan)
+    return lambda R, G, tasks: (
+        G[..., stage, :].mean(axis=-1) if G.shape[-1] else np.full(G.shape[:-2], np.nan)
+    )
 
 
 def general_avg_after(task: str) -> Statistic:
     """The general-suite average right after the stage that trained `task`."""
+
     def stat(R: np.ndarray, G: np.ndarray, tasks: list[str]) -> np.ndarray:
         return general_avg(tasks.index(task) + 1)(R, G, tasks)
 

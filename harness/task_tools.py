@@ -41,8 +41,10 @@ def cmd_list() -> int:
     for name in builtin_task_names():
         spec = resolve_task(name)
         evals = ", ".join(f"{f.stem}={_count_lines(f)}" for f in eval_files(spec))
-        print(f"{name:<16} {spec.category:<10} {_count_lines(spec.train_file):>6}  {evals:<24} {spec.metric:<12} "
-              f"{', '.join(spec.eval_tasks)}")
+        print(
+            f"{name:<16} {spec.category:<10} {_count_lines(spec.train_file):>6}  {evals:<24} {spec.metric:<12} "
+            f"{', '.join(spec.eval_tasks)}"
+        )
     return 0
 
 
@@ -54,9 +56,11 @@ def cmd_show(name: str, n: int = 2) -> int:
     items = read_jsonl(source)[:n]
     tok = load_tokenizer()
     template = resolve_template(None, spec)
-    print(f"task {spec.name} ({spec.category}) from {spec.path}; teacher template: "
-          f"{spec.teacher_template or 'paper (default)'}; skip_tokens={spec.skip_tokens}; "
-          f"max_new_tokens={spec.max_new_tokens}; eval_max_gen_toks={spec.eval_max_gen_toks}")
+    print(
+        f"task {spec.name} ({spec.category}) from {spec.path}; teacher template: "
+        f"{spec.teacher_template or 'paper (default)'}; skip_tokens={spec.skip_tokens}; "
+        f"max_new_tokens={spec.max_new_tokens}; eval_max_gen_toks={spec.eval_max_gen_toks}"
+    )
     for item in items:
         print(f"\n===== {item.source} =====")
         print("--- student prompt ---")
@@ -64,13 +68,20 @@ def cmd_show(name: str, n: int = 2) -> int:
         print("--- demonstration (the SFT target) ---")
         print(item.demonstration)
         print("--- teacher prompt ---")
-        print(tok.apply_chat_template(teacher_messages(item, template), tokenize=False, add_generation_prompt=True))
+        print(
+            tok.apply_chat_template(
+                teacher_messages(item, template), tokenize=False, add_generation_prompt=True
+            )
+        )
     return 0
 
 
 # --- validation ------------------------------------------------------------------------------------------
 
-def check_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> tuple[list[dict], list[str]]:
+
+def check_jsonl(
+    path: Path, require: tuple[str, ...] = ("prompt", "demonstration")
+) -> tuple[list[dict], list[str]]:
     """Every line's schema, all problems (not only the first) as 'file:line: what'. Returns (rows, problems)."""
     rows: list[dict] = []
     problems: list[str] = []
@@ -99,8 +110,10 @@ def check_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration
                 problems.append(f"{where}: missing field(s) {missing}; required: {list(require)}")
                 continue
             if not _is_prompt(obj["prompt"]):
-                problems.append(f"{where}: 'prompt' must be a non-empty string or a list of chat messages "
-                                "ending with a user message")
+                problems.append(
+                    f"{where}: 'prompt' must be a non-empty string or a list of chat messages "
+                    "ending with a user message"
+                )
                 continue
             if not isinstance(obj["demonstration"], str) or not obj["demonstration"].strip():
                 problems.append(f"{where}: 'demonstration' must be a non-empty string")
@@ -123,8 +136,11 @@ def prompt_key(prompt: Any) -> str:
 
 def check_overlap(train: list[dict], evals: list[dict]) -> list[str]:
     seen = {prompt_key(r["prompt"]): r["_where"] for r in train}
-    return [f"{r['_where']}: eval prompt also in train ({seen[prompt_key(r['prompt'])]})"
-            for r in evals if prompt_key(r["prompt"]) in seen]
+    return [
+        f"{r['_where']}: eval prompt also in train ({seen[prompt_key(r['prompt'])]})"
+        for r in evals
+        if prompt_key(r["prompt"]) in seen
+    ]
 
 
 def check_lm_eval(spec: TaskSpec) -> list[str]:
@@ -140,15 +156,19 @@ def check_lm_eval(spec: TaskSpec) -> list[str]:
         return [f"{spec.path}: lm-eval cannot index the folder: {type(err).__name__}: {err}"]
     for task in spec.eval_tasks:
         if task not in tm.all_tasks:
-            problems.append(f"{spec.path}: no lm-eval YAML defines task {task!r} (task.yaml eval_tasks); "
-                            f"found: {tm.all_tasks}")
+            problems.append(
+                f"{spec.path}: no lm-eval YAML defines task {task!r} (task.yaml eval_tasks); "
+                f"found: {tm.all_tasks}"
+            )
             continue
         try:
             loaded = tm.load([task])["tasks"][task]
             if not loaded.eval_docs:
                 problems.append(f"{spec.path}: lm-eval task {task!r} has no documents")
         except Exception as err:
-            problems.append(f"{spec.path}: lm-eval task {task!r} does not load offline: {type(err).__name__}: {err}")
+            problems.append(
+                f"{spec.path}: lm-eval task {task!r} does not load offline: {type(err).__name__}: {err}"
+            )
     return problems
 
 
@@ -167,7 +187,9 @@ def check_scorer(spec: TaskSpec, files: dict[Path, list[dict]]) -> list[str]:
             try:
                 value = scorer(row["demonstration"], doc)
             except Exception as err:
-                problems.append(f"{row['_where']}: score(demonstration, doc) raised {type(err).__name__}: {err}")
+                problems.append(
+                    f"{row['_where']}: score(demonstration, doc) raised {type(err).__name__}: {err}"
+                )
                 continue
             if value != 1.0:
                 problems.append(f"{row['_where']}: score(demonstration, doc) = {value}, expected 1.0")
@@ -236,8 +258,10 @@ def cmd_validate(paths: list[str] | None = None) -> int:
 
 # --- teacher-template probe --------------------------------------------------------------------------------
 
-def cmd_probe(name: str, templates: list[str] | None = None, n: int = 6, model: Any = None,
-              tokenizer: Any = None) -> int:
+
+def cmd_probe(
+    name: str, templates: list[str] | None = None, n: int = 6, model: Any = None, tokenizer: Any = None
+) -> int:
     """Rank teacher templates for a task by (demonstration minus template) log-probability per token under
     teacher forcing on its first `n` train items (harness.probe); prints a table, best first."""
     import time
@@ -259,22 +283,31 @@ def cmd_probe(name: str, templates: list[str] | None = None, n: int = 6, model: 
 
         model, tokenizer = load_model(ModelConfig())
     ranked = rank_templates(model, tokenizer, items, named)
-    print(f"task {spec.name}: {len(items)} train items, teacher forcing; mean log-prob per token (sum over the "
-          f"text in brackets); task's template: {spec.teacher_template or 'paper (default)'}")
-    print(f"{'template':<12} {'margin':>7} {'teacher demo':>18} {'teacher template':>18} {'student demo':>18} "
-          f"{'p_T-p_S first':>13} {'tmpl>demo':>9}")
+    print(
+        f"task {spec.name}: {len(items)} train items, teacher forcing; mean log-prob per token (sum over the "
+        f"text in brackets); task's template: {spec.teacher_template or 'paper (default)'}"
+    )
+    print(
+        f"{'template':<12} {'margin':>7} {'teacher demo':>18} {'teacher template':>18} {'student demo':>18} "
+        f"{'p_T-p_S first':>13} {'tmpl>demo':>9}"
+    )
     for label, r in ranked:
         shown = label if len(label) <= 12 else label[:9] + "..."
-        print(f"{shown:<12} {r.margin:>7.2f} {r.teacher_demo_lp:>7.2f} ({r.teacher_demo_sum:>8.1f}) "
-              f"{r.teacher_template_lp:>7.2f} ({r.teacher_template_sum:>8.1f}) "
-              f"{r.student_demo_lp:>7.2f} ({r.student_demo_sum:>8.1f}) {r.first_gap:>13.3f} "
-              f"{r.template_more_likely:>9.0%}")
-    print(f"margin = teacher demo - teacher template per token: larger is harder to recite. "
-          f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"{shown:<12} {r.margin:>7.2f} {r.teacher_demo_lp:>7.2f} ({r.teacher_demo_sum:>8.1f}) "
+            f"{r.teacher_template_lp:>7.2f} ({r.teacher_template_sum:>8.1f}) "
+            f"{r.student_demo_lp:>7.2f} ({r.student_demo_sum:>8.1f}) {r.first_gap:>13.3f} "
+            f"{r.template_more_likely:>9.0%}"
+        )
+    print(
+        f"margin = teacher demo - teacher template per token: larger is harder to recite. "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 
 # --- building a task from a data set -----------------------------------------------------------------------
+
 
 def cmd_new(args: Any, argv: list[str] | None = None) -> int:
     """`harness tasks new`: see harness.task_builder (reads, maps, splits, writes, validates)."""

@@ -112,7 +112,9 @@ def resolve_task(name_or_path: str) -> TaskSpec:
     known = set(TaskSpec.__dataclass_fields__) - {"path"}
     unknown = set(meta) - known
     if unknown:
-        raise TaskDataError(f"{folder / 'task.yaml'}: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        raise TaskDataError(
+            f"{folder / 'task.yaml'}: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}"
+        )
     meta.setdefault("name", folder.name)
     meta.setdefault("eval_tasks", [meta["name"]])
     return TaskSpec(path=folder, **meta)
@@ -129,8 +131,9 @@ def _read_task_yaml(path: Path) -> dict[str, Any]:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise TaskDataError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
     if not isinstance(meta, dict):
-        raise TaskDataError(f"{path}: must be a mapping of settings (name: ..., eval_tasks: [...]), "
-                            f"got {type(meta).__name__}")
+        raise TaskDataError(
+            f"{path}: must be a mapping of settings (name: ..., eval_tasks: [...]), got {type(meta).__name__}"
+        )
     return meta
 
 
@@ -145,8 +148,9 @@ def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise TaskDataError(f"{where}: not UTF-8 text (byte {err.start} of the line); save the file "
-                                    "as UTF-8") from None
+                raise TaskDataError(
+                    f"{where}: not UTF-8 text (byte {err.start} of the line); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -160,14 +164,18 @@ def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration"
                 raise TaskDataError(f"{where}: missing field(s) {missing}; required: {list(require)}")
             prompt = obj.get("prompt")
             if not _is_prompt(prompt):
-                raise TaskDataError(f"{where}: 'prompt' must be a non-empty string or a list of chat messages")
+                raise TaskDataError(
+                    f"{where}: 'prompt' must be a non-empty string or a list of chat messages"
+                )
             demo = obj.get("demonstration", "")
             if "demonstration" in require and (not isinstance(demo, str) or not demo.strip()):
                 raise TaskDataError(f"{where}: 'demonstration' must be a non-empty string")
             privileged = obj.get("privileged")
             if privileged is not None and not isinstance(privileged, str):
                 raise TaskDataError(f"{where}: 'privileged' must be a string when present")
-            items.append(Item(prompt, demo, privileged, None if obj.get("id") is None else str(obj["id"]), where))
+            items.append(
+                Item(prompt, demo, privileged, None if obj.get("id") is None else str(obj["id"]), where)
+            )
     if not items:
         raise TaskDataError(f"{path}: no items (the file is empty)")
     return items
@@ -177,8 +185,13 @@ def _is_prompt(prompt: Any) -> bool:
     if isinstance(prompt, str):
         return bool(prompt.strip())
     if isinstance(prompt, list) and prompt:
-        return all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                   for m in prompt) and prompt[-1]["role"] == "user"
+        return (
+            all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in prompt
+            )
+            and prompt[-1]["role"] == "user"
+        )
     return False
 
 
@@ -188,6 +201,7 @@ def load_train_items(spec: TaskSpec, limit: int | None = None) -> list[Item]:
 
 
 # --- chat formatting -------------------------------------------------------------------------------------
+
 
 def student_messages(item: Item) -> Messages:
     """The student sees the prompt alone."""
@@ -218,7 +232,7 @@ def teacher_messages(item: Item, template: str) -> Messages:
     privileged = f"{item.privileged.strip()}\n\n" if item.privileged else ""
     system = None
     if template.startswith(SYSTEM_MARK):
-        system, _, template = template[len(SYSTEM_MARK):].partition(USER_MARK)
+        system, _, template = template[len(SYSTEM_MARK) :].partition(USER_MARK)
     fill = {"prompt": messages[-1]["content"], "demonstration": item.demonstration, "privileged": privileged}
     messages[-1] = {"role": "user", "content": template.format(**fill)}
     if system is not None:

@@ -402,9 +402,13 @@ class Tracker:
         (an earlier attempt) are deleted; a FINISHED one is an error, as in `log_stage`."""
         self._clear_stage(parent_id, stage)
         tags = {PARENT_ID: parent_id, ROLE: "stage", "stage": str(stage), "task": task}
-        return self.client.create_run(self.experiment_id, tags=tags, run_name=f"stage{stage}-{task}").info.run_id
+        return self.client.create_run(
+            self.experiment_id, tags=tags, run_name=f"stage{stage}-{task}"
+        ).info.run_id
 
-    def log_steps(self, run_id: str, records: Sequence[Mapping[str, float]], prefix: str = "train_step") -> None:
+    def log_steps(
+        self, run_id: str, records: Sequence[Mapping[str, float]], prefix: str = "train_step"
+    ) -> None:
         """`<prefix>/<stat>` for each record, at step = its `step` entry (required), timestamped now."""
         ts = _now_ms()
         batch = [
@@ -433,8 +437,12 @@ class Tracker:
             return None
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(run_id, ITEMS_ARTIFACT, tmp)
-            return pd.read_csv(path, compression="gzip", keep_default_na=False,
-                               dtype={"task": str, "generation": str, "target": str, "prompt": str})
+            return pd.read_csv(
+                path,
+                compression="gzip",
+                keep_default_na=False,
+                dtype={"task": str, "generation": str, "target": str, "prompt": str},
+            )
 
     def log_stage(
         self,
@@ -471,8 +479,14 @@ class Tracker:
         ).info.run_id
         return self._complete_stage(run_id, stage, metrics, step_stats, artifacts)
 
-    def _complete_stage(self, run_id: str, stage: int, metrics: Mapping[str, float],
-                        step_stats: list[Mapping[str, float]] | None, artifacts: Mapping[str, Any] | None) -> str:
+    def _complete_stage(
+        self,
+        run_id: str,
+        stage: int,
+        metrics: Mapping[str, float],
+        step_stats: list[Mapping[str, float]] | None,
+        artifacts: Mapping[str, Any] | None,
+    ) -> str:
         try:
             ts = _now_ms()
             batch = [Metric(sanitize_metric_key(k), float(v), ts, stage) for k, v in metrics.items()]

@@ -22,8 +22,16 @@ from harness.models import load_model
 from harness.scoring import greedy_responses, load_scorer
 from harness.tasks import builtin_task_names, resolve_task
 
-CHANCE = {"tooluse": "0", "science": "0", "knowledge": "0", "knowledge_ood": "0", "dates": "0",
-          "general_ifeval": "~0", "general_arith": "~0", "general_mc": "0.25"}
+CHANCE = {
+    "tooluse": "0",
+    "science": "0",
+    "knowledge": "0",
+    "knowledge_ood": "0",
+    "dates": "0",
+    "general_ifeval": "~0",
+    "general_arith": "~0",
+    "general_mc": "0.25",
+}
 
 
 def read_docs(path, n):
@@ -40,8 +48,13 @@ def lm_eval_results(model, tok, folders: list[str], names: list[str], n: int) ->
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=folders, include_defaults=False)
-    res = simple_evaluate(HFLM(pretrained=model, tokenizer=tok, batch_size=16), tasks=names, task_manager=tm,
-                          apply_chat_template=True, limit=n)
+    res = simple_evaluate(
+        HFLM(pretrained=model, tokenizer=tok, batch_size=16),
+        tasks=names,
+        task_manager=tm,
+        apply_chat_template=True,
+        limit=n,
+    )
     return res["results"]
 
 
@@ -65,7 +78,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--template", default=None)
     parser.add_argument("--show", type=int, default=0)
-    parser.add_argument("--lm-eval", type=int, default=0, help="run simple_evaluate on this many items per task")
+    parser.add_argument(
+        "--lm-eval", type=int, default=0, help="run simple_evaluate on this many items per task"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -80,7 +95,9 @@ def main() -> None:
         if spec.category == "general" and name == "general_mc":
             t = time.time()
             acc = mc_accuracy(model, tok, name, args.n)
-            print(f"| {name} | eval.jsonl | {args.n} | {acc:.2f} | n/a | {CHANCE[name]} | n/a |  ({time.time() - t:.0f}s)")
+            print(
+                f"| {name} | eval.jsonl | {args.n} | {acc:.2f} | n/a | {CHANCE[name]} | n/a |  ({time.time() - t:.0f}s)"
+            )
             continue
         scorer = load_scorer(spec)
         for eval_file in sorted(spec.path.glob("eval*.jsonl")):
@@ -93,13 +110,16 @@ def main() -> None:
                 resp = greedy_responses(model, tok, spec, docs, mode, template=args.template)
                 scores = [scorer(r, d) for r, d in zip(resp, docs, strict=True)]
                 row[mode] = sum(scores) / len(scores)
-                for r, d, s in list(zip(resp, docs, scores, strict=True))[:args.show]:
+                for r, d, s in list(zip(resp, docs, scores, strict=True))[: args.show]:
                     print(f"   [{mode} {s}] {d['prompt'][-60:]!r} -> {r!r}")
             template = args.template or spec.teacher_template or "paper"
             ic = f"{row['in_context']:.2f}" if "in_context" in row else "n/a"
-            print(f"| {label} | {eval_file.name} | {len(docs)} | {row['base']:.2f} | {ic} | "
-                  f"{CHANCE.get(label, '0')} | {template if 'in_context' in row else 'n/a'} |  "
-                  f"({time.time() - t:.0f}s)", flush=True)
+            print(
+                f"| {label} | {eval_file.name} | {len(docs)} | {row['base']:.2f} | {ic} | "
+                f"{CHANCE.get(label, '0')} | {template if 'in_context' in row else 'n/a'} |  "
+                f"({time.time() - t:.0f}s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

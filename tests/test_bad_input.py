@@ -23,9 +23,19 @@ from harness.cli import main
 from harness.tasks import TASKS_ROOT
 
 FAST = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=one", "stream.tasks=[tooluse]",
-    "trainer.max_steps=2", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=8",
-    "eval.limit=2", "eval.batch_size=4", "eval.max_gen_toks=4", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=one",
+    "stream.tasks=[tooluse]",
+    "trainer.max_steps=2",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=8",
+    "eval.limit=2",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=4",
+    "eval.in_context_items=0",
 ]
 GOOD = json.dumps({"prompt": "Say hi.", "demonstration": "hi"})
 
@@ -53,8 +63,9 @@ def _user_task(root: Path, rename: bool = True) -> Path:
     if rename:
         meta = (folder / "task.yaml").read_text().replace("name: tooluse", "name: mytask")
         (folder / "task.yaml").write_text(meta.replace("eval_tasks: [tooluse]", "eval_tasks: [mytask]"))
-        (folder / "mytask.yaml").write_text((folder / "tooluse.yaml").read_text().replace("task: tooluse",
-                                                                                          "task: mytask"))
+        (folder / "mytask.yaml").write_text(
+            (folder / "tooluse.yaml").read_text().replace("task: tooluse", "task: mytask")
+        )
         (folder / "tooluse.yaml").unlink()
     return folder
 
@@ -70,13 +81,21 @@ def _missing_process_results(tmp: Path):
     folder = _user_task(tmp)
     yaml_file = folder / "mytask.yaml"
     yaml_file.write_text(yaml_file.read_text().replace("utils.process_results", "utils.process_resultz"))
-    return "run", [f"stream.tasks=[{folder}]"], (rf"{yaml_file}:\d+: process_results: !function "
-                                                 r"utils.process_resultz: utils.py defines no function")
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        (
+            rf"{yaml_file}:\d+: process_results: !function "
+            r"utils.process_resultz: utils.py defines no function"
+        ),
+    )
 
 
 def _non_utf8(tmp: Path):
     folder = _user_task(tmp)
-    (folder / "train.jsonl").write_bytes(GOOD.encode() + b"\n" + '{"prompt": "caf\u00e9"}'.encode("latin-1") + b"\n")
+    (folder / "train.jsonl").write_bytes(
+        GOOD.encode() + b"\n" + '{"prompt": "caf\u00e9"}'.encode("latin-1") + b"\n"
+    )
     return "run", [f"stream.tasks=[{folder}]"], rf"{folder / 'train.jsonl'}:2: not UTF-8 text"
 
 
@@ -84,8 +103,14 @@ def _malformed_json(tmp: Path):
     folder = _user_task(tmp)
     (folder / "train.jsonl").write_text(GOOD + '\n{"prompt": "x", "demonstration": "unterminated')
     # json's own message ends with "at"; ours must not read "at at"
-    return "run", [f"stream.tasks=[{folder}]"], (rf"{folder / 'train.jsonl'}:2: malformed JSON: "
-                                                 r"Unterminated string starting at \(column \d+\)$")
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        (
+            rf"{folder / 'train.jsonl'}:2: malformed JSON: "
+            r"Unterminated string starting at \(column \d+\)$"
+        ),
+    )
 
 
 def _collision(tmp: Path):
@@ -96,7 +121,11 @@ def _collision(tmp: Path):
 def _missing_field(tmp: Path):
     folder = _user_task(tmp)
     (folder / "train.jsonl").write_text(GOOD + "\n" + json.dumps({"demonstration": "y"}) + "\n")
-    return "run", [f"stream.tasks=[{folder}]"], rf"{folder / 'train.jsonl'}:2: missing field\(s\) \['prompt'\]"
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        rf"{folder / 'train.jsonl'}:2: missing field\(s\) \['prompt'\]",
+    )
 
 
 def _empty_train(tmp: Path):
@@ -113,15 +142,24 @@ def _no_eval_file(tmp: Path):
 
 def _eval_task_undefined(tmp: Path):
     folder = _user_task(tmp)
-    (folder / "task.yaml").write_text((folder / "task.yaml").read_text().replace("eval_tasks: [mytask]",
-                                                                                 "eval_tasks: [mytasc]"))
-    return "run", [f"stream.tasks=[{folder}]"], rf"{folder / 'task.yaml'}: eval_tasks names 'mytasc', but no lm-eval"
+    (folder / "task.yaml").write_text(
+        (folder / "task.yaml").read_text().replace("eval_tasks: [mytask]", "eval_tasks: [mytasc]")
+    )
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        rf"{folder / 'task.yaml'}: eval_tasks names 'mytasc', but no lm-eval",
+    )
 
 
 def _unwritable_results(tmp: Path):
     blocker = tmp / "a-file"
     blocker.write_text("")
-    return "run", [f"results_dir={blocker / 'results'}"], rf"results_dir {blocker / 'results'} is not writable"
+    return (
+        "run",
+        [f"results_dir={blocker / 'results'}"],
+        rf"results_dir {blocker / 'results'} is not writable",
+    )
 
 
 def _cli(*args: str, expected: str):
@@ -143,6 +181,7 @@ def _model_folder(*files: str, expected: str):
         for name in files:
             (folder / name).write_text("{}")
         return "run", ["model=hf", f"model.name={folder}"], expected.format(folder=folder)
+
     return make
 
 
@@ -154,66 +193,126 @@ CASES = {
     "batch-size-zero": _cli("trainer.batch_size=0", expected=r"trainer.batch_size=0: must be >= 1"),
     "grad-accum-zero": _cli("trainer.grad_accum=0", expected=r"trainer.grad_accum=0: must be >= 1"),
     "task-yaml-syntax": _yaml_syntax,
-    "tracking-uri-scheme": _cli("tracking_uri=foo://bar", expected=r"tracking_uri=foo://bar: scheme 'foo' .*sqlite"),
-    "device-tpu": _cli("model.device=tpu", expected=r"model.device='tpu' is not known; valid values: auto, cpu, cuda"),
-    "report-unknown-overlay": _report("experiment=nosuch",
-                                      expected=r"experiment=nosuch: Could not find 'experiment/nosuch'.*smoke"),
-    "suite-builtin-without-index": _cli("suite.tasks=[arc_easy]",
-                                        expected=r"suite.tasks: 'arc_easy' is an lm-eval built-in task.*\n"
-                                                 r"  hint: add suite.builtin_index=true"),
+    "tracking-uri-scheme": _cli(
+        "tracking_uri=foo://bar", expected=r"tracking_uri=foo://bar: scheme 'foo' .*sqlite"
+    ),
+    "device-tpu": _cli(
+        "model.device=tpu", expected=r"model.device='tpu' is not known; valid values: auto, cpu, cuda"
+    ),
+    "report-unknown-overlay": _report(
+        "experiment=nosuch", expected=r"experiment=nosuch: Could not find 'experiment/nosuch'.*smoke"
+    ),
+    "suite-builtin-without-index": _cli(
+        "suite.tasks=[arc_easy]",
+        expected=r"suite.tasks: 'arc_easy' is an lm-eval built-in task.*\n"
+        r"  hint: add suite.builtin_index=true",
+    ),
     "missing-process-results": _missing_process_results,
-    "dtype-foo": _cli("model.dtype=foo", expected=r"model.dtype='foo' is not known; valid values: auto, float32"),
-    "model-path-missing": _cli("model=hf", "model.name=/nonexistent", expected=r"model.name=/nonexistent: no such folder"),
-    "model-name-typo": _cli("model.name=smollm2-135m-instuct",
-                            expected=r"did you mean model.name=smollm2-135m-instruct\?"),
+    "dtype-foo": _cli(
+        "model.dtype=foo", expected=r"model.dtype='foo' is not known; valid values: auto, float32"
+    ),
+    "model-path-missing": _cli(
+        "model=hf", "model.name=/nonexistent", expected=r"model.name=/nonexistent: no such folder"
+    ),
+    "model-name-typo": _cli(
+        "model.name=smollm2-135m-instuct", expected=r"did you mean model.name=smollm2-135m-instruct\?"
+    ),
     "jsonl-not-utf8": _non_utf8,
     "malformed-json": _malformed_json,
-    "plus-key-outside-schema": _cli("+trainer.lrr=1", expected=r"\+trainer.lrr=1: '\+' adds keys outside the schema.*"
-                                                                r"did you mean trainer.lr\?"),
-    "unknown-key": _cli("trainer.lrr=1", expected=r"trainer.lrr: no such key in trainer \(did you mean trainer.lr\?\); "
-                                                  r"valid keys: .*batch_size"),
+    "plus-key-outside-schema": _cli(
+        "+trainer.lrr=1",
+        expected=r"\+trainer.lrr=1: '\+' adds keys outside the schema.*"
+        r"did you mean trainer.lr\?",
+    ),
+    "unknown-key": _cli(
+        "trainer.lrr=1",
+        expected=r"trainer.lrr: no such key in trainer \(did you mean trainer.lr\?\); "
+        r"valid keys: .*batch_size",
+    ),
     "task-name-collision": _collision,
     # ---- more mistakes this round catches ----
-    "wrong-type": _cli("trainer.batch_size=abc", expected=r"trainer.batch_size=abc.*could not be converted to Integer"),
+    "wrong-type": _cli(
+        "trainer.batch_size=abc", expected=r"trainer.batch_size=abc.*could not be converted to Integer"
+    ),
     "override-syntax": _cli("stream.tasks=[a,", expected=r"cannot parse override 'stream.tasks=\[a,'"),
-    "plus-existing-key": _cli("+trainer.lr=1", expected=r"\+trainer.lr=1: trainer.lr is already in the config"),
-    "device-cuda-absent": _cli("model.device=cuda:7", expected=r"model.device=cuda:7: (no CUDA device|\d+ CUDA device)"),
+    "plus-existing-key": _cli(
+        "+trainer.lr=1", expected=r"\+trainer.lr=1: trainer.lr is already in the config"
+    ),
+    "device-cuda-absent": _cli(
+        "model.device=cuda:7", expected=r"model.device=cuda:7: (no CUDA device|\d+ CUDA device)"
+    ),
     "seed-negative": _cli("seed=-1", expected=r"seed=-1: must be in \[0, 4294967295\]"),
     "eval-limit-zero": _cli("eval.limit=0", expected=r"eval.limit=0: must be >= 1"),
-    "suite-unknown-task": _cli("suite.tasks=[general_mcq]", expected=r"suite.tasks: no task 'general_mcq'.*"
-                                                                      r"did you mean general_mc\?"),
-    "suite-typo-with-index": _cli("suite.tasks=[hellaswagg]", "suite.builtin_index=true",
-                                  expected=r"suite.tasks: no task 'hellaswagg' .*did you mean hellaswag\?"),
-    "suite-include-missing": _cli("suite.tasks=[general_mc]", "suite.include_paths=[/nonexistent/suite]",
-                                  expected=r"suite.include_paths: /nonexistent/suite: no such folder"),
+    "suite-unknown-task": _cli(
+        "suite.tasks=[general_mcq]",
+        expected=r"suite.tasks: no task 'general_mcq'.*"
+        r"did you mean general_mc\?",
+    ),
+    "suite-typo-with-index": _cli(
+        "suite.tasks=[hellaswagg]",
+        "suite.builtin_index=true",
+        expected=r"suite.tasks: no task 'hellaswagg' .*did you mean hellaswag\?",
+    ),
+    "suite-include-missing": _cli(
+        "suite.tasks=[general_mc]",
+        "suite.include_paths=[/nonexistent/suite]",
+        expected=r"suite.include_paths: /nonexistent/suite: no such folder",
+    ),
     "eval-file-missing": _no_eval_file,
     "eval-task-undefined": _eval_task_undefined,
-    "report-unknown-key": _report("experiment_nme=x", expected=r"experiment_nme: no such key at the top level "
-                                                                r"\(did you mean experiment_name\?\)"),
+    "report-unknown-key": _report(
+        "experiment_nme=x",
+        expected=r"experiment_nme: no such key at the top level "
+        r"\(did you mean experiment_name\?\)",
+    ),
     # ---- the ones that already worked, kept working ----
     "method-option-unknown": _cli("method=nosuch", expected=r"Could not find 'method/nosuch'.*sft_replay"),
     "suite-option-unknown": _cli("suite=nosuch", expected=r"Could not find 'suite/nosuch'.*general"),
-    "method-name-unknown": _cli("method.name=nosuch", expected=r"method.name='nosuch' is not known; valid values: "),
-    "task-unknown": _cli("stream.tasks=[nosuch]", expected=r"unknown task 'nosuch': built-in tasks are .*tooluse"),
-    "task-repeated": _cli("stream.tasks=[tooluse,tooluse]", expected=r"stream 'one' repeats task\(s\) \['tooluse'\]"),
+    "method-name-unknown": _cli(
+        "method.name=nosuch", expected=r"method.name='nosuch' is not known; valid values: "
+    ),
+    "task-unknown": _cli(
+        "stream.tasks=[nosuch]", expected=r"unknown task 'nosuch': built-in tasks are .*tooluse"
+    ),
+    "task-repeated": _cli(
+        "stream.tasks=[tooluse,tooluse]", expected=r"stream 'one' repeats task\(s\) \['tooluse'\]"
+    ),
     "stream-empty": _cli("stream.tasks=[]", expected=r"stream 'one' has no tasks"),
     "missing-prompt": _missing_field,
     "empty-train-file": _empty_train,
-    "ema-rate-zero": _cli("method.distill.ema_rate=0", expected=r"method.distill.ema_rate=0(\.0)?: must be in \(0, 1\]"),
-    "divergence-unknown": _cli("method.distill.divergence=kl", expected=r"method.distill.divergence='kl'.*forward"),
-    "batch-not-divisible": _cli("trainer.batch_size=4", "trainer.grad_accum=3",
-                                expected=r"trainer.batch_size=4 is not divisible by trainer.grad_accum=3"),
+    "ema-rate-zero": _cli(
+        "method.distill.ema_rate=0", expected=r"method.distill.ema_rate=0(\.0)?: must be in \(0, 1\]"
+    ),
+    "divergence-unknown": _cli(
+        "method.distill.divergence=kl", expected=r"method.distill.divergence='kl'.*forward"
+    ),
+    "batch-not-divisible": _cli(
+        "trainer.batch_size=4",
+        "trainer.grad_accum=3",
+        expected=r"trainer.batch_size=4 is not divisible by trainer.grad_accum=3",
+    ),
     "lr-zero": _cli("trainer.lr=0", expected=r"trainer.lr=0(\.0)?: must be > 0"),
-    "replay-fraction-one": _cli("method.replay_fraction=1", expected=r"method.replay_fraction=1(\.0)?: must be in \[0, 1\)"),
-    "eval-backend-unknown": _cli("eval.backend=tgi", expected=r"eval.backend='tgi' is not known; valid values: hf, vllm"),
-    "hub-id-offline": _cli("model=hf", "model.name=no/such-model",
-                           expected=r"model.name=no/such-model: not in the local Hugging Face cache"),
-    "tracking-server-down": _cli("tracking_uri=http://127.0.0.1:9",
-                                 expected=r"MLflow tracking server http://127.0.0.1:9 is not reachable"),
+    "replay-fraction-one": _cli(
+        "method.replay_fraction=1", expected=r"method.replay_fraction=1(\.0)?: must be in \[0, 1\)"
+    ),
+    "eval-backend-unknown": _cli(
+        "eval.backend=tgi", expected=r"eval.backend='tgi' is not known; valid values: hf, vllm"
+    ),
+    "hub-id-offline": _cli(
+        "model=hf",
+        "model.name=no/such-model",
+        expected=r"model.name=no/such-model: not in the local Hugging Face cache",
+    ),
+    "tracking-server-down": _cli(
+        "tracking_uri=http://127.0.0.1:9",
+        expected=r"MLflow tracking server http://127.0.0.1:9 is not reachable",
+    ),
     "results-dir-unwritable": _unwritable_results,
     "report-no-store": _report(expected=r"no MLflow store at .*mlflow.db"),
     "model-folder-no-config": _model_folder(expected=r"model.name={folder}: the folder has no config.json"),
-    "model-folder-no-tokenizer": _model_folder("config.json", expected=r"model.name={folder}: the folder has no tokenizer"),
+    "model-folder-no-tokenizer": _model_folder(
+        "config.json", expected=r"model.name={folder}: the folder has no tokenizer"
+    ),
     "bench-reps-zero": _bench("step", "--reps", "0", expected=r"--reps=0: must be >= 1"),
     "bench-unknown": _bench("nosuch", expected=r"unknown benchmark 'nosuch'"),
 }
@@ -242,12 +341,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
     results = tmp_path / "results"
     results.mkdir()
     command, args, expected = CASES[case](tmp_path)
-    if command == "run":  # `report` opens MLflow read-only (and refuses a missing store); `run` must not open it
+    if (
+        command == "run"
+    ):  # `report` opens MLflow read-only (and refuses a missing store); `run` must not open it
         import harness.tracking
 
         monkeypatch.setattr(harness.tracking, "Tracker", _refuse)
-    argv = {"run": [command, *FAST, f"results_dir={results}", *args], "report": [command, f"results_dir={results}", *args],
-            "bench": [command, *args]}[command]
+    argv = {
+        "run": [command, *FAST, f"results_dir={results}", *args],
+        "report": [command, f"results_dir={results}", *args],
+        "bench": [command, *args],
+    }[command]
     capsys.readouterr()
     code = main(argv)
     err = capsys.readouterr().err
@@ -301,9 +405,11 @@ def test_tasks_validate_reports_yaml_syntax_error_with_line(tmp_path, capsys):
 
 # ---- real processes: the console script, Hydra's own startup, sweeps -------------------------------------
 
+
 def _harness(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,19 @@ from harness.cli import compose
 
 # the fast tiny-model configuration of tests/test_loop.py
 FAST = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=pair", "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=pair",
+    "stream.tasks=[tooluse,dates]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
@@ -37,7 +47,8 @@ def test_second_run_reuses_stage_0_and_gets_the_same_scores(tmp_path, monkeypatc
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     stage0 = client.search_runs(
         [client.get_run(second["parent_run_id"]).info.experiment_id],
-        f"tags.mlflow.parentRunId = '{second['parent_run_id']}' and tags.stage = '0'")[0]
+        f"tags.mlflow.parentRunId = '{second['parent_run_id']}' and tags.stage = '0'",
+    )[0]
     assert stage0.data.metrics["base_eval_reused"] == 1.0
     local = client.download_artifacts(stage0.info.run_id, "items.csv.gz", str(tmp_path / "dl"))
     assert local.endswith("items.csv.gz")  # the item-level artifact is written for a reused stage too
@@ -59,8 +70,9 @@ def test_key_changes_with_what_changes_a_base_score_and_only_with_that(tmp_path)
     key = _key(cfg, [str(folder)])
     assert key == _key(compose([*FAST, "seed=5", "method=sdft", "trainer.lr=1e-3"]), [str(folder)])
     assert key != _key(compose([*FAST, "eval.limit=4"]), [str(folder)])
-    assert key != base_eval_cache.cache_key(dict(cfg.model), dict(cfg.eval), "bfloat16", ["tooluse"],
-                                            [str(folder)], False)
+    assert key != base_eval_cache.cache_key(
+        dict(cfg.model), dict(cfg.eval), "bfloat16", ["tooluse"], [str(folder)], False
+    )
     eval_file = folder / "tooluse" / "eval.jsonl"
     eval_file.write_text(eval_file.read_text().replace("a", "b", 1))  # a regenerated data file
     assert key != _key(cfg, [str(folder)])
@@ -72,4 +84,3 @@ def test_unreadable_entry_counts_as_absent(tmp_path):
     assert base_eval_cache.load(tmp_path, "abc") is None
     base_eval_cache.store(tmp_path, "abc", {"score/x": 0.5}, {"any": "object"})
     assert base_eval_cache.load(tmp_path, "abc") == ({"score/x": 0.5}, {"any": "object"})
-

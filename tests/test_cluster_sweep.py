@@ -12,17 +12,37 @@ from mlflow import MlflowClient
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the dev/cluster extra")
 
 FAST = [
-    "model=tiny", "suite=none", "stream.name=one", "stream.tasks=[tooluse]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "suite=none",
+    "stream.name=one",
+    "stream.tasks=[tooluse]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
 def test_local_submitit_sweep_runs_both_jobs_into_one_store(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "-m", "hydra/launcher=local", "method=sft,dft", *FAST,
-         f"results_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "-m",
+            "hydra/launcher=local",
+            "method=sft,dft",
+            *FAST,
+            f"results_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # submitit ran the jobs: its folder holds one result pickle per job
@@ -35,5 +55,7 @@ def test_local_submitit_sweep_runs_both_jobs_into_one_store(tmp_path):
     assert sorted(p.data.tags["method"] for p in parents) == ["dft", "sft"]
     for parent in parents:
         assert parent.info.status == "FINISHED" and parent.data.tags["harness.complete"] == "true"
-        children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        children = client.search_runs(
+            [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
         assert sorted(int(c.data.tags["stage"]) for c in children) == [0, 1]

@@ -11,7 +11,9 @@ from harness.methods import method_names
 
 GROUP_OPTIONS = [
     (group.name, option.stem)
-    for group in sorted(p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("hydra", *NOT_HYDRA_GROUPS))
+    for group in sorted(
+        p for p in Path(CONF_DIR).iterdir() if p.is_dir() and p.name not in ("hydra", *NOT_HYDRA_GROUPS)
+    )
     for option in sorted(group.glob("*.yaml"))
 ]
 
@@ -27,13 +29,21 @@ def test_every_option_composes(group, option):
 def test_defaults_are_the_paper_sdft():
     cfg = compose([])
     d = cfg.method.distill
-    assert (cfg.method.name, d.teacher, d.ema_rate, d.divergence, d.support, d.num_rollouts, d.temperature) == (
-        "sdft", "ema", 0.01, "forward", "full", 1, 1.0)
+    assert (
+        cfg.method.name,
+        d.teacher,
+        d.ema_rate,
+        d.divergence,
+        d.support,
+        d.num_rollouts,
+        d.temperature,
+    ) == ("sdft", "ema", 0.01, "forward", "full", 1, 1.0)
     assert cfg.trainer.weight_decay == 0.0 and cfg.trainer.max_grad_norm == 1.0
     assert cfg.model.name == "smollm2-135m-instruct"
 
 
 # Composition mistakes are one-line ValueErrors (harness.preflight), not Hydra's many-line exceptions.
+
 
 def test_unknown_group_option_lists_valid_ones():
     with pytest.raises(ValueError, match="Could not find 'method/nosuchmethod'") as err:
@@ -48,7 +58,9 @@ def test_wrong_type_fails_at_composition():
 
 
 def test_unknown_key_fails_at_composition():
-    with pytest.raises(ValueError, match=r"trainer.learning_rate: no such key in trainer; valid keys: .*\blr\b"):
+    with pytest.raises(
+        ValueError, match=r"trainer.learning_rate: no such key in trainer; valid keys: .*\blr\b"
+    ):
         compose(["trainer.learning_rate=1e-5"])
 
 
@@ -80,7 +92,9 @@ def test_eval_backend_is_checked_before_anything_loads():
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:  # this machine: the extra is not installed
-        with pytest.raises(ValueError, match=r"eval.backend=vllm needs the vllm package: pip install -e '.\[vllm\]'"):
+        with pytest.raises(
+            ValueError, match=r"eval.backend=vllm needs the vllm package: pip install -e '.\[vllm\]'"
+        ):
             compose(["eval.backend=vllm"])
     else:
         with pytest.raises(ValueError, match="eval.backend=vllm runs on a GPU"):

@@ -22,7 +22,9 @@ from harness.tasks import TEACHER_TEMPLATES
 
 def test_template_sentences_are_the_templates_own_text() -> None:
     assert template_sentences(TEACHER_TEMPLATES["plain"]) == [
-        "This is an example for a response to the question:", "Now answer with a response of your own."]
+        "This is an example for a response to the question:",
+        "Now answer with a response of your own.",
+    ]
     assert template_sentences(TEACHER_TEMPLATES["label"]) == ["Correct answer:"]
     assert template_sentences(TEACHER_TEMPLATES["system"]) == ["Reference answer for the next question:"]
     # a short label counts whole: its only "n-gram" is the label itself
@@ -32,13 +34,14 @@ def test_template_sentences_are_the_templates_own_text() -> None:
 def test_recitation_rate_on_hand_made_rollouts() -> None:
     rollouts = [
         "This is an example of a response to a question: This is an example of",  # 4-gram "this is an example"
-        "The user wants the forecast.\n{\"name\": \"skyline_forecast\"}",
+        'The user wants the forecast.\n{"name": "skyline_forecast"}',
         "Sure! Now ANSWER with a response, here it is",  # "now answer with a" (case, punctuation ignored)
         "an example for you",  # 3 words of the sentence only: not a recitation
     ]
     assert recitation_rate(rollouts, TEACHER_TEMPLATES["plain"]) == pytest.approx(2 / 4)
-    assert recitation_rate(["Correct answer:\n{}", "the correct one", "answer correct"],
-                           TEACHER_TEMPLATES["label"]) == pytest.approx(1 / 3)
+    assert recitation_rate(
+        ["Correct answer:\n{}", "the correct one", "answer correct"], TEACHER_TEMPLATES["label"]
+    ) == pytest.approx(1 / 3)
     assert recitation_rate([], TEACHER_TEMPLATES["plain"]) == 0.0
 
 
@@ -47,7 +50,9 @@ def test_repetition_and_distinct_n_hand_computed() -> None:
     assert repeated_ngram_rate(loop, 3) == pytest.approx(4 / 7)
     assert repeated_ngram_rate([1, 2, 3, 4, 5], 3) == 0.0
     assert distinct_n([1, 2, 1, 2, 3], 2) == pytest.approx(3 / 4)  # (1,2) twice among 4 bigrams
-    health = rollout_health([loop, [5, 6, 7, 8]], ["this is an example for", "fine"], TEACHER_TEMPLATES["plain"])
+    health = rollout_health(
+        [loop, [5, 6, 7, 8]], ["this is an example for", "fine"], TEACHER_TEMPLATES["plain"]
+    )
     assert health["recite_frac"] == pytest.approx(0.5)
     assert health["repeat3"] == pytest.approx((4 / 7 + 0.0) / 2)
     assert health["distinct2"] == pytest.approx((3 / 8 + 1.0) / 2)  # loop: bigrams (1,2),(2,3),(3,1) of 8

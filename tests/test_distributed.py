@@ -34,8 +34,16 @@ from harness.distributed import Replicas, micro_batches, parameter_fingerprint
 ROOT = Path(__file__).resolve().parent.parent
 DDP_CONFIG = ROOT / "conf" / "accelerate" / "ddp.yaml"
 LAUNCH_CONFIGS = {"ddp": DDP_CONFIG, "fsdp": ROOT / "conf" / "accelerate" / "fsdp.yaml"}
-COMMON = ["experiment=smoke", "model=tiny", "suite=none", "eval.in_context_items=0", "trainer.max_steps=3",
-          "trainer.lr=1e-3", "trainer.warmup_steps=0", "checkpoints=all"]
+COMMON = [
+    "experiment=smoke",
+    "model=tiny",
+    "suite=none",
+    "eval.in_context_items=0",
+    "trainer.max_steps=3",
+    "trainer.lr=1e-3",
+    "trainer.warmup_steps=0",
+    "checkpoints=all",
+]
 
 
 def test_micro_batches_partition_the_global_batch_the_same_way():
@@ -53,13 +61,25 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _launch(args: list[str], processes: int, parallelism: str = "ddp", check: bool = True
-            ) -> subprocess.CompletedProcess:
+def _launch(
+    args: list[str], processes: int, parallelism: str = "ddp", check: bool = True
+) -> subprocess.CompletedProcess:
     if processes == 1:
         cmd = [sys.executable, "-m", "harness.cli", "run", *args]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(LAUNCH_CONFIGS[parallelism]),
-               "--num_processes", str(processes), "-m", "harness.cli", "run", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(LAUNCH_CONFIGS[parallelism]),
+            "--num_processes",
+            str(processes),
+            "-m",
+            "harness.cli",
+            "run",
+            *args,
+        ]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
@@ -83,14 +103,20 @@ def _step_metrics(results: Path, name: str) -> dict[tuple[int, int], float]:
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 @pytest.mark.parametrize("method", ["sft", "sdft"])
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, method, parallelism):
-    multi = _launch([*COMMON, f"method={method}", "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"], 2,
-                    parallelism)
+    multi = _launch(
+        [*COMMON, f"method={method}", "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"],
+        2,
+        parallelism,
+    )
     _launch([*COMMON, f"method={method}", "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
     assert "accuracy matrix" in multi.stdout and multi.stdout.count("accuracy matrix") == 1  # rank 0 prints
     if parallelism == "ddp":
         assert "data parallel: 2 processes share each global batch of 4" in multi.stdout
     else:  # each process really holds half of the weights
-        assert "fully sharded (FSDP): 2 processes share each global batch of 4; this process stores 50.0%" in multi.stdout
+        assert (
+            "fully sharded (FSDP): 2 processes share each global batch of 4; this process stores 50.0%"
+            in multi.stdout
+        )
 
     losses_multi = _step_metrics(tmp_path / "multi", "train_step/loss")
     losses_single = _step_metrics(tmp_path / "single", "train_step/loss")
@@ -156,7 +182,9 @@ def _assert_same_checkpoints(multi: Path, single: Path, parallelism: str) -> Non
         if parallelism == "ddp":
             assert largest <= 1e-6, f"stage {stage}: largest weight gap {largest}"
         else:
-            assert largest <= 1e-4 and off < total / 10_000, f"stage {stage}: largest gap {largest}, {off} off"
+            assert largest <= 1e-4 and off < total / 10_000, (
+                f"stage {stage}: largest gap {largest}, {off} off"
+            )
     (base,) = single.glob("checkpoints/smoke/*/stage_0.safetensors")
     start = load_file(str(base))
     assert max(float((want[k] - start[k]).abs().max()) for k in want) > 1e-4
@@ -172,16 +200,34 @@ def _resume_repeats_stage_2(results: Path, losses: dict[tuple[int, int], float],
     stage2 = client.search_runs([exp], "tags.stage = '2'")
     assert len(stage2) == 1
     client.delete_run(stage2[0].info.run_id)
-    rerun = _launch([*COMMON, "method=sdft", "trainer.grad_accum=1", f"results_dir={results}"], 2, parallelism)
+    rerun = _launch(
+        [*COMMON, "method=sdft", "trainer.grad_accum=1", f"results_dir={results}"], 2, parallelism
+    )
     assert "stages 0..1 already done" in rerun.stdout
     again = _step_metrics(results, "train_step/loss")
     assert {k: v for k, v in again.items() if k[0] == 2} == {k: v for k, v in losses.items() if k[0] == 2}
 
 
 def test_cpu_launch_without_mpi_is_refused(tmp_path):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "harness.cli", "run", *COMMON, f"results_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "harness.cli",
+        "run",
+        *COMMON,
+        f"results_dir={tmp_path}",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "started a single process" in done.stderr + done.stdout
@@ -190,7 +236,9 @@ def test_cpu_launch_without_mpi_is_refused(tmp_path):
 
 
 def _worker(rank: int, world: int, init_file: str, queue) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
     try:
         replicas = Replicas(rank=rank, world=world)
         torch.manual_seed(0)
@@ -213,15 +261,18 @@ def _worker(rank: int, world: int, init_file: str, queue) -> None:
 def test_gradients_are_summed_and_drift_is_caught(tmp_path):
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    torch.multiprocessing.start_processes(_worker, args=(2, str(tmp_path / "init"), queue), nprocs=2,
-                                          start_method="spawn")
+    torch.multiprocessing.start_processes(
+        _worker, args=(2, str(tmp_path / "init"), queue), nprocs=2, start_method="spawn"
+    )
     got = [queue.get(timeout=60) for _ in range(4)]
     grads = [g for kind, _, g in got if kind == "grad"]
     # d(sum W x)/dW = x per output row: inputs 1 and 2 summed = 3 everywhere, on both processes
     for g in grads:
         assert g == [[3.0, 3.0, 3.0], [3.0, 3.0, 3.0]]
     errors = [e for kind, _, e in got if kind == "sync"]
-    assert len(errors) == 2 and all(e and "drifted: the weights differ between processes" in e for e in errors)
+    assert len(errors) == 2 and all(
+        e and "drifted: the weights differ between processes" in e for e in errors
+    )
 
 
 def test_fingerprint_sees_a_tiny_change():
@@ -236,10 +287,17 @@ def test_fsdp_refuses_a_batch_that_leaves_a_micro_batch_empty(tmp_path):
     """Under FSDP every process must run as many forward passes as the others: 2 prompts cut into
     2 processes x 2 micro-batches leave two micro-batches empty (without the check, the run dies in gloo
     when one process skips its share). 3 prompts on 2 processes (micro-batches of 2 and 1) are fine."""
-    done = _launch([*COMMON, "method=sft", "trainer.batch_size=2", "trainer.grad_accum=2", f"results_dir={tmp_path}"],
-                   2, "fsdp", check=False)
+    done = _launch(
+        [*COMMON, "method=sft", "trainer.batch_size=2", "trainer.grad_accum=2", f"results_dir={tmp_path}"],
+        2,
+        "fsdp",
+        check=False,
+    )
     assert done.returncode != 0
-    assert "FSDP: trainer.batch_size=2 cut into processes x grad_accum = 2 x 2 micro-batches leaves 2" in done.stderr
+    assert (
+        "FSDP: trainer.batch_size=2 cut into processes x grad_accum = 2 x 2 micro-batches leaves 2"
+        in done.stderr
+    )
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
 
 
@@ -268,7 +326,9 @@ def test_fsdp_with_gradient_checkpointing_gives_the_same_steps(tmp_path):
     same rollouts, same forward, so the same losses and gradient norms (observed: bit for bit)."""
     args = [*COMMON, "method=sdft", "trainer.max_steps=2"]
     for flag in ("true", "false"):
-        _launch([*args, f"trainer.gradient_checkpointing={flag}", f"results_dir={tmp_path / flag}"], 2, "fsdp")
+        _launch(
+            [*args, f"trainer.gradient_checkpointing={flag}", f"results_dir={tmp_path / flag}"], 2, "fsdp"
+        )
     for key in ("train_step/loss", "train_step/grad_norm"):
         with_ckpt, without = _step_metrics(tmp_path / "true", key), _step_metrics(tmp_path / "false", key)
         assert len(without) == 4 and with_ckpt.keys() == without.keys()

@@ -29,8 +29,9 @@ def _div(s: list[float], t: list[float], kind: str, beta: float) -> float:
     return beta * _kl(t, m) + (1 - beta) * _kl(s, m)
 
 
-def _brute(s_logits: list[float], t_logits: list[float], kind: str, beta: float, support: str, k: int,
-           tail: bool) -> float:
+def _brute(
+    s_logits: list[float], t_logits: list[float], kind: str, beta: float, support: str, k: int, tail: bool
+) -> float:
     s, t = _probs(s_logits), _probs(t_logits)
     if support == "full":
         return _div(s, t, kind, beta)
@@ -82,8 +83,9 @@ def test_sampled_estimator_gradient_is_unbiased(kind: str) -> None:
     p_s = torch.softmax(s_logits, -1)
     for y in range(5):
         x = s_logits.clone().requires_grad_(True)
-        token_divergence(x.unsqueeze(0), t_logits.unsqueeze(0), kind=kind, support="sampled",
-                         tokens=torch.tensor([y])).sum().backward()
+        token_divergence(
+            x.unsqueeze(0), t_logits.unsqueeze(0), kind=kind, support="sampled", tokens=torch.tensor([y])
+        ).sum().backward()
         expected_grad += p_s[y] * x.grad
     torch.testing.assert_close(expected_grad, exact.grad, rtol=1e-9, atol=1e-12)
 

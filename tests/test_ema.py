@@ -13,8 +13,10 @@ from harness.distill.teacher import Teacher
 from harness.methods import StageContext, get_method
 from harness.tasks import Item
 
-ITEMS = [Item(prompt=f"What is {i} times 3?", demonstration=f"{3 * i}", privileged=f"{i}*3={3 * i}")
-         for i in range(4)]
+ITEMS = [
+    Item(prompt=f"What is {i} times 3?", demonstration=f"{3 * i}", privileged=f"{i}*3={3 * i}")
+    for i in range(4)
+]
 
 
 def _snapshot(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -28,9 +28,19 @@ from harness.tasks import TASKS_ROOT, TaskDataError
 
 # The tiny-model configuration of tests/test_loop.py with one task (stage 0 = base, stage 1 = tooluse).
 FAST = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=one", "stream.tasks=[tooluse]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=one",
+    "stream.tasks=[tooluse]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
@@ -40,7 +50,9 @@ def _client(results: Path) -> MlflowClient:
 
 def _stage_runs(client: MlflowClient, parent_id: str) -> dict[int, str]:
     exp = client.get_run(parent_id).info.experiment_id
-    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`harness.role` = 'stage'")
+    runs = client.search_runs(
+        [exp], f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`harness.role` = 'stage'"
+    )
     return {int(r.data.tags["stage"]): r.info.run_id for r in runs if r.info.status == "FINISHED"}
 
 
@@ -55,8 +67,13 @@ def finished(tmp_path_factory):
     stages = _stage_runs(client, out["parent_run_id"])
     assert sorted(stages) == [0, 1]
     ckpts = sorted((results / "checkpoints").rglob("*.safetensors"))
-    return {"results": results, "parent": out["parent_run_id"], "stages": stages, "R": out["R"],
-            "checkpoints": {p: p.read_bytes() for p in ckpts}}
+    return {
+        "results": results,
+        "parent": out["parent_run_id"],
+        "stages": stages,
+        "R": out["R"],
+        "checkpoints": {p: p.read_bytes() for p in ckpts},
+    }
 
 
 def _assert_intact(ref: dict) -> None:
@@ -82,7 +99,9 @@ def _user_task(root: Path, lines: list[str]) -> Path:
     shutil.copytree(TASKS_ROOT / "tooluse", folder)
     meta = (folder / "task.yaml").read_text().replace("name: tooluse", "name: mytask")
     (folder / "task.yaml").write_text(meta.replace("eval_tasks: [tooluse]", "eval_tasks: [mytask]"))
-    (folder / "mytask.yaml").write_text((folder / "tooluse.yaml").read_text().replace("task: tooluse", "task: mytask"))
+    (folder / "mytask.yaml").write_text(
+        (folder / "tooluse.yaml").read_text().replace("task: tooluse", "task: mytask")
+    )
     (folder / "tooluse.yaml").unlink()
     (folder / "train.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return folder
@@ -121,10 +140,20 @@ def test_prompt_plus_demonstration_longer_than_context_names_the_item(finished, 
     folder = _user_task(tmp_path, [GOOD, long_item])
     before = _parent_count(finished["results"])
     for method in ("sft", "sdft"):  # SFT would otherwise cut the demonstration silently
-        cfg = compose([*FAST, f"results_dir={finished['results']}", f"method={method}", f"stream.tasks=[{folder}]",
-                       "model.max_length=256"])
-        with pytest.raises(ValueError, match=r"train.jsonl:2 id=too-long: prompt \+ demonstration have \d+ tokens, "
-                                             r"more than model.max_length=256"):
+        cfg = compose(
+            [
+                *FAST,
+                f"results_dir={finished['results']}",
+                f"method={method}",
+                f"stream.tasks=[{folder}]",
+                "model.max_length=256",
+            ]
+        )
+        with pytest.raises(
+            ValueError,
+            match=r"train.jsonl:2 id=too-long: prompt \+ demonstration have \d+ tokens, "
+            r"more than model.max_length=256",
+        ):
             run_experiment(cfg)
     assert _parent_count(finished["results"]) == before
     _assert_intact(finished)
@@ -137,8 +166,11 @@ def test_unknown_model_name_is_one_clear_error(finished):
 
     before = _parent_count(finished["results"])
     cfg = compose([*FAST, f"results_dir={finished['results']}", "model=hf", "model.name=no/such-model"])
-    with pytest.raises(ValueError, match=r"model.name=no/such-model: not in the local Hugging Face cache, and "
-                                         r"HF_HUB_OFFLINE is set"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.name=no/such-model: not in the local Hugging Face cache, and "
+        r"HF_HUB_OFFLINE is set",
+    ):
         run_experiment(cfg)
     assert _parent_count(finished["results"]) == before, "the model is checked before the parent run opens"
     _assert_intact(finished)
@@ -194,12 +226,17 @@ def test_non_finite_loss_stops_the_stage_and_keeps_earlier_ones(finished):
     from harness.loop import StageFailedError, run_experiment
 
     cfg = compose([*FAST, f"results_dir={finished['results']}", "trainer.lr=1e30"])
-    with pytest.raises(StageFailedError, match=r"stage 1 \(tooluse\): non-finite training loss \S+ at optimizer "
-                                               r"step \d+; .*stages 0..0 are logged and kept") as err:
+    with pytest.raises(
+        StageFailedError,
+        match=r"stage 1 \(tooluse\): non-finite training loss \S+ at optimizer "
+        r"step \d+; .*stages 0..0 are logged and kept",
+    ) as err:
         run_experiment(cfg)
     client = _client(finished["results"])
     exp = client.get_experiment_by_name("default")
-    failed = client.search_runs([exp.experiment_id], "tags.`harness.role` = 'parent' and params.`trainer.lr` = '1e+30'")
+    failed = client.search_runs(
+        [exp.experiment_id], "tags.`harness.role` = 'parent' and params.`trainer.lr` = '1e+30'"
+    )
     assert len(failed) == 1
     parent = failed[0]
     assert parent.info.status == "FAILED" and parent.data.tags["harness.error"] == str(err.value)
@@ -210,9 +247,11 @@ def test_non_finite_loss_stops_the_stage_and_keeps_earlier_ones(finished):
 
 # ---- the command line: one line on stderr, exit code 1, no traceback --------------------------------------
 
+
 def _harness_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", "run", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_errors_are_one_clear_line(finished, tmp_path):
@@ -221,7 +260,10 @@ def test_cli_errors_are_one_clear_line(finished, tmp_path):
     for group, valid in (("method", "sft_replay"), ("suite", "general")):
         proc = _harness_run(*FAST, f"results_dir={results}", f"{group}=nosuch")
         assert proc.returncode == 1
-        assert f"Could not find '{group}/nosuch'" in proc.stderr and f"Available options in '{group}'" in proc.stderr
+        assert (
+            f"Could not find '{group}/nosuch'" in proc.stderr
+            and f"Available options in '{group}'" in proc.stderr
+        )
         assert valid in proc.stderr
 
     # bad task data: our message, not a Hydra traceback
@@ -273,8 +315,13 @@ def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys
     results = tmp_path / "run"
     args = [*FAST, f"results_dir={results}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", TRACED_RUN, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TRACED_RUN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     starts, deadline = 0, time.time() + 300
     for line in proc.stdout:
         starts += line.strip() == "EVAL-START"
@@ -288,8 +335,9 @@ def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys
     assert starts == 2 and proc.returncode == -signal.SIGKILL
     assert "EVAL-END" not in rest, "the kill must land inside stage 1's evaluation"
     client = _client(results)
-    parent_id = client.search_runs([client.get_experiment_by_name("default").experiment_id],
-                                   "tags.`harness.role` = 'parent'")[0].info.run_id
+    parent_id = client.search_runs(
+        [client.get_experiment_by_name("default").experiment_id], "tags.`harness.role` = 'parent'"
+    )[0].info.run_id
     stage0 = _stage_runs(client, parent_id)
     assert sorted(stage0) == [0]
 
@@ -305,13 +353,17 @@ def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys
     # and the final weights must equal the uninterrupted run's too.
     ref_client = _client(finished["results"])
     for key in ("train/first_loss", "train/last_loss"):
-        assert client.get_run(stages[1]).data.metrics[key] == ref_client.get_run(finished["stages"][1]).data.metrics[key]
+        assert (
+            client.get_run(stages[1]).data.metrics[key]
+            == ref_client.get_run(finished["stages"][1]).data.metrics[key]
+        )
     ours = next((results / "checkpoints").rglob("stage_1.safetensors")).read_bytes()
     theirs = next(p for p in finished["checkpoints"] if p.name == "stage_1.safetensors").read_bytes()
     assert ours == theirs
 
 
 # ---- checkpoints are never half-written -------------------------------------------------------------------
+
 
 def _uniform_value(path: Path) -> float:
     """Load a checkpoint of `torch.nn.Linear(1024, 1024, bias=False)` and return its single value."""

@@ -52,7 +52,6 @@ def test_fsdp_teacher_copy_takes_the_students_dtype_and_ema_updates(tiny_model, 
     assert all(m == pytest.approx(0.5, abs=0.05) for m in moved), moved
 
 
-
 # --- 2. suite=paper: lm-eval names exist offline, code execution is an opt-in, missing extras are named ----
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -128,8 +127,9 @@ def test_task_manager_is_built_once_per_include_paths():
 
 # --- 4. memory estimate --------------------------------------------------------------------------------
 
-QWEN_7B = dict(vocab=152064, hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, tied=False,
-               qkv_bias=True)
+QWEN_7B = dict(
+    vocab=152064, hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, tied=False, qkv_bias=True
+)
 GB80 = 80 * 2**30
 
 
@@ -137,9 +137,15 @@ def _qwen7b_config():
     from transformers import Qwen2Config
 
     q = QWEN_7B
-    return Qwen2Config(vocab_size=q["vocab"], hidden_size=q["hidden"], num_hidden_layers=q["layers"],
-                       intermediate_size=q["intermediate"], num_attention_heads=q["heads"],
-                       num_key_value_heads=q["kv_heads"], tie_word_embeddings=q["tied"])
+    return Qwen2Config(
+        vocab_size=q["vocab"],
+        hidden_size=q["hidden"],
+        num_hidden_layers=q["layers"],
+        intermediate_size=q["intermediate"],
+        num_attention_heads=q["heads"],
+        num_key_value_heads=q["kv_heads"],
+        tie_word_embeddings=q["tied"],
+    )
 
 
 def test_parameter_count_from_the_config_matches_the_published_size():
@@ -163,8 +169,9 @@ def test_7b_with_an_ema_teacher_is_refused_on_one_80gb_gpu_and_fits_with_8_proce
     assert f"about {need:.1f} GiB per process" in message and f"short by {need - 80:.1f} GiB" in message
     assert "FSDP over" in message and "conf/accelerate/fsdp.yaml" in message
     # the same in bf16 weights: the EMA copy in the compute dtype would not rescue it, a live teacher neither
-    eight = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4, processes=8, sharded=True, rows=1,
-                    max_length=2048)
+    eight = Setting(
+        weight_bytes=4, compute_bytes=2, teacher_bytes=4, processes=8, sharded=True, rows=1, max_length=2048
+    )
     estimate, warning = check(shape, eight, GB80)
     assert estimate.static == pytest.approx((16 * P + 4 * P) / 8)
     assert estimate.evaluation == pytest.approx((4 * P + 4 * P) / 8 + 4 * P)  # + rank 0's gathered copy
@@ -204,7 +211,11 @@ def test_micro_batch_warning_for_single_prompt_micro_batches():
     from harness.readiness import micro_batch_warning
 
     warning = micro_batch_warning(32, 4, 8)
-    assert warning and "micro-batches of 1" in warning and "trainer.grad_accum=1 gives micro-batches of 4" in warning
+    assert (
+        warning
+        and "micro-batches of 1" in warning
+        and "trainer.grad_accum=1 gives micro-batches of 4" in warning
+    )
     assert micro_batch_warning(32, 4, 1) is None and micro_batch_warning(32, 1, 8) is None
 
 
@@ -220,6 +231,7 @@ def test_adamw_is_fused_on_cuda_only():
 
 # --- 5. eval.backend=vllm, against a stub of the vllm package --------------------------------------------
 
+
 def _stub_vllm(monkeypatch, calls: list):
     """A `vllm` package with just what lm-eval's VLLM wrapper imports; LLM(...) records its arguments and
     the environment the engine would start in."""
@@ -232,16 +244,28 @@ def _stub_vllm(monkeypatch, calls: list):
 
     class LLM:
         def __init__(self, **kwargs):
-            calls.append(("LLM", kwargs, {k: os.environ.get(k) for k in
-                                          ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")}))
+            calls.append(
+                (
+                    "LLM",
+                    kwargs,
+                    {
+                        k: os.environ.get(k)
+                        for k in ("CUDA_VISIBLE_DEVICES", "VLLM_ENABLE_V1_MULTIPROCESSING")
+                    },
+                )
+            )
             config = types.SimpleNamespace(max_model_len=kwargs["max_model_len"])
             self.llm_engine = types.SimpleNamespace(model_config=config)
 
     modules = {
-        "vllm": types.SimpleNamespace(LLM=LLM, SamplingParams=object, TokensPrompt=dict, __version__="0.33.0"),
+        "vllm": types.SimpleNamespace(
+            LLM=LLM, SamplingParams=object, TokensPrompt=dict, __version__="0.33.0"
+        ),
         "vllm.lora": types.SimpleNamespace(),
         "vllm.lora.request": types.SimpleNamespace(LoRARequest=object),
-        "vllm.tokenizers": types.SimpleNamespace(get_tokenizer=lambda name, **kw: AutoTokenizer.from_pretrained(name)),
+        "vllm.tokenizers": types.SimpleNamespace(
+            get_tokenizer=lambda name, **kw: AutoTokenizer.from_pretrained(name)
+        ),
         "vllm.renderers": types.SimpleNamespace(),
         "vllm.renderers.hf": types.SimpleNamespace(resolve_chat_template=lambda **kw: None),
     }
@@ -254,11 +278,14 @@ def _stub_vllm(monkeypatch, calls: list):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delitem(sys.modules, "lm_eval.models.vllm_causallms", raising=False)
     real_version = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version",
-                        lambda name: "0.33.0" if name == "vllm" else real_version(name))
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "0.33.0" if name == "vllm" else real_version(name)
+    )
 
 
-def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapshot(tiny_model, tmp_path, monkeypatch):
+def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapshot(
+    tiny_model, tmp_path, monkeypatch
+):
     import os
 
     from harness import evaluation
@@ -273,7 +300,9 @@ def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapsho
     snapshots = tmp_path / "results" / "vllm_snapshots" / "exp" / "key"
     first = evaluation.write_snapshot(model, tok, snapshots / "stage_1")
     folder = evaluation.write_snapshot(model, tok, snapshots / "stage_2", dtype="bfloat16")
-    assert [p.name for p in snapshots.iterdir()] == ["stage_2"] and not first.exists()  # one on disk, never stale
+    assert [p.name for p in snapshots.iterdir()] == [
+        "stage_2"
+    ] and not first.exists()  # one on disk, never stale
     assert (folder / evaluation.SNAPSHOT_DONE).is_file()
     assert '"bfloat16"' in (folder / "config.json").read_text()  # vLLM runs in the compute dtype asked for
 
@@ -299,6 +328,7 @@ def test_vllm_evaluation_without_a_snapshot_is_refused(tiny_model):
 
 # --- 6. neutral sampling settings on load -------------------------------------------------------------------
 
+
 def test_loaded_models_sample_from_their_own_distribution(tiny_model, tmp_path):
     """A checkpoint whose generation_config carries penalties (as Qwen2.5-Instruct's does) is loaded with
     neutral settings, so greedy generation is the argmax of the model's own logits, step by step."""
@@ -307,17 +337,25 @@ def test_loaded_models_sample_from_their_own_distribution(tiny_model, tmp_path):
 
     model, tok = tiny_model
     source = copy.deepcopy(model)
-    source.generation_config.update(repetition_penalty=1.05, top_k=20, top_p=0.8, temperature=0.7,
-                                    do_sample=True, no_repeat_ngram_size=2)
+    source.generation_config.update(
+        repetition_penalty=1.05, top_k=20, top_p=0.8, temperature=0.7, do_sample=True, no_repeat_ngram_size=2
+    )
     source.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     loaded, tokenizer = load_model(ModelConfig(name=str(tmp_path), device="cpu", dtype="float32"))
     g = loaded.generation_config
-    assert (g.repetition_penalty, g.top_k, g.top_p, g.temperature, g.do_sample, g.no_repeat_ngram_size) == (None,) * 6
+    assert (g.repetition_penalty, g.top_k, g.top_p, g.temperature, g.do_sample, g.no_repeat_ngram_size) == (
+        None,
+    ) * 6
     assert g.pad_token_id == tokenizer.pad_token_id and g.eos_token_id is not None
     ids = torch.tensor([tokenizer("The sky is blue and the sea is")["input_ids"]])
-    out = loaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                          eos_token_id=None)
+    out = loaded.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
+    )
     manual = ids
     with torch.no_grad():
         for _ in range(12):
@@ -326,6 +364,7 @@ def test_loaded_models_sample_from_their_own_distribution(tiny_model, tmp_path):
 
 
 # --- 7. TF32 on CUDA only; weights loaded straight onto the GPU ------------------------------------------------
+
 
 def test_tf32_is_allowed_on_cuda_only():
     from harness.models import allow_tf32
@@ -349,6 +388,7 @@ def test_weights_load_straight_onto_this_processs_gpu():
 
 
 # --- 8. phase timings synchronise the device; peak memory is what the process holds ------------------------
+
 
 def test_clock_waits_for_the_gpu(monkeypatch):
     import time
@@ -382,7 +422,9 @@ def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch)
             def clock():
                 readings[where] += 1
                 return inner()
+
             return clock
+
         return make
 
     monkeypatch.setattr(base, "synchronized_clock", counting("base"))
@@ -391,8 +433,10 @@ def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch)
     cfg.model.max_length = 256
     cfg.method.distill.update({"max_new_tokens": 4, "skip_tokens": 0, "probe_items": 0})
     cfg.trainer.update({"batch_size": 2, "max_steps": 1, "warmup_steps": 0})
-    items = [Item(prompt="Say hi.", demonstration="Hi!", id="a", source="t:1"),
-             Item(prompt="Say bye.", demonstration="Bye!", id="b", source="t:2")]
+    items = [
+        Item(prompt="Say hi.", demonstration="Hi!", id="a", source="t:1"),
+        Item(prompt="Say bye.", demonstration="Bye!", id="b", source="t:2"),
+    ]
     model, tok = tiny_model
     get_method("sdft")(copy.deepcopy(model), tok, items, None, cfg, StageContext())
     assert readings["sdft"] >= 4  # rollout, teacher, student: t0..t3
@@ -409,6 +453,7 @@ def test_gpu_peak_memory_is_the_reserved_peak(monkeypatch):
 
 # --- 9. no silent CPU fallback ---------------------------------------------------------------------------------
 
+
 def test_auto_device_refuses_a_cuda_build_without_a_usable_gpu(monkeypatch):
     from harness.models import resolve_device
 
@@ -424,10 +469,14 @@ def test_auto_device_refuses_a_cuda_build_without_a_usable_gpu(monkeypatch):
 def test_start_up_line_states_device_and_precision():
     from harness.readiness import device_line
 
-    assert device_line(torch.device("cpu"), torch.bfloat16, 2, True) == "device: cpu; weights bfloat16; 2 processes, FSDP"
+    assert (
+        device_line(torch.device("cpu"), torch.bfloat16, 2, True)
+        == "device: cpu; weights bfloat16; 2 processes, FSDP"
+    )
 
 
 # --- 3. mixed precision: at lr 1e-5 the weights and the EMA teacher really move -----------------------------
+
 
 def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(monkeypatch):
     """model.dtype=bfloat16 computes in bf16 with float32 master weights. In bf16 storage an update of
@@ -452,8 +501,12 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
     class Recording(teacher_module.Teacher):
         def update(self) -> None:
             super().update()
-            seen.append(([p.detach().double().clone() for p in self.student.parameters()],
-                         [p.detach().double().clone() for p in self.model.parameters()]))
+            seen.append(
+                (
+                    [p.detach().double().clone() for p in self.student.parameters()],
+                    [p.detach().double().clone() for p in self.model.parameters()],
+                )
+            )
             assert {p.dtype for p in self.model.parameters()} == {torch.float32}
 
     monkeypatch.setattr(sdft, "Teacher", Recording)
@@ -461,8 +514,10 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
     cfg.model.max_length = 256
     cfg.method.distill.update({"max_new_tokens": 6, "skip_tokens": 0, "probe_items": 0, "ema_rate": 0.01})
     cfg.trainer.update({"batch_size": 2, "max_steps": 2, "warmup_steps": 0, "lr": 1e-5})
-    items = [Item(prompt="Name a colour.", demonstration="Blue.", id="a", source="t:1"),
-             Item(prompt="Two plus two?", demonstration="Four.", id="b", source="t:2")]
+    items = [
+        Item(prompt="Name a colour.", demonstration="Blue.", id="a", source="t:1"),
+        Item(prompt="Two plus two?", demonstration="Four.", id="b", source="t:2"),
+    ]
     get_method("sdft")(model, tok, items, None, cfg, StageContext())
     assert len(seen) == 2 and all(p.dtype == torch.float32 for p in model.parameters())
     moved = sum(int((p.detach().double() != s).sum()) for p, s in zip(model.parameters(), start, strict=True))
@@ -473,8 +528,10 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
         phi = [f + 0.01 * (t - f) for f, t in zip(phi, students, strict=True)]
         # float32 storage rounds each EMA step: allow two float32 spacings (2^-23 of the operands'
         # magnitude) per step; a teacher kept in bf16 is off by ~2^-9 relative (~1e4 spacings), or frozen
-        gap = max(float(((f - t).abs() / ((f.abs() + x.abs()) * 2**-23 + 1e-30)).max())
-                  for f, t, x in zip(phi, teachers, students, strict=True))
+        gap = max(
+            float(((f - t).abs() / ((f.abs() + x.abs()) * 2**-23 + 1e-30)).max())
+            for f, t, x in zip(phi, teachers, students, strict=True)
+        )
         assert gap <= 2 * len(seen), gap
     drift = max(float((t - s).abs().max()) for t, s in zip(seen[-1][1], start, strict=True))
     assert drift > 0  # the EMA teacher moved off the stage's starting weights

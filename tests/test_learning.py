@@ -15,16 +15,26 @@ from harness.methods import StageContext, get_method
 from harness.tasks import Item
 
 FACTS = [  # invented, so the base model cannot know them
-    ("Zorvath", "Quellmire", "teal"), ("Brindlecap", "Ostravane", "amber"), ("Pelloran", "Duskhollow", "violet"),
-    ("Mirthwold", "Caskberry", "crimson"), ("Tanquil", "Ferrowind", "ochre"), ("Vessaline", "Glimmerfen", "jade"),
-    ("Orrimund", "Saltreach", "indigo"), ("Quistell", "Bramblehold", "silver"),
+    ("Zorvath", "Quellmire", "teal"),
+    ("Brindlecap", "Ostravane", "amber"),
+    ("Pelloran", "Duskhollow", "violet"),
+    ("Mirthwold", "Caskberry", "crimson"),
+    ("Tanquil", "Ferrowind", "ochre"),
+    ("Vessaline", "Glimmerfen", "jade"),
+    ("Orrimund", "Saltreach", "indigo"),
+    ("Quistell", "Bramblehold", "silver"),
 ]
 ITEMS = [
-    Item(prompt=[{"role": "system", "content": "Answer briefly."},  # shorter than the default system prompt
-                 {"role": "user", "content": f"In which town was the inventor {name} born?"}],
-         demonstration=f"The inventor {name} was born in the town of {town}.",
-         privileged=f"{name}, the inventor of the {colour} lamp, was born in the town of {town}.",
-         id=name, source=f"inline:{i}")
+    Item(
+        prompt=[
+            {"role": "system", "content": "Answer briefly."},  # shorter than the default system prompt
+            {"role": "user", "content": f"In which town was the inventor {name} born?"},
+        ],
+        demonstration=f"The inventor {name} was born in the town of {town}.",
+        privileged=f"{name}, the inventor of the {colour} lamp, was born in the town of {town}.",
+        id=name,
+        source=f"inline:{i}",
+    )
     for i, (name, town, colour) in enumerate(FACTS)
 ]
 

@@ -17,9 +17,19 @@ from harness.cli import compose
 
 # A fast configuration: tiny random model, SFT, two short tasks, small eval subsets, no general suite.
 FAST = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=pair", "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=pair",
+    "stream.tasks=[tooluse,dates]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
@@ -49,20 +59,27 @@ def test_same_seed_same_matrix_and_full_lineage(tmp_path):
     parent = client.get_run(first["parent_run_id"])
     assert parent.data.tags["method"] == "sft" and parent.data.tags["harness.complete"] == "true"
     assert parent.data.params["trainer.lr"] == "5e-05"
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert sorted(int(c.data.tags["stage"]) for c in children) == [0, 1, 2]
     history = client.get_metric_history(parent.info.run_id, "score/tooluse")
     assert [m.step for m in history] == [0, 1, 2]
 
 
 def test_multirun_sweep_gives_one_parent_per_combination(tmp_path):
-    proc = subprocess.run(_cli(tmp_path, "-m", "method=sft,dft", "seed=0,1"), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        _cli(tmp_path, "-m", "method=sft,dft", "seed=0,1"), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _parents(tmp_path)
     assert len(runs) == 4
-    assert sorted(zip(runs["tags.method"], runs["tags.seed"], strict=True)) == [("dft", "0"), ("dft", "1"), ("sft", "0"), ("sft", "1")]
+    assert sorted(zip(runs["tags.method"], runs["tags.seed"], strict=True)) == [
+        ("dft", "0"),
+        ("dft", "1"),
+        ("sft", "0"),
+        ("sft", "1"),
+    ]
 
 
 def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
@@ -71,8 +88,9 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_cli(tmp_path / "run", *slow), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        _cli(tmp_path / "run", *slow), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     deadline = time.time() + 300
     # Stage 1's summary line is printed after its checkpoint and child run are written; stage 2's training
     # (400 steps) starts right after it. Kill at once: on an idle machine a sleep here let the run finish.
@@ -86,7 +104,8 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     assert len(killed) == 1
     assert "tags.harness.complete" not in killed or killed["tags.harness.complete"].isna().all()
     stage1_before = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}").search_runs(
-        [killed["experiment_id"][0]], "tags.stage = '1'")[0]
+        [killed["experiment_id"][0]], "tags.stage = '1'"
+    )[0]
 
     rerun = subprocess.run(_cli(tmp_path / "run", *slow), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -99,8 +118,10 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     assert sorted(int(r.data.tags["stage"]) for r in finished) == [0, 1, 2], "no duplicate stage runs"
     stage1_after = next(r for r in finished if r.data.tags["stage"] == "1")
     assert stage1_after.info.run_id == stage1_before.info.run_id, "stage 1 was not redone"
-    pd.testing.assert_frame_equal(_matrix(tmp_path / "run", runs["run_id"][0]),
-                                  _matrix(tmp_path / "ref", _parents(tmp_path / "ref")["run_id"][0]))
+    pd.testing.assert_frame_equal(
+        _matrix(tmp_path / "run", runs["run_id"][0]),
+        _matrix(tmp_path / "ref", _parents(tmp_path / "ref")["run_id"][0]),
+    )
 
 
 def test_repeated_task_in_stream_is_rejected(tmp_path):

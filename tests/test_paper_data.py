@@ -29,9 +29,16 @@ def _build(tmp_path: Path, name: str, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def tooluse(tmp_path_factory) -> Path:
-    return _build(tmp_path_factory.mktemp("paper"), "paper_tooluse", "--adapter", "sdft_tooluse",
-                  "--from", str(FIXTURES / "tooluse_train_data.json"),
-                  "--eval-from", str(FIXTURES / "tooluse_eval_data.json"))
+    return _build(
+        tmp_path_factory.mktemp("paper"),
+        "paper_tooluse",
+        "--adapter",
+        "sdft_tooluse",
+        "--from",
+        str(FIXTURES / "tooluse_train_data.json"),
+        "--eval-from",
+        str(FIXTURES / "tooluse_eval_data.json"),
+    )
 
 
 def _raw_gold(row: dict) -> list[tuple[str, dict]]:
@@ -83,7 +90,9 @@ def test_tooluse_scorer_accepts_every_gold_and_rejects_wrong_answers(tooluse):
         assert score(_answer_text(extra_argument), doc) == 0.0
         unparsable = _answer_text(gold).replace("}", "", 1)  # the first input's JSON is cut
         assert score(unparsable, doc) == 0.0
-        assert score(f"I would use {gold[0][0]} with {json.dumps(gold[0][1])}.", doc) == 0.0  # no Action lines
+        assert (
+            score(f"I would use {gold[0][0]} with {json.dumps(gold[0][1])}.", doc) == 0.0
+        )  # no Action lines
     # the two-step item needs both actions, in order
     two = next(i for i, r in enumerate(raw_eval) if len(_raw_gold(r)) == 2)
     pairs = _raw_gold(raw_eval[two])
@@ -92,17 +101,41 @@ def test_tooluse_scorer_accepts_every_gold_and_rejects_wrong_answers(tooluse):
 
 
 def test_tooluse_needs_both_files(tmp_path, capsys):
-    code = main(["tasks", "new", "paper_tooluse", "--adapter", "sdft_tooluse", "--from",
-                 str(FIXTURES / "tooluse_train_data.json"), "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "tasks",
+            "new",
+            "paper_tooluse",
+            "--adapter",
+            "sdft_tooluse",
+            "--from",
+            str(FIXTURES / "tooluse_train_data.json"),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 1 and "--eval-from is required" in capsys.readouterr().err
 
 
 def test_sciknoweval_keeps_chemistry_l3_multiple_choice(tmp_path):
-    folder = _build(tmp_path, "paper_science", "--adapter", "sciknoweval", "--from",
-                    str(FIXTURES / "sciknoweval_test.jsonl"), "--split", "train", "--eval-fraction", "0.3")
+    folder = _build(
+        tmp_path,
+        "paper_science",
+        "--adapter",
+        "sciknoweval",
+        "--from",
+        str(FIXTURES / "sciknoweval_test.jsonl"),
+        "--split",
+        "train",
+        "--eval-fraction",
+        "0.3",
+    )
     raw = _rows(FIXTURES / "sciknoweval_test.jsonl")
-    wanted = {r["question"]: r["answerKey"] for r in raw
-              if r["domain"] == "Chemistry" and r["details"]["level"] == "L3" and r["type"].startswith("mcq")}
+    wanted = {
+        r["question"]: r["answerKey"]
+        for r in raw
+        if r["domain"] == "Chemistry" and r["details"]["level"] == "L3" and r["type"].startswith("mcq")
+    }
     items = _rows(folder / "train.jsonl") + _rows(folder / "eval.jsonl")
     assert len(items) == len(wanted) == 10 and len(_rows(folder / "eval.jsonl")) == 3
     score = load_scorer(resolve_task(str(folder)))
@@ -123,16 +156,39 @@ def test_sdft_science_folders(tmp_path):
     import datasets
 
     system = {"role": "system", "content": "Answer in <reasoning></reasoning><answer></answer> format."}
-    questions = [("Which gas is inert?\nA. O2\nB. Ar", "B"), ("Symbol of sodium?\nA. Na\nB. So", "A"),
-                 ("pH of pure water?\nA. 7\nB. 1", "A")]
-    train = [{"messages": [system, {"role": "user", "content": q}],
-              "output_text": f"<reasoning>Known fact.</reasoning>\n<answer>{a}</answer>"} for q, a in questions]
-    evals = [{"prompt": [system, {"role": "user", "content": "Charge of an electron?\nA. negative\nB. positive"}],
-              "answer": "A"}]
+    questions = [
+        ("Which gas is inert?\nA. O2\nB. Ar", "B"),
+        ("Symbol of sodium?\nA. Na\nB. So", "A"),
+        ("pH of pure water?\nA. 7\nB. 1", "A"),
+    ]
+    train = [
+        {
+            "messages": [system, {"role": "user", "content": q}],
+            "output_text": f"<reasoning>Known fact.</reasoning>\n<answer>{a}</answer>",
+        }
+        for q, a in questions
+    ]
+    evals = [
+        {
+            "prompt": [
+                system,
+                {"role": "user", "content": "Charge of an electron?\nA. negative\nB. positive"},
+            ],
+            "answer": "A",
+        }
+    ]
     datasets.Dataset.from_list(train).save_to_disk(str(tmp_path / "train_data"))
     datasets.Dataset.from_list(evals).save_to_disk(str(tmp_path / "eval_data"))
-    folder = _build(tmp_path, "paper_science", "--adapter", "sdft_science", "--from", str(tmp_path / "train_data"),
-                    "--eval-from", str(tmp_path / "eval_data"))
+    folder = _build(
+        tmp_path,
+        "paper_science",
+        "--adapter",
+        "sdft_science",
+        "--from",
+        str(tmp_path / "train_data"),
+        "--eval-from",
+        str(tmp_path / "eval_data"),
+    )
     item = _rows(folder / "eval.jsonl")[0]
     assert item["prompt"].startswith(system["content"]) and item["prompt"].endswith("B. positive")
     assert _rows(folder / "train.jsonl")[0]["demonstration"] == train[0]["output_text"]
@@ -143,15 +199,26 @@ def test_sdft_science_folders(tmp_path):
 
 
 def test_medical_o1(tmp_path):
-    folder = _build(tmp_path, "paper_medical", "--adapter", "medical_o1", "--from",
-                    str(FIXTURES / "medical_o1_sft_en.jsonl"), "--eval-from", str(FIXTURES / "medical_o1_verifiable.jsonl"))
+    folder = _build(
+        tmp_path,
+        "paper_medical",
+        "--adapter",
+        "medical_o1",
+        "--from",
+        str(FIXTURES / "medical_o1_sft_en.jsonl"),
+        "--eval-from",
+        str(FIXTURES / "medical_o1_verifiable.jsonl"),
+    )
     sft, ver = _rows(FIXTURES / "medical_o1_sft_en.jsonl"), _rows(FIXTURES / "medical_o1_verifiable.jsonl")
     train = _rows(folder / "train.jsonl")
     assert [(r["prompt"], r["demonstration"]) for r in train] == [(r["Question"], r["Response"]) for r in sft]
     evals = _rows(folder / "eval.jsonl")
     train_questions = {r["Question"] for r in sft}
     assert sorted(r["prompt"] for r in evals) == sorted(
-        r["Open-ended Verifiable Question"] for r in ver if r["Open-ended Verifiable Question"] not in train_questions)
+        r["Open-ended Verifiable Question"]
+        for r in ver
+        if r["Open-ended Verifiable Question"] not in train_questions
+    )
     assert "1 eval item(s) dropped" in (folder / "README.md").read_text()
     score = load_scorer(resolve_task(str(folder)))
     doc = next(d for d in evals if d["answer"] == "Borrelia burgdorferi")

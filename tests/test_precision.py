@@ -77,14 +77,19 @@ def test_bf16_sdft_stage_trains_and_keeps_dtypes(tiny_model) -> None:
     sdft.Teacher = Recording
     try:
         torch.manual_seed(0)
-        stats = get_method("sdft")(model, tok, ITEMS, None, _cfg(max_new_tokens=6, skip_tokens=0), StageContext())
+        stats = get_method("sdft")(
+            model, tok, ITEMS, None, _cfg(max_new_tokens=6, skip_tokens=0), StageContext()
+        )
     finally:
         sdft.Teacher = original
     losses = [s["loss"] for s in stats.steps]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses)
     assert seen and set(seen) == {torch.bfloat16}
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
-    moved = max(float((p.detach().float() - b.float()).abs().max()) for p, b in zip(model.parameters(), before, strict=True))
+    moved = max(
+        float((p.detach().float() - b.float()).abs().max())
+        for p, b in zip(model.parameters(), before, strict=True)
+    )
     assert moved > 0
 
 
@@ -125,8 +130,11 @@ def test_mixed_precision_fused_head_matches_float32(tiny_model) -> None:
         with autocast(model):
             loss, _ = SupervisedStep(model, tok, _cfg())(ITEMS, ITEMS)
         loss.backward()
-        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
-                   for p in model.parameters() if p.grad is not None)
+        assert all(
+            p.dtype == torch.float32 and p.grad.dtype == torch.float32
+            for p in model.parameters()
+            if p.grad is not None
+        )
         losses[name], grads[name] = loss.item(), _flat_grad(model)
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=3e-2)
     assert losses["bf16"] != losses["fp32"]  # bf16 did run

@@ -9,8 +9,10 @@ from harness.batching import chat_prompt_ids
 from harness.probe import ProbeResult, probe, rank_templates, warn_if_recitable
 from harness.tasks import TEACHER_TEMPLATES, Item, student_messages, teacher_messages
 
-ITEMS = [Item(prompt="What is 2+2?", demonstration="It is 4."),
-         Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day.")]
+ITEMS = [
+    Item(prompt="What is 2+2?", demonstration="It is 4."),
+    Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day."),
+]
 
 
 def _logprobs(model, tok, context: list[int], text: str) -> torch.Tensor:
@@ -18,7 +20,7 @@ def _logprobs(model, tok, context: list[int], text: str) -> torch.Tensor:
     target = tok(text, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([context + target])
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(context) - 1:-1].float()
+        logits = model(input_ids=ids).logits[0, len(context) - 1 : -1].float()
     return torch.log_softmax(logits, -1).gather(-1, torch.tensor(target).unsqueeze(-1)).squeeze(-1)
 
 
@@ -30,9 +32,17 @@ def test_probe_matches_an_independent_forward(tiny_model) -> None:
     for it in ITEMS:
         teacher = chat_prompt_ids(tok, teacher_messages(it, template))
         student = chat_prompt_ids(tok, student_messages(it))
-        td, sd = _logprobs(model, tok, teacher, it.demonstration), _logprobs(model, tok, student, it.demonstration)
-        sentences = [_logprobs(model, tok, teacher, s) for s in
-                     ("This is an example for a response to the question:", "Now answer with a response of your own.")]
+        td, sd = (
+            _logprobs(model, tok, teacher, it.demonstration),
+            _logprobs(model, tok, student, it.demonstration),
+        )
+        sentences = [
+            _logprobs(model, tok, teacher, s)
+            for s in (
+                "This is an example for a response to the question:",
+                "Now answer with a response of your own.",
+            )
+        ]
         best = max(sentences, key=lambda x: float(x.sum()))
         t_demo.append(float(td.mean()))
         s_demo.append(float(sd.mean()))
@@ -49,9 +59,19 @@ def test_probe_matches_an_independent_forward(tiny_model) -> None:
 
 
 def _result(more: float, margin: float = 0.0) -> ProbeResult:
-    return ProbeResult(items=4, teacher_demo_lp=-1, student_demo_lp=-2, teacher_demo_sum=-6.6, student_demo_sum=-80,
-                       teacher_template_lp=-1 - margin, student_template_lp=-3, teacher_template_sum=-4.2,
-                       first_gap=0.01, template_more_likely=more, margin=margin)
+    return ProbeResult(
+        items=4,
+        teacher_demo_lp=-1,
+        student_demo_lp=-2,
+        teacher_demo_sum=-6.6,
+        student_demo_sum=-80,
+        teacher_template_lp=-1 - margin,
+        student_template_lp=-3,
+        teacher_template_sum=-4.2,
+        first_gap=0.01,
+        template_more_likely=more,
+        margin=margin,
+    )
 
 
 def test_warning_only_when_the_template_beats_the_demonstration(caplog) -> None:

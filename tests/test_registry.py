@@ -19,7 +19,9 @@ def test_every_method_module_is_registered_with_a_config():
 
     names = set(method_names())
     assert {"sft", "sdft", "dft", "opsd", "sft_replay", "sft_l2"} <= names
-    configured = {compose([f"method={p.stem}"]).method.name for p in (Path(CONF_DIR) / "method").glob("*.yaml")}
+    configured = {
+        compose([f"method={p.stem}"]).method.name for p in (Path(CONF_DIR) / "method").glob("*.yaml")
+    }
     assert configured == names  # no method without a YAML, no YAML naming an unregistered method
     for name in names:
         assert callable(get_method(name))

@@ -24,9 +24,19 @@ from mlflow import MlflowClient
 from harness.cli import compose
 
 FAST = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=one", "stream.tasks=[tooluse]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=one",
+    "stream.tasks=[tooluse]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
@@ -64,10 +74,25 @@ def mlflow_server(tmp_path_factory):
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [str(mlflow_exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts"],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                str(mlflow_exe),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--serve-artifacts",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     try:
         _wait_healthy(url, proc, log)
@@ -85,8 +110,9 @@ def test_experiment_logs_to_a_remote_server_and_reads_back(mlflow_server, tmp_pa
     from harness.loop import run_experiment
 
     url, server_root = mlflow_server
-    out = run_experiment(compose([*FAST, f"results_dir={tmp_path}", f"tracking_uri={url}",
-                                  "experiment_name=remote"]))
+    out = run_experiment(
+        compose([*FAST, f"results_dir={tmp_path}", f"tracking_uri={url}", "experiment_name=remote"])
+    )
 
     client = MlflowClient(url)  # a fresh reader: everything comes back over HTTP
     exp = client.get_experiment_by_name("remote")
@@ -108,8 +134,9 @@ def test_experiment_logs_to_a_remote_server_and_reads_back(mlflow_server, tmp_pa
     assert not (tmp_path / "mlflow.db").exists(), "nothing may go to the local SQLite store"
 
     # A rerun of the same command against the server finds the complete run: no new parent, no new stages.
-    again = run_experiment(compose([*FAST, f"results_dir={tmp_path}", f"tracking_uri={url}",
-                                    "experiment_name=remote"]))
+    again = run_experiment(
+        compose([*FAST, f"results_dir={tmp_path}", f"tracking_uri={url}", "experiment_name=remote"])
+    )
     assert again["parent_run_id"] == out["parent_run_id"]
     assert len(client.search_runs([exp.experiment_id], "tags.`harness.role` = 'stage'")) == 2
 
@@ -117,9 +144,18 @@ def test_experiment_logs_to_a_remote_server_and_reads_back(mlflow_server, tmp_pa
 def test_unreachable_tracking_server_fails_before_training(tmp_path):
     started = time.time()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", *FAST, f"results_dir={tmp_path}",
-         "tracking_uri=http://127.0.0.1:9"],  # port 9 (discard): nothing listens there
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            *FAST,
+            f"results_dir={tmp_path}",
+            "tracking_uri=http://127.0.0.1:9",
+        ],  # port 9 (discard): nothing listens there
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 1
     assert "harness run: error: MLflow tracking server http://127.0.0.1:9 is not reachable" in proc.stderr

@@ -140,7 +140,10 @@ def test_tables_and_comparison(report_dir):
     md = (report_dir / "summary.md").read_text()
     # the paper layout: base row first, per task "new / general"
     # no "± 0.0": a degenerate interval says why it has no width
-    assert "| base model | 2 | 10.0 (no spread) / 70.0 (no spread) | 25.0 [20.0, 30.0] / 70.0 (no spread) |" in md
+    assert (
+        "| base model | 2 | 10.0 (no spread) / 70.0 (no spread) | 25.0 [20.0, 30.0] / 70.0 (no spread) |"
+        in md
+    )
     assert "± 0.0" not in md
     assert (
         "Evaluation items per task (`eval.limit`; None = the full eval set): 20; evaluated: a 20, b 15" in md
@@ -149,8 +152,10 @@ def test_tables_and_comparison(report_dir):
     assert "Model: tiny-test" in md and "Seeds: 0, 1 (4 complete runs; 1 incomplete runs ignored)" in md
     # the comparison sentence is computed from the numbers
     # paired differences per seed: new-task 0.2 and 0.0 -> interval [0, 20] covers 0
-    assert ("sft and sdft are not distinguishable on new-task accuracy (85.0 (no spread) vs 75.0 [65.0, 85.0]; "
-            "paired difference +10.0 [0.0, 20.0] covers 0)") in md
+    assert (
+        "sft and sdft are not distinguishable on new-task accuracy (85.0 (no spread) vs 75.0 [65.0, 85.0]; "
+        "paired difference +10.0 [0.0, 20.0] covers 0)"
+    ) in md
     assert "sdft has the higher final general-suite average" in md
     assert (
         "sdft has the lower forgetting (Chaudhry) on the tasks all learned (a) (5.0 [0.0, 10.0] vs 40.0 (no spread) "
@@ -242,9 +247,20 @@ def _items(run: str, stage: int, scores: dict[str, np.ndarray]) -> bytes:
     import gzip
 
     rows = [
-        {"run": run, "stage": stage, "task": task, "doc_id": i, "item_id": f"{task}-{i}", "metric": "exact_match",
-         "score": float(v), "generation": f"answer {i}", "target": f"gold {i}", "prompt": f"question {i}"}
-        for task, values in scores.items() for i, v in enumerate(values)
+        {
+            "run": run,
+            "stage": stage,
+            "task": task,
+            "doc_id": i,
+            "item_id": f"{task}-{i}",
+            "metric": "exact_match",
+            "score": float(v),
+            "generation": f"answer {i}",
+            "target": f"gold {i}",
+            "prompt": f"question {i}",
+        }
+        for task, values in scores.items()
+        for i, v in enumerate(values)
     ]
     return gzip.compress(pd.DataFrame(rows).to_csv(index=False).encode())
 
@@ -260,17 +276,26 @@ def _log_item_run(tracker: Tracker, stream: str, method: str, seed: int, stages:
     """One complete parent run whose R is the mean of the given item scores (tasks a, b; no suite)."""
     from harness.tracking import ITEMS_ARTIFACT
 
-    params = {**flatten_config({**_config(method, seed), "stream": {"name": stream, "tasks": TASKS}}),
-              "stream_tasks": '["a", "b"]', "suite_tasks": "[]"}
-    parent = tracker.open_parent(f"{stream}-{method}-{seed}",
-                                 {"method": method, "stream": stream, "seed": seed, "model": "m"}, params)
+    params = {
+        **flatten_config({**_config(method, seed), "stream": {"name": stream, "tasks": TASKS}}),
+        "stream_tasks": '["a", "b"]',
+        "suite_tasks": "[]",
+    }
+    parent = tracker.open_parent(
+        f"{stream}-{method}-{seed}", {"method": method, "stream": stream, "seed": seed, "model": "m"}, params
+    )
     R = _frame([[stages[i][t].mean() for t in TASKS] for i in range(3)], TASKS)
     for i in range(3):
         metrics_i = {f"score/{t}": R.loc[i, t] for t in TASKS}
         if i == 0:
             metrics_i.update({f"n_items/{t}": N_ITEMS for t in TASKS})
-        tracker.log_stage(parent, i, "base" if i == 0 else TASKS[i - 1], metrics_i,
-                          artifacts={ITEMS_ARTIFACT: _items(parent, i, stages[i])})
+        tracker.log_stage(
+            parent,
+            i,
+            "base" if i == 0 else TASKS[i - 1],
+            metrics_i,
+            artifacts={ITEMS_ARTIFACT: _items(parent, i, stages[i])},
+        )
     G = _frame([[], [], []], [])
     tracker.finish_parent(parent, R, G, metrics.all_metrics(R, G))
 
@@ -281,9 +306,11 @@ def item_report(tmp_path_factory):
     tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", "items", results / "mlartifacts")
     for seed in range(3):
         s = seed  # each seed gets a slightly different set of right answers
-        learns_and_forgets = [{"a": _right(0), "b": _right(0)},
-                              {"a": _right(24 + s, s), "b": _right(1)},
-                              {"a": _right(5 + s, s), "b": _right(25 - s, s)}]
+        learns_and_forgets = [
+            {"a": _right(0), "b": _right(0)},
+            {"a": _right(24 + s, s), "b": _right(1)},
+            {"a": _right(5 + s, s), "b": _right(25 - s, s)},
+        ]
         learns_nothing = [{"a": _right(0), "b": _right(0)}] * 3
         _log_item_run(tracker, "mixed", "sft", seed, learns_and_forgets)
         _log_item_run(tracker, "mixed", "sdft", seed, learns_nothing)
@@ -291,8 +318,11 @@ def item_report(tmp_path_factory):
         _log_item_run(tracker, "same", "sft", seed, learns_and_forgets)
         _log_item_run(tracker, "same", "dft", seed, learns_and_forgets)
         # one lucky item over the base: nothing worth normalising by
-        lucky = [{"a": _right(0), "b": _right(0)}, {"a": _right(1, s), "b": _right(0)},
-                 {"a": _right(1, s), "b": _right(1, s)}]
+        lucky = [
+            {"a": _right(0), "b": _right(0)},
+            {"a": _right(1, s), "b": _right(0)},
+            {"a": _right(1, s), "b": _right(1, s)},
+        ]
         _log_item_run(tracker, "lucky", "sft", seed, lucky)
         _log_item_run(tracker, "lucky", "dft", seed, lucky)
     cfg = OmegaConf.create({"experiment_name": "items", "results_dir": str(results), "tracking_uri": None})

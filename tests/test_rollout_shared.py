@@ -69,8 +69,12 @@ def test_shared_prefill_cache_matches_each_rows_own_prefill(tiny_model) -> None:
     with torch.no_grad():
         shared, n = shared_prefill(model, ids, mask)
         decoder = getattr(model, model.base_model_prefix)
-        own = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask[:, :-1]),
-                      use_cache=True).past_key_values
+        own = decoder(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=position_ids(mask[:, :-1]),
+            use_cache=True,
+        ).past_key_values
     assert n == 3
     for layer_shared, layer_own in zip(shared.layers, own.layers, strict=True):
         real = mask[:, :-1].bool()  # padded columns are never attended to
@@ -124,7 +128,9 @@ def test_shared_prompt_forward_gives_the_same_hidden_states_and_gradients(tiny_m
     completions = [tok(f" answer number {i}" + " and more" * (i % 3))["input_ids"] for i in range(9)]
     prompts = [distinct[i % 3] for i in (0, 0, 0, 1, 1, 1, 2, 2, 2)]
     batch = collate(prompts, completions, tok.pad_token_id)
-    weights = torch.randn(batch.completion_ids.shape + (model.config.hidden_size,), generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(
+        batch.completion_ids.shape + (model.config.hidden_size,), generator=torch.Generator().manual_seed(0)
+    )
     hidden, grads, prefill = {}, {}, {}
     for share in (False, True):
         model.zero_grad(set_to_none=True)

@@ -11,24 +11,47 @@ from harness.scorers import choice, json_call, make_scorer, numeric, react, rege
 
 CASES = {
     "exact": (
-        [("Paris", "paris"), ("  The Eiffel Tower. ", "the eiffel tower"), ("Lyon", ["Paris", "Lyon"]),
-         ("lyon", '["Paris", "Lyon"]')],
+        [
+            ("Paris", "paris"),
+            ("  The Eiffel Tower. ", "the eiffel tower"),
+            ("Lyon", ["Paris", "Lyon"]),
+            ("lyon", '["Paris", "Lyon"]'),
+        ],
         [("It is Paris", "Paris"), ("", "Paris"), ("Pariss", "Paris"), ("Marseille", ["Paris", "Lyon"])],
     ),
     "contains": (
-        [("The capital is Paris, of course.", "Paris"), ("answer: 12 apples", "12"), ("NEW YORK city", "new york")],
+        [
+            ("The capital is Paris, of course.", "Paris"),
+            ("answer: 12 apples", "12"),
+            ("NEW YORK city", "new york"),
+        ],
         [("It is 123", "12"), ("category", "cat"), ("The capital is Lyon", "Paris"), ("anything", "")],
     ),
     "numeric": (
-        [("So the mass is 54 g", "54"), ("2,500", 2500), ("first 3 then 35.50", "35.5"), ("0.667", "0.6666"),
-         ("-1.2e3 J", "-1200")],
+        [
+            ("So the mass is 54 g", "54"),
+            ("2,500", 2500),
+            ("first 3 then 35.50", "35.5"),
+            ("0.667", "0.6666"),
+            ("-1.2e3 J", "-1200"),
+        ],
         [("no number here", "5"), ("54 then 60", "54"), ("0.70", "0.6666"), ("2500 vs 25000", "2500")],
     ),
     "choice": (
-        [("<answer>B</answer>", "B"), ("Reasoning... The answer is (C).", "C"), ("B. Paris", "B"), ("(d)", "D"),
-         ("<answer> b </answer>", "B"), ("Answer: A", "A")],
-        [("<answer>A</answer>", "B"), ("A and B are both wrong, I think", "A"), ("no idea", "A"),
-         ("The answer is E", "E_not_used")],
+        [
+            ("<answer>B</answer>", "B"),
+            ("Reasoning... The answer is (C).", "C"),
+            ("B. Paris", "B"),
+            ("(d)", "D"),
+            ("<answer> b </answer>", "B"),
+            ("Answer: A", "A"),
+        ],
+        [
+            ("<answer>A</answer>", "B"),
+            ("A and B are both wrong, I think", "A"),
+            ("no idea", "A"),
+            ("The answer is E", "E_not_used"),
+        ],
     ),
     "regex": (
         [("Work: 6*7\nAnswer: 42", "42"), ("Answer: x\nAnswer: Yes.", "yes")],
@@ -76,26 +99,32 @@ def test_regex_first_and_flags():
 GOLD_CALL = {"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}}
 
 
-@pytest.mark.parametrize("response", [
-    'The user wants the forecast.\n{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}}',
-    '```json\n{"arguments": {"days": 4.0, "day": "Sunday", "city": "Zagreb"}, "name": "skyline_forecast"}\n```',
-    'x = {"not": "a call"}; {"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}} ok',
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        'The user wants the forecast.\n{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}}',
+        '```json\n{"arguments": {"days": 4.0, "day": "Sunday", "city": "Zagreb"}, "name": "skyline_forecast"}\n```',
+        'x = {"not": "a call"}; {"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}} ok',
+    ],
+)
 def test_json_call_accepts(response):
     assert json_call(response, GOLD_CALL) == 1.0
     assert json_call(response, json.dumps(GOLD_CALL)) == 1.0  # the gold as stored in eval.jsonl
 
 
-@pytest.mark.parametrize("response", [
-    '{"name": "skyline_book", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}}',  # wrong function
-    '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Monday", "days": 4}}',  # wrong value
-    '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday"}}',  # missing argument
-    '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4, "x": 1}}',  # extra
-    '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": "4"}}',  # "4" != 4
-    '{"name": "skyline_forecast", "arguments": {"city": "zagreb", "day": "Sunday", "days": 4}}',  # case
-    'skyline_forecast(city="Zagreb", day="Sunday", days=4)',  # no JSON at all
-    '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}',  # truncated
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        '{"name": "skyline_book", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}}',  # wrong function
+        '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Monday", "days": 4}}',  # wrong value
+        '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday"}}',  # missing argument
+        '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4, "x": 1}}',  # extra
+        '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": "4"}}',  # "4" != 4
+        '{"name": "skyline_forecast", "arguments": {"city": "zagreb", "day": "Sunday", "days": 4}}',  # case
+        'skyline_forecast(city="Zagreb", day="Sunday", days=4)',  # no JSON at all
+        '{"name": "skyline_forecast", "arguments": {"city": "Zagreb", "day": "Sunday", "days": 4}',  # truncated
+    ],
+)
 def test_json_call_rejects(response):
     assert json_call(response, GOLD_CALL) == 0.0
 
@@ -108,31 +137,39 @@ def test_json_call_keeps_booleans_apart_from_numbers():
 
 # ToolAlpaca's format, as in the SDFT repository: the gold is text holding a list of {Action, Action_Input},
 # the input itself a JSON string.
-REACT_GOLD = json.dumps([
-    {"Action": "searchRecipes", "Action_Input": json.dumps({"query": "pasta", "limit": 3})},
-    {"Action": "getRecipe", "Action_Input": "{\"id\": 17}"},
-])
+REACT_GOLD = json.dumps(
+    [
+        {"Action": "searchRecipes", "Action_Input": json.dumps({"query": "pasta", "limit": 3})},
+        {"Action": "getRecipe", "Action_Input": '{"id": 17}'},
+    ]
+)
 
 
-@pytest.mark.parametrize("response", [
-    'Thought: I should search first.\nAction: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}\n'
-    'Thought: then fetch one.\nAction: getRecipe\nAction Input: {"id": 17}',
-    'Action: searchRecipes\nAction_Input: {"limit": 3.0, "query": "pasta"}\nAction: getRecipe\n'
-    'Action Input: {\n  "id": 17\n}\nEnd.',
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        'Thought: I should search first.\nAction: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}\n'
+        'Thought: then fetch one.\nAction: getRecipe\nAction Input: {"id": 17}',
+        'Action: searchRecipes\nAction_Input: {"limit": 3.0, "query": "pasta"}\nAction: getRecipe\n'
+        'Action Input: {\n  "id": 17\n}\nEnd.',
+    ],
+)
 def test_react_accepts(response):
     assert react(response, REACT_GOLD) == 1.0
 
 
-@pytest.mark.parametrize("response", [
-    'Action: searchRecipe\nAction Input: {"query": "pasta", "limit": 3}\nAction: getRecipe\nAction Input: {"id": 17}',
-    'Action: searchRecipes\nAction Input: {"query": "pizza", "limit": 3}\nAction: getRecipe\nAction Input: {"id": 17}',
-    'Action: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}',  # one action short
-    'Action: getRecipe\nAction Input: {"id": 17}\nAction: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}',
-    'Action: searchRecipes\nThought: hmm\nAction: getRecipe\nAction Input: {"id": 17}',  # an action without input
-    'I would search for pasta recipes and then get recipe 17.',  # no actions at all
-    'Action: searchRecipes\nAction Input: {"query": "pasta", "limit": 3\nAction: getRecipe\nAction Input: {"id": 17}',
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        'Action: searchRecipe\nAction Input: {"query": "pasta", "limit": 3}\nAction: getRecipe\nAction Input: {"id": 17}',
+        'Action: searchRecipes\nAction Input: {"query": "pizza", "limit": 3}\nAction: getRecipe\nAction Input: {"id": 17}',
+        'Action: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}',  # one action short
+        'Action: getRecipe\nAction Input: {"id": 17}\nAction: searchRecipes\nAction Input: {"query": "pasta", "limit": 3}',
+        'Action: searchRecipes\nThought: hmm\nAction: getRecipe\nAction Input: {"id": 17}',  # an action without input
+        "I would search for pasta recipes and then get recipe 17.",  # no actions at all
+        'Action: searchRecipes\nAction Input: {"query": "pasta", "limit": 3\nAction: getRecipe\nAction Input: {"id": 17}',
+    ],
+)
 def test_react_rejects(response):
     assert react(response, REACT_GOLD) == 0.0
 
@@ -140,13 +177,15 @@ def test_react_rejects(response):
 def test_react_reads_python_literal_golds_and_empty_inputs():
     gold = str([{"Action": "listAll", "Action_Input": ""}])  # single quotes: a Python literal, not JSON
     assert react("Action: listAll\nAction Input: {}", gold) == 1.0
-    assert react("Action: listAll\nAction Input: {\"page\": 2}", gold) == 0.0
+    assert react('Action: listAll\nAction Input: {"page": 2}', gold) == 0.0
 
 
 def test_react_rejects_an_action_line_without_input_even_when_the_rest_matches():
     gold = [{"Action": "getRecipe", "Action_Input": {"id": 17}}]
     assert react('Action: getRecipe\nAction Input: {"id": 17}', gold) == 1.0
-    assert react('Action: searchRecipes\nThought: no\nAction: getRecipe\nAction Input: {"id": 17}', gold) == 0.0
+    assert (
+        react('Action: searchRecipes\nThought: no\nAction: getRecipe\nAction Input: {"id": 17}', gold) == 0.0
+    )
 
 
 def test_make_scorer_reads_the_answer_field_and_lists_valid_names():

@@ -26,13 +26,20 @@ def _trl_loss(student_logits, teacher_logits, completion_ids, completion_mask, s
     positions = torch.arange(completion_mask.size(1)).unsqueeze(0)
     loss_mask = completion_mask * (positions >= skip).long()
     host = SimpleNamespace(
-        args=SimpleNamespace(distillation_mode=mode, distillation_topk=topk, distillation_alpha=alpha,
-                             distillation_add_tail=tail, distillation_is_clip=None),
+        args=SimpleNamespace(
+            distillation_mode=mode,
+            distillation_topk=topk,
+            distillation_alpha=alpha,
+            distillation_add_tail=tail,
+            distillation_is_clip=None,
+        ),
         accelerator=SimpleNamespace(gather=lambda x: x),
         _log_self_distillation_metric=lambda mode, value: None,
     )
     logits = trl_sdft.DistillationLogits(completion_ids, loss_mask, student_logits, teacher_logits)
-    return trl_sdft.SDFTTrainer._compute_self_distillation_loss(host, SimpleNamespace(training=True), {}, logits)
+    return trl_sdft.SDFTTrainer._compute_self_distillation_loss(
+        host, SimpleNamespace(training=True), {}, logits
+    )
 
 
 def _identity_head() -> torch.nn.Linear:
@@ -66,8 +73,16 @@ def test_loss_and_gradient_match_trl(kind, beta, support, tail, mode, alpha, ski
 
     # ours: hidden states = logits through identity heads, so the heads produce exactly these logits
     hidden = student.clone().requires_grad_(True)
-    settings = DistillSettings(divergence=kind, beta=beta, support=support, topk=4, tail=tail,
-                               skip_tokens=skip, temperature=temperature, chunk_size=4)
+    settings = DistillSettings(
+        divergence=kind,
+        beta=beta,
+        support=support,
+        topk=4,
+        tail=tail,
+        skip_tokens=skip,
+        temperature=temperature,
+        chunk_size=4,
+    )
     ours, _ = distillation_loss(hidden, teacher, _identity_head(), _identity_head(), ids, mask, settings)
     ours.backward()
 
@@ -86,8 +101,15 @@ def test_padding_and_skipped_tokens_get_no_gradient() -> None:
     ids = torch.randint(V, (B, C), generator=gen)
     lengths = torch.tensor([C, 6, 4])
     mask = (torch.arange(C).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    loss, _ = distillation_loss(hidden, teacher, _identity_head(), _identity_head(), ids, mask,
-                                DistillSettings(skip_tokens=3, chunk_size=5))
+    loss, _ = distillation_loss(
+        hidden,
+        teacher,
+        _identity_head(),
+        _identity_head(),
+        ids,
+        mask,
+        DistillSettings(skip_tokens=3, chunk_size=5),
+    )
     loss.backward()
     per_position = hidden.grad.abs().sum(-1)
     for row, n in enumerate(lengths.tolist()):
@@ -118,20 +140,27 @@ def test_prompt_positions_get_no_gradient_in_a_real_step(tiny_model) -> None:
     out.completion_mask[1, 5:] = 0  # make one completion shorter, as if it had ended
     batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask)
     decoder = getattr(model, model.base_model_prefix)
-    states = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                     position_ids=batch.position_ids).last_hidden_state
+    states = decoder(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).last_hidden_state
     states.retain_grad()
     P, C = batch.prompt_len, batch.completion_ids.shape[1]
     with torch.no_grad():
         teacher_hidden = completion_hidden(model, batch) + 0.1  # any other distribution
-    loss, _ = distillation_loss(states[:, P - 1:P - 1 + C], teacher_hidden, model.get_output_embeddings(),
-                                model.get_output_embeddings(), batch.completion_ids, batch.completion_mask,
-                                DistillSettings(skip_tokens=2))
+    loss, _ = distillation_loss(
+        states[:, P - 1 : P - 1 + C],
+        teacher_hidden,
+        model.get_output_embeddings(),
+        model.get_output_embeddings(),
+        batch.completion_ids,
+        batch.completion_mask,
+        DistillSettings(skip_tokens=2),
+    )
     loss.backward()
     g = states.grad.abs().sum(-1)
     for row, n in enumerate(out.completion_mask.sum(-1).tolist()):
         trained = torch.zeros(P + C, dtype=torch.bool)
-        trained[P - 1 + 2:P - 1 + n] = True
+        trained[P - 1 + 2 : P - 1 + n] = True
         assert (g[row][~trained] == 0).all()
         assert (g[row][trained] > 0).all()
     model.zero_grad(set_to_none=True)
@@ -144,8 +173,10 @@ def test_truncated_teacher_prompt_raises_naming_the_item(tiny_model) -> None:
     model, tok = tiny_model
     model = copy.deepcopy(model)
     long_demo = "word " * 200
-    items = [Item(prompt="Q?", demonstration="A."), Item(prompt="Q2?", demonstration=long_demo,
-                                                         id="long-one", source="train.jsonl:2")]
+    items = [
+        Item(prompt="Q?", demonstration="A."),
+        Item(prompt="Q2?", demonstration=long_demo, id="long-one", source="train.jsonl:2"),
+    ]
     cfg = _cfg(max_new_tokens=4, skip_tokens=0)
     cfg.model.max_length = 150
     with pytest.raises(ValueError, match=r"train.jsonl:2 id=long-one.*teacher prompt"):
@@ -178,6 +209,7 @@ def test_unknown_method_lists_valid_names() -> None:
 
 # --- remedies (each off by default) ---------------------------------------------------------------------------
 
+
 def _step(tiny_model, monkeypatch, completions, truncated, **distill):
     """A DistillStep whose rollouts are fixed token lists (so every setting sees the same completions)."""
     from harness.batching import pad
@@ -192,13 +224,18 @@ def _step(tiny_model, monkeypatch, completions, truncated, **distill):
     def fixed(students, teachers):
         p_ids, p_mask = pad(students, tok.pad_token_id, "left")
         c_ids, c_mask = pad(completions, tok.pad_token_id, "right")
-        return Rollouts(p_ids, p_mask, c_ids, c_mask, torch.tensor(truncated)), torch.zeros(len(students), dtype=torch.bool)
+        return Rollouts(p_ids, p_mask, c_ids, c_mask, torch.tensor(truncated)), torch.zeros(
+            len(students), dtype=torch.bool
+        )
 
     monkeypatch.setattr(step, "rollouts", fixed)
     return step
 
 
-ITEMS2 = [Item(prompt="Hi there, who are you?", demonstration="A model."), Item(prompt="2+2?", demonstration="4")]
+ITEMS2 = [
+    Item(prompt="Hi there, who are you?", demonstration="A model."),
+    Item(prompt="2+2?", demonstration="4"),
+]
 COMPLETIONS = [[11, 12, 13, 14, 15, 16], [21, 22, 23, 2]]  # row 0 hit the cap, row 1 ended (EOS id 2)
 
 
@@ -219,9 +256,16 @@ def test_mask_clipped_trains_only_on_rows_that_ended(tiny_model, monkeypatch) ->
     sb = join(*pad(s, tok.pad_token_id, "left"), c_ids, c_mask)
     tb = join(*pad(t, tok.pad_token_id, "left"), c_ids, c_mask)
     with torch.no_grad():
-        ref, _ = distillation_loss(completion_hidden(model, sb), completion_hidden(model, tb),
-                                   model.get_output_embeddings(), model.get_output_embeddings(), c_ids, c_mask,
-                                   masked.settings, batch_total=2)
+        ref, _ = distillation_loss(
+            completion_hidden(model, sb),
+            completion_hidden(model, tb),
+            model.get_output_embeddings(),
+            model.get_output_embeddings(),
+            c_ids,
+            c_mask,
+            masked.settings,
+            batch_total=2,
+        )
     assert loss_masked.item() == pytest.approx(ref.item(), rel=5e-3)  # padded vs unpadded float32 forward
     assert loss_plain.item() > loss_masked.item() > 0
     all_clipped = _step(tiny_model, monkeypatch, COMPLETIONS, [True, True], mask_clipped=True)
@@ -257,9 +301,13 @@ def test_sft_warmup_runs_supervised_steps_first(tiny_model, monkeypatch) -> None
     assert "kl" in stats and "sft_warmup" not in stats
 
 
-@pytest.mark.parametrize("source,share,expected", [("student", 0.5, 0.0), ("teacher", 0.5, 1.0), ("mix", 1.0, 1.0),
-                                                   ("mix", 0.0, 0.0)])
-def test_rollout_source_picks_the_writer_and_its_context(tiny_model, monkeypatch, source, share, expected) -> None:
+@pytest.mark.parametrize(
+    "source,share,expected",
+    [("student", 0.5, 0.0), ("teacher", 0.5, 1.0), ("mix", 1.0, 1.0), ("mix", 0.0, 0.0)],
+)
+def test_rollout_source_picks_the_writer_and_its_context(
+    tiny_model, monkeypatch, source, share, expected
+) -> None:
     from harness.distill.teacher import Teacher
     from harness.methods import sdft
     from harness.tasks import teacher_messages
@@ -301,7 +349,12 @@ def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None
     items = load_train_items(spec, 8)
     with caplog.at_level("WARNING"):
         message = check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20))
-    assert message and "task tooluse" in message and "max_new_tokens=20" in message and "of 8 demonstrations" in message
+    assert (
+        message
+        and "task tooluse" in message
+        and "max_new_tokens=20" in message
+        and "of 8 demonstrations" in message
+    )
     assert check_rollout_length(tok, items, spec, _cfg(max_new_tokens=None)) is None  # the task's 72 suffice
     with pytest.raises(ValueError, match="task tooluse"):
         check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20, short_rollouts="error"))
@@ -310,19 +363,29 @@ def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None
 def test_system_template_moves_the_demonstration_into_a_system_message() -> None:
     from harness.tasks import resolve_template, teacher_messages
 
-    item = Item(prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
-                demonstration="A.")
+    item = Item(
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
+        demonstration="A.",
+    )
     msgs = teacher_messages(item, resolve_template("system"))
-    assert msgs == [{"role": "system", "content": "Reference answer for the next question:\nA.\n\nBe brief."},
-                    {"role": "user", "content": "Q?"}]
+    assert msgs == [
+        {"role": "system", "content": "Reference answer for the next question:\nA.\n\nBe brief."},
+        {"role": "user", "content": "Q?"},
+    ]
     assert teacher_messages(Item(prompt="Q?", demonstration="A."), resolve_template("label")) == [
-        {"role": "user", "content": "Q?\n\nCorrect answer:\nA."}]
+        {"role": "user", "content": "Q?\n\nCorrect answer:\nA."}
+    ]
 
 
-@pytest.mark.parametrize("key,value,match", [("rollout_source", "both", "rollout_source"),
-                                             ("teacher_share", 1.5, "teacher_share"),
-                                             ("sft_weight", -1.0, "sft_weight"),
-                                             ("sample_temperature", 0.0, "sample_temperature")])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("rollout_source", "both", "rollout_source"),
+        ("teacher_share", 1.5, "teacher_share"),
+        ("sft_weight", -1.0, "sft_weight"),
+        ("sample_temperature", 0.0, "sample_temperature"),
+    ],
+)
 def test_bad_remedy_values_are_refused(key, value, match) -> None:
     from harness.config import validate
 

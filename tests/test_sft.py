@@ -15,10 +15,18 @@ from harness.tasks import Item
 
 ITEMS = [
     Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day.", id="a", source="t:1"),
-    Item(prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
-         demonstration="4", id="b", source="t:2"),
-    Item(prompt="Say hello in French, please, and explain nothing else.", demonstration="Bonjour !",
-         id="c", source="t:3"),
+    Item(
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        demonstration="4",
+        id="b",
+        source="t:2",
+    ),
+    Item(
+        prompt="Say hello in French, please, and explain nothing else.",
+        demonstration="Bonjour !",
+        id="c",
+        source="t:3",
+    ),
 ]
 
 
@@ -41,7 +49,7 @@ def _reference(model, tok, items, weighted: bool = False):
         ids = torch.tensor([prompt + demo])
         labels = torch.tensor([[-100] * len(prompt) + demo])
         if weighted:  # DFT by hand: -p.detach() * log p on each demonstration token
-            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
             logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(demo).unsqueeze(-1)).squeeze(-1)
             terms.append((-(logp.detach().exp()) * logp).sum())
         else:
@@ -86,20 +94,26 @@ def test_prompt_and_padding_get_no_gradient(tiny_model) -> None:
     pairs = [encode_demonstration(tok, it, 256) for it in ITEMS]
     batch = collate([p for p, _ in pairs], [c for _, c in pairs], tok.pad_token_id)
     decoder = getattr(model, model.base_model_prefix)
-    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  position_ids=batch.position_ids).last_hidden_state
+    out = decoder(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).last_hidden_state
     out.retain_grad()
     P, C = batch.prompt_len, batch.completion_ids.shape[1]
-    hidden = out[:, P - 1:P - 1 + C]
+    hidden = out[:, P - 1 : P - 1 + C]
     mask = batch.completion_mask.bool()
     targets = batch.completion_ids[mask]
-    loss = fused_head_loss(hidden[mask], model.get_output_embeddings(), torch.ones(targets.numel()),
-                           lambda lg, s, e: token_nll(lg, targets[s:e]), 4)
+    loss = fused_head_loss(
+        hidden[mask],
+        model.get_output_embeddings(),
+        torch.ones(targets.numel()),
+        lambda lg, s, e: token_nll(lg, targets[s:e]),
+        4,
+    )
     loss.backward()
     per_position = out.grad.abs().sum(-1)  # [B, P + C]
     for row, (_prompt, demo) in enumerate(pairs):
         predicting = torch.zeros(P + C, dtype=torch.bool)
-        predicting[P - 1:P - 1 + len(demo)] = True  # positions whose next token is a demonstration token
+        predicting[P - 1 : P - 1 + len(demo)] = True  # positions whose next token is a demonstration token
         assert (per_position[row][~predicting] == 0).all()
         assert (per_position[row][predicting] > 0).all()
     model.zero_grad(set_to_none=True)

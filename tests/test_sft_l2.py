@@ -54,7 +54,9 @@ def test_loss_is_cross_entropy_plus_half_weight_squared_distance(tiny_model):
         terms.append(ref(input_ids=torch.tensor([prompt + demo]), labels=labels).loss * len(demo))
         total += len(demo)
     seen, distance = set(), 0.0
-    for k, v in ref.state_dict(keep_vars=True).items():  # tied weights (embeddings = LM head) are one tensor: count once
+    for k, v in ref.state_dict(
+        keep_vars=True
+    ).items():  # tied weights (embeddings = LM head) are one tensor: count once
         if v.data_ptr() not in seen and v.is_floating_point() and not k.endswith("inv_freq"):
             seen.add(v.data_ptr())
             distance = distance + ((v.float() - start[k].float()) ** 2).sum()
@@ -64,7 +66,11 @@ def test_loss_is_cross_entropy_plus_half_weight_squared_distance(tiny_model):
 
     expected.backward()
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
-        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), (name, (p.grad - q.grad).abs().max(), q.grad.abs().max())
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), (
+            name,
+            (p.grad - q.grad).abs().max(),
+            q.grad.abs().max(),
+        )
 
 
 def test_penalty_is_split_across_micro_batches(tiny_model):
@@ -87,7 +93,9 @@ def test_a_strong_anchor_keeps_the_weights_near_the_stage_start(tiny_model):
         m = copy.deepcopy(model)
         start = [p.detach().clone() for p in m.parameters()]
         get_method("sft_l2")(m, tok, ITEMS, None, _cfg(weight=weight, steps=3), StageContext())
-        moved[weight] = sum(float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True))
+        moved[weight] = sum(
+            float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True)
+        )
     assert moved[1e4] < 0.5 * moved[0.0]
 
 

@@ -39,8 +39,20 @@ def _fixture_prompts() -> list[str]:
 @pytest.fixture(scope="module")
 def jsonl_task(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("byod") / "capitals_qa"
-    assert _new("capitals_qa", "--from", str(FIXTURES / "capitals.jsonl"), *MAPPING, "--dedupe",
-                "--eval-fraction", "0.25", "--out", str(folder)) == 0
+    assert (
+        _new(
+            "capitals_qa",
+            "--from",
+            str(FIXTURES / "capitals.jsonl"),
+            *MAPPING,
+            "--dedupe",
+            "--eval-fraction",
+            "0.25",
+            "--out",
+            str(folder),
+        )
+        == 0
+    )
     return folder
 
 
@@ -54,15 +66,26 @@ def test_jsonl_source_gives_a_valid_complete_folder(jsonl_task):
     assert sorted(r["prompt"] for r in train + evals) == sorted(expected)
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in evals}
     # the answer of each item is its own city (mapping, not order, decides it)
-    cities = {f"Question: {r['question']}\nAnswer with the city name only.": r["answer"]
-              for r in _rows(FIXTURES / "capitals.jsonl")}
+    cities = {
+        f"Question: {r['question']}\nAnswer with the city name only.": r["answer"]
+        for r in _rows(FIXTURES / "capitals.jsonl")
+    }
     assert all(r["demonstration"] == r["answer"] == cities[r["prompt"]] for r in train + evals)
     spec = resolve_task(str(jsonl_task))
-    assert spec.name == "capitals_qa" and spec.eval_tasks == ["capitals_qa"] and spec.teacher_template == "plain"
+    assert (
+        spec.name == "capitals_qa" and spec.eval_tasks == ["capitals_qa"] and spec.teacher_template == "plain"
+    )
     assert spec.max_new_tokens >= 8 and spec.eval_max_gen_toks >= spec.max_new_tokens
     readme = (jsonl_task / "README.md").read_text()
-    for needed in ("capitals.jsonl", "prompt <- ", "demonstration <- `'answer'`", "1 duplicate train prompt",
-                   "harness tasks new capitals_qa", "`harness tasks validate`: valid", "scorer `exact`"):
+    for needed in (
+        "capitals.jsonl",
+        "prompt <- ",
+        "demonstration <- `'answer'`",
+        "1 duplicate train prompt",
+        "harness tasks new capitals_qa",
+        "`harness tasks validate`: valid",
+        "scorer `exact`",
+    ):
         assert needed in readme, needed
 
 
@@ -77,8 +100,20 @@ def test_split_is_seeded(jsonl_task, tmp_path):
 
 def test_csv_source_reads_like_the_jsonl(jsonl_task, tmp_path):
     folder = tmp_path / "capitals_qa"
-    assert _new("capitals_qa", "--from", str(FIXTURES / "capitals.csv"), *MAPPING, "--dedupe",
-                "--eval-fraction", "0.25", "--out", str(folder)) == 0
+    assert (
+        _new(
+            "capitals_qa",
+            "--from",
+            str(FIXTURES / "capitals.csv"),
+            *MAPPING,
+            "--dedupe",
+            "--eval-fraction",
+            "0.25",
+            "--out",
+            str(folder),
+        )
+        == 0
+    )
     assert task_tools.validate_task(str(folder)) == []
     for name in ("train.jsonl", "eval.jsonl"):
         assert _rows(folder / name) == _rows(jsonl_task / name), name
@@ -89,11 +124,28 @@ def test_saved_dataset_with_existing_splits(tmp_path):
 
     rows = _rows(FIXTURES / "capitals.jsonl")[:14]
     saved = tmp_path / "saved"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:10]),
-                          "test": datasets.Dataset.from_list(rows[10:])}).save_to_disk(str(saved))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:10]), "test": datasets.Dataset.from_list(rows[10:])}
+    ).save_to_disk(str(saved))
     folder = tmp_path / "capitals_saved"
-    assert _new("capitals_saved", "--from", str(saved), "--eval-split", "test", "--prompt", "{question}",
-                "--demonstration", "answer", "--limit", "6", "--out", str(folder)) == 0
+    assert (
+        _new(
+            "capitals_saved",
+            "--from",
+            str(saved),
+            "--eval-split",
+            "test",
+            "--prompt",
+            "{question}",
+            "--demonstration",
+            "answer",
+            "--limit",
+            "6",
+            "--out",
+            str(folder),
+        )
+        == 0
+    )
     assert task_tools.validate_task(str(folder)) == []
     assert [r["prompt"] for r in _rows(folder / "eval.jsonl")] == [r["question"] for r in rows[10:]]
     assert [r["prompt"] for r in _rows(folder / "train.jsonl")] == [r["question"] for r in rows[:6]]
@@ -102,10 +154,23 @@ def test_saved_dataset_with_existing_splits(tmp_path):
 def test_built_folder_runs_in_a_stream_end_to_end(jsonl_task, tmp_path):
     from harness.loop import run_experiment
 
-    cfg = compose(["model=tiny", "method=sft", "suite=none", "stream.name=byod", f"stream.tasks=[{jsonl_task}]",
-                   "trainer.max_steps=2", "trainer.batch_size=4", "trainer.warmup_steps=1", "eval.limit=3",
-                   "eval.batch_size=4", "eval.max_gen_toks=4", "eval.in_context_items=0",
-                   f"results_dir={tmp_path}"])
+    cfg = compose(
+        [
+            "model=tiny",
+            "method=sft",
+            "suite=none",
+            "stream.name=byod",
+            f"stream.tasks=[{jsonl_task}]",
+            "trainer.max_steps=2",
+            "trainer.batch_size=4",
+            "trainer.warmup_steps=1",
+            "eval.limit=3",
+            "eval.batch_size=4",
+            "eval.max_gen_toks=4",
+            "eval.in_context_items=0",
+            f"results_dir={tmp_path}",
+        ]
+    )
     result = run_experiment(cfg)
     R = result["R"]
     assert list(R.columns) == ["capitals_qa"] and list(R.index) == [0, 1]
@@ -115,23 +180,63 @@ def test_built_folder_runs_in_a_stream_end_to_end(jsonl_task, tmp_path):
 def test_scorer_that_rejects_the_demonstrations_fails_validation(tmp_path, capsys):
     """Demonstration "Paris" vs answer "The capital of France is Paris": exact rejects, the folder is not valid."""
     folder = tmp_path / "mismatch"
-    code = _new("mismatch", "--from", str(FIXTURES / "capitals.jsonl"), *MAPPING,
-                "--answer", "The capital of {country} is {answer}", "--out", str(folder))
+    code = _new(
+        "mismatch",
+        "--from",
+        str(FIXTURES / "capitals.jsonl"),
+        *MAPPING,
+        "--answer",
+        "The capital of {country} is {answer}",
+        "--out",
+        str(folder),
+    )
     assert code == 1
     assert "score(demonstration, doc) = 0.0, expected 1.0" in capsys.readouterr().err
     assert "problem(s)" in (folder / "README.md").read_text()
     # the same data with a scorer that fits (the city as a phrase inside the answer sentence) is valid
     fixed = tmp_path / "fixed"
-    assert _new("fixed", "--from", str(FIXTURES / "capitals.jsonl"), "--prompt", PROMPT, "--demonstration",
-                "The capital of {country} is {answer}", "--answer", "answer", "--scorer", "contains",
-                "--out", str(fixed)) == 0
+    assert (
+        _new(
+            "fixed",
+            "--from",
+            str(FIXTURES / "capitals.jsonl"),
+            "--prompt",
+            PROMPT,
+            "--demonstration",
+            "The capital of {country} is {answer}",
+            "--answer",
+            "answer",
+            "--scorer",
+            "contains",
+            "--out",
+            str(fixed),
+        )
+        == 0
+    )
 
 
 def test_regex_scorer_options_reach_utils(tmp_path):
     folder = tmp_path / "tagged"
-    assert _new("tagged", "--from", str(FIXTURES / "capitals.jsonl"), "--prompt", PROMPT,
-                "--demonstration", "Thinking...\\nFinal: {answer}", "--answer", "answer", "--scorer", "regex",
-                "--scorer-option", r"pattern=Final:\s*(.+)", "--out", str(folder)) == 0
+    assert (
+        _new(
+            "tagged",
+            "--from",
+            str(FIXTURES / "capitals.jsonl"),
+            "--prompt",
+            PROMPT,
+            "--demonstration",
+            "Thinking...\\nFinal: {answer}",
+            "--answer",
+            "answer",
+            "--scorer",
+            "regex",
+            "--scorer-option",
+            r"pattern=Final:\s*(.+)",
+            "--out",
+            str(folder),
+        )
+        == 0
+    )
     from harness.scoring import load_scorer
 
     score = load_scorer(resolve_task(str(folder)))
@@ -147,17 +252,31 @@ def test_templates_letters_lists_and_chat_prompts():
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     assert task_builder.flatten_prompt(chat) == "Be brief.\n\nHi?"
     with pytest.raises(task_builder.BuildError, match="only one user turn"):
-        task_builder.flatten_prompt([*chat, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}])
+        task_builder.flatten_prompt(
+            [*chat, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
+        )
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--from", "FIX/capitals.jsonl", "--prompt", "{quest}"], "names column 'quest'; columns: question, answer"),
-    (["--from", "FIX/capitals.jsonl", "--prompt", "query"], "neither a column nor a template"),
-    (["--from", "FIX/capitals.jsonl", *MAPPING, "--split", "validation"], "no split 'validation'; available: train"),
-    (["--from", "FIX/missing.jsonl"], "no such file or folder"),
-    (["--from", "FIX/../../test_scorers.py"], "unknown file type '.py'"),
-    (["--from", "FIX/capitals.jsonl", *MAPPING, "--scorer", "fuzzy"], "unknown scorer 'fuzzy'; valid: exact"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--from", "FIX/capitals.jsonl", "--prompt", "{quest}"],
+            "names column 'quest'; columns: question, answer",
+        ),
+        (["--from", "FIX/capitals.jsonl", "--prompt", "query"], "neither a column nor a template"),
+        (
+            ["--from", "FIX/capitals.jsonl", *MAPPING, "--split", "validation"],
+            "no split 'validation'; available: train",
+        ),
+        (["--from", "FIX/missing.jsonl"], "no such file or folder"),
+        (["--from", "FIX/../../test_scorers.py"], "unknown file type '.py'"),
+        (
+            ["--from", "FIX/capitals.jsonl", *MAPPING, "--scorer", "fuzzy"],
+            "unknown scorer 'fuzzy'; valid: exact",
+        ),
+    ],
+)
 def test_user_mistakes_are_one_clear_line(args, message, tmp_path, capsys):
     args = [a.replace("FIX", str(FIXTURES)) for a in args]
     assert _new("oops", *args, "--out", str(tmp_path / "oops")) == 1
@@ -181,8 +300,23 @@ def test_calibration_scores_go_into_the_readme(tmp_path, tiny_model, monkeypatch
 
     monkeypatch.setattr(harness.models, "load_model", lambda cfg: tiny_model)
     folder = tmp_path / "calibrated"
-    assert _new("calibrated", "--from", str(FIXTURES / "capitals.jsonl"), *MAPPING, "--calibrate", "3",
-                "--max-new-tokens", "4", "--eval-max-gen-toks", "4", "--out", str(folder)) == 0
+    assert (
+        _new(
+            "calibrated",
+            "--from",
+            str(FIXTURES / "capitals.jsonl"),
+            *MAPPING,
+            "--calibrate",
+            "3",
+            "--max-new-tokens",
+            "4",
+            "--eval-max-gen-toks",
+            "4",
+            "--out",
+            str(folder),
+        )
+        == 0
+    )
     readme = (folder / "README.md").read_text()
     assert "on the first 3 eval items" in readme and "base (prompt alone)" in readme
     assert len(read_jsonl(folder / "eval.jsonl")) == 3

@@ -71,7 +71,12 @@ def test_generator_is_deterministic_and_matches_files(name):
     built = gen.build()
     if name == "knowledge":
         corpus, train, eval_id, eval_ood = built
-        expected = {"train.jsonl": train, "eval.jsonl": eval_id, "eval_ood.jsonl": eval_ood, "corpus.jsonl": corpus}
+        expected = {
+            "train.jsonl": train,
+            "eval.jsonl": eval_id,
+            "eval_ood.jsonl": eval_ood,
+            "corpus.jsonl": corpus,
+        }
     elif name in GENERAL_TASKS:
         expected = {"eval.jsonl": built}
     else:
@@ -103,8 +108,15 @@ def test_lm_eval_runs_every_task_offline_with_tiny_model(tiny_model):
     names = [t for n in STREAM_TASKS + GENERAL_TASKS for t in resolve_task(n).eval_tasks]
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=8, max_length=512)
     # a random model never stops by itself: cap generation so the test stays fast
-    res = simple_evaluate(lm, tasks=names, task_manager=tm, apply_chat_template=True, limit=3,
-                          gen_kwargs="max_gen_toks=8", log_samples=False)
+    res = simple_evaluate(
+        lm,
+        tasks=names,
+        task_manager=tm,
+        apply_chat_template=True,
+        limit=3,
+        gen_kwargs="max_gen_toks=8",
+        log_samples=False,
+    )
     for name in names:
         metric = resolve_task(name if name != "knowledge_ood" else "knowledge").metric
         value = res["results"][name][f"{metric},none"]
@@ -113,7 +125,7 @@ def test_lm_eval_runs_every_task_offline_with_tiny_model(tiny_model):
 
 # --- user task folders -----------------------------------------------------------------------------------
 
-USER_UTILS = '''
+USER_UTILS = """
 import json
 from pathlib import Path
 
@@ -129,7 +141,7 @@ def score(response, doc):
 
 def process_results(doc, results):
     return {"exact_match": score(results[0], doc)}
-'''
+"""
 
 USER_YAML = """task: my_colors
 dataset_path: json
@@ -152,7 +164,9 @@ def make_user_task(root: Path, eval_prompts: list[str] | None = None) -> Path:
     things = [("grass", "green"), ("snow", "white"), ("sky", "blue"), ("coal", "black"), ("blood", "red")]
     train = [{"prompt": f"Color of {t}?", "demonstration": c, "answer": c} for t, c in things[:3]]
     prompts = eval_prompts or [f"What color is {t}?" for t, _ in things[3:]]
-    evals = [{"prompt": p, "demonstration": c, "answer": c} for p, (_, c) in zip(prompts, things[3:], strict=False)]
+    evals = [
+        {"prompt": p, "demonstration": c, "answer": c} for p, (_, c) in zip(prompts, things[3:], strict=False)
+    ]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
     (folder / "task.yaml").write_text("category: skill\neval_tasks: [my_colors]\nteacher_template: plain\n")

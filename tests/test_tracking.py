@@ -211,9 +211,19 @@ def test_report_mode_does_not_create(tmp_path):
 
 # ---- issue #14: item-level artifact, live step curves, source tags, task order (tiny model) -------------
 TINY = [
-    "model=tiny", "method=sft", "suite=none", "stream.name=pair", "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3", "trainer.batch_size=4", "trainer.warmup_steps=1", "trainer.max_train_items=12",
-    "eval.limit=3", "eval.batch_size=4", "eval.max_gen_toks=8", "eval.in_context_items=0",
+    "model=tiny",
+    "method=sft",
+    "suite=none",
+    "stream.name=pair",
+    "stream.tasks=[tooluse,dates]",
+    "trainer.max_steps=3",
+    "trainer.batch_size=4",
+    "trainer.warmup_steps=1",
+    "trainer.max_train_items=12",
+    "eval.limit=3",
+    "eval.batch_size=4",
+    "eval.max_gen_toks=8",
+    "eval.in_context_items=0",
 ]
 
 
@@ -237,8 +247,17 @@ def test_tiny_run_stores_items_live_steps_and_source_tags(tmp_path):
     from harness.loop import run_experiment
     from harness.tracking import ITEMS_ARTIFACT
 
-    out = run_experiment(compose([*TINY, f"results_dir={tmp_path / 'a'}", "eval.every_steps=2",
-                                  "eval.every_steps_items=2", "stream.order=reverse"]))
+    out = run_experiment(
+        compose(
+            [
+                *TINY,
+                f"results_dir={tmp_path / 'a'}",
+                "eval.every_steps=2",
+                "eval.every_steps_items=2",
+                "stream.order=reverse",
+            ]
+        )
+    )
     tracker = Tracker(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", "default", create=False)
     parent = tracker.client.get_run(out["parent_run_id"])
     tags = parent.data.tags

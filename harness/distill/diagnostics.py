@@ -46,7 +46,7 @@ def template_ngrams(template: str, n: int = RECITE_N) -> set[tuple[str, ...]]:
     for sentence in template_sentences(template):
         w = words(sentence)
         size = min(n, len(w))
-        grams.update(tuple(w[i:i + size]) for i in range(len(w) - size + 1))
+        grams.update(tuple(w[i : i + size]) for i in range(len(w) - size + 1))
     return grams
 
 
@@ -54,7 +54,7 @@ def recites(text: str, grams: set[tuple[str, ...]]) -> bool:
     """Whether `text` contains any of `grams` (word n-grams, possibly of different lengths)."""
     w = words(text)
     for size in {len(g) for g in grams}:
-        if any(tuple(w[i:i + size]) in grams for i in range(len(w) - size + 1)):
+        if any(tuple(w[i : i + size]) in grams for i in range(len(w) - size + 1)):
             return True
     return False
 
@@ -75,7 +75,7 @@ def recitation_rate(texts: Sequence[str], template: str, n: int = RECITE_N) -> f
 def repeated_ngram_rate(tokens: Sequence[int] | Sequence[str], n: int = 3) -> float:
     """Share of a sequence's n-grams that already occurred earlier in it (0 = no repetition; a loop of one
     phrase approaches 1). 0.0 when the sequence has fewer than n + 1 tokens."""
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     if len(grams) < 2:
         return 0.0
     seen: set[tuple] = set()
@@ -88,12 +88,13 @@ def repeated_ngram_rate(tokens: Sequence[int] | Sequence[str], n: int = 3) -> fl
 
 def distinct_n(tokens: Sequence[int] | Sequence[str], n: int = 2) -> float:
     """Distinct n-grams / n-grams of one sequence (1 = no n-gram twice); 1.0 when it has none."""
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 1.0
 
 
-def rollout_health(token_rows: Iterable[Sequence[int]], texts: Sequence[str], template: str,
-                   n: int = RECITE_N) -> dict[str, float]:
+def rollout_health(
+    token_rows: Iterable[Sequence[int]], texts: Sequence[str], template: str, n: int = RECITE_N
+) -> dict[str, float]:
     """Per-batch rollout statistics: `recite_frac` (rollouts reciting the template), `repeat3` (mean
     repeated-trigram rate over token ids), `distinct2` (mean distinct-bigram ratio)."""
     rows = [list(r) for r in token_rows]
@@ -106,8 +107,9 @@ def rollout_health(token_rows: Iterable[Sequence[int]], texts: Sequence[str], te
     }
 
 
-def position_profile(values: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor,
-                     k: int) -> dict[str, float]:
+def position_profile(
+    values: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor, k: int
+) -> dict[str, float]:
     """Per-position profile of a per-token quantity, over flattened tokens.
 
     values: per-token value (e.g. forward KL, or the trained divergence); weights: each token's weight in the

@@ -28,7 +28,9 @@ def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-def divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str, beta: float = 0.5) -> torch.Tensor:
+def divergence(
+    student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str, beta: float = 0.5
+) -> torch.Tensor:
     if kind == "forward":
         return kl(teacher_logp, student_logp)
     if kind == "reverse":
@@ -36,8 +38,10 @@ def divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str
     if kind == "jsd":
         if beta <= 0.0 or beta >= 1.0:  # M equals one of the two: the JSD is identically 0
             return torch.zeros(student_logp.shape[:-1], dtype=student_logp.dtype, device=student_logp.device)
-        log_m = torch.logaddexp(teacher_logp + torch.log(torch.tensor(beta, dtype=teacher_logp.dtype)),
-                                student_logp + torch.log(torch.tensor(1.0 - beta, dtype=student_logp.dtype)))
+        log_m = torch.logaddexp(
+            teacher_logp + torch.log(torch.tensor(beta, dtype=teacher_logp.dtype)),
+            student_logp + torch.log(torch.tensor(1.0 - beta, dtype=student_logp.dtype)),
+        )
         return beta * kl(teacher_logp, log_m) + (1.0 - beta) * kl(student_logp, log_m)
     raise ValueError(f"divergence={kind!r} is not known; valid: forward, reverse, jsd")
 

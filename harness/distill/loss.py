@@ -73,18 +73,29 @@ def distillation_loss(
 
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = torch.nn.functional.linear(t_hidden[start:end].to(t_compute), t_weight, t_bias) / temp
+            teacher_logits = (
+                torch.nn.functional.linear(t_hidden[start:end].to(t_compute), t_weight, t_bias) / temp
+            )
         student_logits = student_logits / temp
-        value = token_divergence(student_logits, teacher_logits, kind=settings.divergence, beta=settings.beta,
-                                 support=settings.support, topk=settings.topk, tail=settings.tail,
-                                 tokens=tokens[start:end])
+        value = token_divergence(
+            student_logits,
+            teacher_logits,
+            kind=settings.divergence,
+            beta=settings.beta,
+            support=settings.support,
+            topk=settings.topk,
+            tail=settings.tail,
+            tokens=tokens[start:end],
+        )
         trained_value[start:end] = value.detach().float()
         if settings.divergence == "forward" and settings.support == "full":
             fkl[start:end] = value.detach()
         else:
             with torch.no_grad():
-                fkl[start:end] = kl(torch.log_softmax(teacher_logits.float(), -1),
-                                    torch.log_softmax(student_logits.detach().float(), -1))
+                fkl[start:end] = kl(
+                    torch.log_softmax(teacher_logits.float(), -1),
+                    torch.log_softmax(student_logits.detach().float(), -1),
+                )
         return value
 
     loss = fused_head_loss(student_hidden[keep], student_head, weights, per_token, settings.chunk_size)

@@ -43,11 +43,15 @@ def shared_prefill(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     """
     if prompt_ids.shape[1] < 2:
         return None
-    distinct, row_to_distinct = torch.unique(torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True)
+    distinct, row_to_distinct = torch.unique(
+        torch.cat([prompt_ids, prompt_mask], 1), dim=0, return_inverse=True
+    )
     if distinct.shape[0] == prompt_ids.shape[0]:
         return None
     first_row = torch.zeros(distinct.shape[0], dtype=torch.long)
-    first_row[row_to_distinct.flip(0)] = torch.arange(prompt_ids.shape[0] - 1, -1, -1)  # any row of each prompt
+    first_row[row_to_distinct.flip(0)] = torch.arange(
+        prompt_ids.shape[0] - 1, -1, -1
+    )  # any row of each prompt
     device = next(model.parameters()).device
     ids, mask = prompt_ids[first_row, :-1].to(device), prompt_mask[first_row, :-1].to(device)
     decoder = getattr(model, model.base_model_prefix)  # no LM head: only the cache is wanted
@@ -59,7 +63,11 @@ def shared_prefill(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
 
 def _cache_kwarg(model: Any) -> str:
     """transformers renamed generate's `past_key_values` to `cache` (5.2x); older 5.x know only the former."""
-    return "cache" if "cache" in inspect.signature(model.prepare_inputs_for_generation).parameters else "past_key_values"
+    return (
+        "cache"
+        if "cache" in inspect.signature(model.prepare_inputs_for_generation).parameters
+        else "past_key_values"
+    )
 
 
 @torch.no_grad()
@@ -89,7 +97,11 @@ def sample(
         with sharding.whole_during_generation(model), autocast(model):
             # FSDP: every process must run the same forwards, so the shared prefill (one decoder forward,
             # whatever the rows) is skipped there rather than run by some processes only
-            shared = shared_prefill(model, prompt_ids, prompt_mask) if share_prefill and not sharding.active() else None
+            shared = (
+                shared_prefill(model, prompt_ids, prompt_mask)
+                if share_prefill and not sharding.active()
+                else None
+            )
             extra = {_cache_kwarg(model): shared[0]} if shared is not None else {}
             out = model.generate(
                 input_ids=prompt_ids.to(device),
@@ -110,10 +122,12 @@ def sample(
             )
     finally:
         model.train(was_training)
-    completion = out[:, prompt_ids.shape[1]:].cpu()
+    completion = out[:, prompt_ids.shape[1] :].cpu()
     is_eos = torch.isin(completion, torch.tensor(stops))
     has_eos = is_eos.any(-1)
-    first = torch.where(has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, completion.shape[1], dtype=torch.long))
+    first = torch.where(
+        has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, completion.shape[1], dtype=torch.long)
+    )
     mask = (torch.arange(completion.shape[1]).unsqueeze(0) <= first.unsqueeze(1)).long()
     completion = completion.masked_fill(mask == 0, tokenizer.pad_token_id)
     return Rollouts(prompt_ids, prompt_mask, completion, mask, ~has_eos)

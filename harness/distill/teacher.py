@@ -34,8 +34,10 @@ class Teacher:
                     t.copy_(s)  # shard by shard: both are sharded the same way
             self.model = storage
         elif sharding.active():
-            raise RuntimeError(f"teacher={kind!r} under FSDP needs the teacher copy that harness.sharding.shard "
-                               "allocates (with_teacher=True); it was sharded without one")
+            raise RuntimeError(
+                f"teacher={kind!r} under FSDP needs the teacher copy that harness.sharding.shard "
+                "allocates (with_teacher=True); it was sharded without one"
+            )
         else:
             grads = [p.grad for p in student.parameters()]
             for p in student.parameters():

@@ -46,7 +46,9 @@ def registry() -> dict[str, tuple[MethodSpec, str]]:
         spec = getattr(importlib.import_module(module_path), "METHOD", None)
         if isinstance(spec, MethodSpec):
             if spec.name in found:
-                raise RuntimeError(f"method name {spec.name!r} declared by {module_path} and {found[spec.name][1]}")
+                raise RuntimeError(
+                    f"method name {spec.name!r} declared by {module_path} and {found[spec.name][1]}"
+                )
             found[spec.name] = (spec, module_path)
     return dict(sorted(found.items()))
 
@@ -86,7 +88,9 @@ def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
     valid = [f.name for f in fields(spec.options)]
     unknown = sorted(set(given) - set(valid))
     if unknown:
-        raise ValueError(f"method.options.{unknown[0]} is not an option of {name!r}; valid: {', '.join(valid)}")
+        raise ValueError(
+            f"method.options.{unknown[0]} is not an option of {name!r}; valid: {', '.join(valid)}"
+        )
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.options), given))
     except Exception as err:  # OmegaConf's type errors name the key; keep their first line

@@ -45,7 +45,9 @@ class TrainStats:
 
 class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int, value: float) -> None:
-        super().__init__(f"non-finite training loss {value} at optimizer step {step}; the step was not applied")
+        super().__init__(
+            f"non-finite training loss {value} at optimizer step {step}; the step was not applied"
+        )
         self.step, self.value = step, value
 
 
@@ -69,7 +71,7 @@ def epoch_batches(n_items: int, batch_size: int, steps: int, gen: torch.Generato
     order: list[int] = []
     while len(order) < steps * batch_size:
         order.extend(torch.randperm(n_items, generator=gen).tolist())
-    return [order[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def micro_seed(ctx: StageContext, step: int, micro: int) -> int:
@@ -148,7 +150,9 @@ def run_stage(
             loss = float(sum(losses))
             if not math.isfinite(loss):
                 raise NonFiniteLossError(step, loss)
-            grad_norm = sharding.to_float(torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm)))
+            grad_norm = sharding.to_float(
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+            )
             optimizer.step()
             scheduler.step()
             if after_step is not None:

@@ -12,6 +12,7 @@ from harness.tasks import Item, TaskSpec
 METHOD = MethodSpec(name="dft", reads=("distill.loss_chunk_size",))
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     return train_supervised(model, tokenizer, items, cfg, ctx, token_dft, "dft")

@@ -18,8 +18,9 @@ from harness.tasks import Item, TaskSpec
 METHOD = MethodSpec(name="opsd", reads=("distill",), teacher_copy=True)
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     if cfg.method.distill.template is None:
         cfg = OmegaConf.merge(cfg, {"method": {"distill": {"template": "solution"}}})
     return sdft.train(model, tokenizer, items, spec, cfg, ctx)

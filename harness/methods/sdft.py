@@ -58,10 +58,17 @@ def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str
     """(loss settings, teacher template, max new tokens): the method's value, else the task's, else default."""
     d = cfg.method.distill
     skip = effective_setting(d.skip_tokens, spec.skip_tokens if spec else None, DEFAULT_SKIP_TOKENS)
-    max_new = effective_setting(d.max_new_tokens, spec.max_new_tokens if spec else None, DEFAULT_MAX_NEW_TOKENS)
+    max_new = effective_setting(
+        d.max_new_tokens, spec.max_new_tokens if spec else None, DEFAULT_MAX_NEW_TOKENS
+    )
     settings = DistillSettings(
-        divergence=d.divergence, beta=float(d.jsd_beta), support=d.support, topk=int(d.topk),
-        tail=bool(d.topk_tail), skip_tokens=int(skip), temperature=float(d.temperature),
+        divergence=d.divergence,
+        beta=float(d.jsd_beta),
+        support=d.support,
+        topk=int(d.topk),
+        tail=bool(d.topk_tail),
+        skip_tokens=int(skip),
+        temperature=float(d.temperature),
         chunk_size=int(d.loss_chunk_size),
     )
     return settings, resolve_template(d.template, spec), int(max_new)
@@ -84,7 +91,9 @@ class DistillStep:
         self.source, self.teacher_share = str(d.rollout_source), float(d.teacher_share)
         self.mask_clipped = bool(d.mask_clipped)
         self.sft_weight, self.warmup_steps = float(d.sft_weight), int(d.sft_warmup_steps)
-        self.sft = SupervisedStep(model, tokenizer, cfg) if self.sft_weight > 0 or self.warmup_steps > 0 else None
+        self.sft = (
+            SupervisedStep(model, tokenizer, cfg) if self.sft_weight > 0 or self.warmup_steps > 0 else None
+        )
         self.max_length = int(cfg.model.max_length)
         self.steps_done = 0  # optimizer steps so far in this stage (the SFT warm-up counts them)
         self._prompts: dict[int, tuple[list[int], list[int]]] = {}
@@ -105,15 +114,25 @@ class DistillStep:
                     f"model.max_length={self.max_length}; it would be truncated and lose the demonstration"
                 )
             if len(student) >= self.max_length:
-                raise ValueError(f"item {item_name(item)}: the prompt has {len(student)} tokens, "
-                                 f"model.max_length={self.max_length}")
+                raise ValueError(
+                    f"item {item_name(item)}: the prompt has {len(student)} tokens, "
+                    f"model.max_length={self.max_length}"
+                )
             self._prompts[key] = (student, teacher)
         return self._prompts[key]
 
     def _sample(self, model: Any, prompts: list[list[int]]) -> Rollouts:
         budget = self.max_length - max(len(p) for p in prompts)
-        return sample(model, self.tokenizer, prompts, max_new_tokens=min(self.max_new_tokens, budget),
-                      temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p)
+        return sample(
+            model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=min(self.max_new_tokens, budget),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+        )
 
     def rollouts(self, students: list[list[int]], teachers: list[list[int]]) -> tuple[Rollouts, torch.Tensor]:
         """Completions for every row and which rows the teacher wrote (under its own context)."""
@@ -132,7 +151,7 @@ class DistillStep:
                 continue
             out = self._sample(writer, [prompts[i] for i in index])
             for j, i in enumerate(index):
-                completions[i] = out.completion_ids[j, :int(out.lengths[j])].tolist()
+                completions[i] = out.completion_ids[j, : int(out.lengths[j])].tolist()
                 truncated[i] = out.truncated[j]
         pad_id = self.tokenizer.pad_token_id
         p_ids, p_mask = pad(students, pad_id, "left")
@@ -166,7 +185,9 @@ class DistillStep:
             teacher_hidden = completion_hidden(self.teacher.model, teacher_batch)
         t2 = clock()
 
-        student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(device)
+        student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(
+            device
+        )
         student_hidden = completion_hidden(self.model, student_batch)
         mask = student_batch.completion_mask
         masked = self.mask_clipped and bool(out.truncated.any())
@@ -174,9 +195,14 @@ class DistillStep:
         if masked and not all_masked:  # clipped rows: no loss; they still count in the batch mean's divisor
             mask = mask * (~out.truncated).to(mask.device, mask.dtype).unsqueeze(1)
         loss, diag = distillation_loss(
-            student_hidden, teacher_hidden, self.model.get_output_embeddings(),
-            self.teacher.model.get_output_embeddings(), student_batch.completion_ids,
-            mask, self.settings, batch_total=len(batch) * self.num_rollouts,
+            student_hidden,
+            teacher_hidden,
+            self.model.get_output_embeddings(),
+            self.teacher.model.get_output_embeddings(),
+            student_batch.completion_ids,
+            mask,
+            self.settings,
+            batch_total=len(batch) * self.num_rollouts,
         )
         if all_masked:  # nothing to learn from; keep the graph (and the diagnostics of what was sampled)
             loss = loss * 0.0
@@ -185,25 +211,35 @@ class DistillStep:
             sft_loss, sft_stats = self.sft(micro, batch)
             loss = loss + self.sft_weight * sft_loss
             total = sum(len(self.sft.encode(it)[1]) for it in batch)
-            stats["sft_ce"] = float(sft_loss.detach()) * total / max(sft_stats["train_tokens"], 1.0)  # this micro's mean
+            stats["sft_ce"] = (
+                float(sft_loss.detach()) * total / max(sft_stats["train_tokens"], 1.0)
+            )  # this micro's mean
         t3 = clock()
         texts, token_rows = self.decode(out)
-        stats.update({
-            "completion_len": float(lengths.float().mean()),
-            "clipped_frac": float(out.truncated.float().mean()),
-            "masked_frac": float(out.truncated.float().mean()) if masked else 0.0,
-            "teacher_rollout_frac": float(from_teacher.float().mean()),
-            "completion_tokens": float(lengths.sum()),
-            "gen_s": t1 - t0,
-            "teacher_s": t2 - t1,  # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
-            "student_s": t3 - t2,  # forward only; run_stage adds backward_s
-            **rollout_health(token_rows, texts, self.template),
-            **diag,
-        })
+        stats.update(
+            {
+                "completion_len": float(lengths.float().mean()),
+                "clipped_frac": float(out.truncated.float().mean()),
+                "masked_frac": float(out.truncated.float().mean()) if masked else 0.0,
+                "teacher_rollout_frac": float(from_teacher.float().mean()),
+                "completion_tokens": float(lengths.sum()),
+                "gen_s": t1 - t0,
+                "teacher_s": t2
+                - t1,  # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
+                "student_s": t3 - t2,  # forward only; run_stage adds backward_s
+                **rollout_health(token_rows, texts, self.template),
+                **diag,
+            }
+        )
         if self.steps_done % 4 == 0 and texts:  # a sample in the log shows what is being distilled
-            log.info("step %d rollout (%s, %d tokens%s): %r", self.steps_done,
-                     "teacher" if bool(from_teacher[0]) else "student", int(lengths[0]),
-                     ", clipped" if bool(out.truncated[0]) else "", texts[0][:300])
+            log.info(
+                "step %d rollout (%s, %d tokens%s): %r",
+                self.steps_done,
+                "teacher" if bool(from_teacher[0]) else "student",
+                int(lengths[0]),
+                ", clipped" if bool(out.truncated[0]) else "",
+                texts[0][:300],
+            )
         return loss, stats
 
     def decode(self, out: Rollouts) -> tuple[list[str], list[list[int]]]:
@@ -211,7 +247,7 @@ class DistillStep:
         stops = set(eos_ids(self.model, self.tokenizer))
         token_rows = []
         for row, n in zip(out.completion_ids.tolist(), out.lengths.tolist(), strict=True):
-            ids = row[:int(n)]
+            ids = row[: int(n)]
             token_rows.append(ids[:-1] if ids and ids[-1] in stops else ids)
         return self.tokenizer.batch_decode(token_rows, skip_special_tokens=True), token_rows
 
@@ -240,7 +276,9 @@ def check_rollout_length(tokenizer: Any, items: list[Item], spec: TaskSpec | Non
     return message
 
 
-def stage_probe(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any) -> dict[str, float]:
+def stage_probe(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any
+) -> dict[str, float]:
     """The teacher-forcing probe (harness.probe) on the first `probe_items` train items, before training."""
     d = cfg.method.distill
     n = min(int(d.probe_items), len(items))
@@ -253,15 +291,18 @@ def stage_probe(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | 
     return result.stats()
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     items = limit_items(items, cfg)
     d = cfg.method.distill
     check_rollout_length(tokenizer, items, spec, cfg)
     probe_stats = stage_probe(model, tokenizer, items, spec, cfg)
     gen = stage_generator(ctx)  # shuffling; sampling is seeded per micro-batch by run_stage (micro_seed)
     steps = num_steps(len(items), cfg.trainer)
-    batches = [[items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)]
+    batches = [
+        [items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)
+    ]
     teacher = Teacher(model, d.teacher, float(d.ema_rate))  # from the student as it is now, every stage
     try:
         step = DistillStep(model, tokenizer, teacher, cfg, spec)
@@ -273,8 +314,9 @@ def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, 
         teacher.release()
     settings, _, max_new = settings_from(cfg, spec)
     _summarize_late_keys(stats)
-    stats.summary.update({"skip_tokens": float(settings.skip_tokens), "max_new_tokens": float(max_new),
-                          **probe_stats})
+    stats.summary.update(
+        {"skip_tokens": float(settings.skip_tokens), "max_new_tokens": float(max_new), **probe_stats}
+    )
     return stats
 
 

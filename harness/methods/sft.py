@@ -63,21 +63,34 @@ class SupervisedStep:
         targets = data.completion_ids[mask]
         weights = torch.full((targets.numel(),), 1.0 / total_tokens, device=device)
         loss = fused_head_loss(
-            hidden[mask], self.model.get_output_embeddings(), weights,
-            lambda logits, s, e: self.token_loss(logits, targets[s:e]), self.chunk,
+            hidden[mask],
+            self.model.get_output_embeddings(),
+            weights,
+            lambda logits, s, e: self.token_loss(logits, targets[s:e]),
+            self.chunk,
         )
         return loss, {"train_tokens": float(targets.numel())}
 
 
-def train_supervised(model: Any, tokenizer: Any, items: list[Item], cfg: Any, ctx: StageContext,
-                     token_loss=token_nll, desc: str = "sft") -> TrainStats:
+def train_supervised(
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    cfg: Any,
+    ctx: StageContext,
+    token_loss=token_nll,
+    desc: str = "sft",
+) -> TrainStats:
     items = limit_items(items, cfg)
     gen = stage_generator(ctx)
     steps = num_steps(len(items), cfg.trainer)
-    batches = [[items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)]
+    batches = [
+        [items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)
+    ]
     return run_stage(model, cfg, ctx, batches, SupervisedStep(model, tokenizer, cfg, token_loss), desc=desc)
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     return train_supervised(model, tokenizer, items, cfg, ctx, token_nll, "sft")

@@ -40,7 +40,11 @@ METHOD = MethodSpec(name="sft_l2", reads=("distill.loss_chunk_size",), options=L
 
 def l2_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """sum over trainable weights of ||theta - anchor||^2, accumulated in float32."""
-    terms = [(p.float() - anchor[name].float()).pow(2).sum() for name, p in model.named_parameters() if p.requires_grad]
+    terms = [
+        (p.float() - anchor[name].float()).pow(2).sum()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    ]
     return torch.stack(terms).sum()
 
 
@@ -60,14 +64,19 @@ class AnchoredStep(SupervisedStep):
         return loss + share * 0.5 * self.weight * penalty, stats
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     if sharding.active():
-        raise ValueError("method sft_l2 does not support FSDP (its anchor is a whole copy); use DDP or one process")
+        raise ValueError(
+            "method sft_l2 does not support FSDP (its anchor is a whole copy); use DDP or one process"
+        )
     options = method_options(cfg.method.name, cfg.method.options)
     items = limit_items(items, cfg)
     steps = num_steps(len(items), cfg.trainer)
     order = epoch_batches(len(items), int(cfg.trainer.batch_size), steps, stage_generator(ctx))
     batches = [[items[i] for i in idx] for idx in order]
-    step = AnchoredStep(model, tokenizer, cfg, float(options.weight))  # the anchor: weights as the stage begins
+    step = AnchoredStep(
+        model, tokenizer, cfg, float(options.weight)
+    )  # the anchor: weights as the stage begins
     return run_stage(model, cfg, ctx, batches, step, desc="sft_l2")

@@ -28,8 +28,9 @@ from harness.tasks import Item, TaskSpec
 METHOD = MethodSpec(name="sft_replay", reads=("replay_fraction", "distill.loss_chunk_size"))
 
 
-def train(model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any,
-          ctx: StageContext) -> TrainStats:
+def train(
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+) -> TrainStats:
     items = limit_items(items, cfg)
     batch_size = int(cfg.trainer.batch_size)
     fraction = float(cfg.method.replay_fraction)

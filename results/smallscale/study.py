@@ -50,7 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="results/smallscale")
     parser.add_argument("--only", nargs="*", help="settings to run (default: all)")
-    parser.add_argument("--extra", nargs="*", default=[], help="NAME=PRESET:override,override (a combination)")
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="NAME=PRESET:override,override (a combination)"
+    )
     parser.add_argument("--items", type=int, default=32)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", default="2e-4")
@@ -79,10 +81,16 @@ def main() -> None:
         preset, _, overrides = rest.partition(":")
         settings[name] = (preset, [o for o in overrides.split(",") if o])
     names = args.only or list(settings)
-    common = [f"trainer.lr={args.lr}", f"trainer.batch_size={args.batch}", "trainer.epochs=2",
-              f"trainer.max_train_items={args.items}", "trainer.warmup_steps=2", f"seed={args.seed}"]
+    common = [
+        f"trainer.lr={args.lr}",
+        f"trainer.batch_size={args.batch}",
+        "trainer.epochs=2",
+        f"trainer.max_train_items={args.items}",
+        "trainer.warmup_steps=2",
+        f"seed={args.seed}",
+    ]
     spec = resolve_task("tooluse")
-    docs = [json.loads(line) for line in spec.eval_file.read_text().splitlines() if line.strip()][:args.eval]
+    docs = [json.loads(line) for line in spec.eval_file.read_text().splitlines() if line.strip()][: args.eval]
     scorer = load_scorer(spec)
     items = load_train_items(spec)
     cfg0 = compose(["method=sdft", *common])
@@ -116,8 +124,12 @@ def main() -> None:
         base["general"] = general()
         base["seconds"] = time.time() - t0
         base_file.write_text(json.dumps(base, indent=1))
-    logging.info("base: tooluse %.3f, in-context %s, general %s", base["tooluse"], base["in_context"],
-                 base.get("general"))
+    logging.info(
+        "base: tooluse %.3f, in-context %s, general %s",
+        base["tooluse"],
+        base["in_context"],
+        base.get("general"),
+    )
 
     for name in names:
         preset, extra = settings[name]
@@ -126,25 +138,39 @@ def main() -> None:
         collect.lines.clear()
         torch.manual_seed(args.seed)
         t0 = time.time()
-        stats = get_method(cfg.method.name)(model, tok, items, spec, cfg, StageContext(stage=1, seed=args.seed))
+        stats = get_method(cfg.method.name)(
+            model, tok, items, spec, cfg, StageContext(stage=1, seed=args.seed)
+        )
         train_s = time.time() - t0
         acc, responses = evaluate_tooluse()
         template = TEACHER_TEMPLATES[cfg.method.distill.template or spec.teacher_template or "paper"]
         row = {
-            "setting": name, "preset": preset, "overrides": extra, "common": common,
-            "tooluse": acc, "train_s": train_s,
+            "setting": name,
+            "preset": preset,
+            "overrides": extra,
+            "common": common,
+            "tooluse": acc,
+            "train_s": train_s,
             "recite_eval_own": recitation_rate(responses, template),
             "recite_eval_plain": recitation_rate(responses, TEACHER_TEMPLATES["plain"]),
             "recite_eval_paper": recitation_rate(responses, TEACHER_TEMPLATES["paper"]),
-            "summary": stats.summary, "steps": stats.steps, "rollouts": list(collect.lines),
+            "summary": stats.summary,
+            "steps": stats.steps,
+            "rollouts": list(collect.lines),
             "answers": responses,
         }
         if args.general:
             row["general"] = general()
         with (out / "results.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
-        logging.info("setting %s: tooluse %.3f, recitation %.2f, clipped %.2f, %.0f s", name, acc,
-                     row["recite_eval_own"], stats.summary.get("mean_clipped_frac", float("nan")), train_s)
+        logging.info(
+            "setting %s: tooluse %.3f, recitation %.2f, clipped %.2f, %.0f s",
+            name,
+            acc,
+            row["recite_eval_own"],
+            stats.summary.get("mean_clipped_frac", float("nan")),
+            train_s,
+        )
 
 
 if __name__ == "__main__":

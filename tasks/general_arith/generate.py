@@ -14,17 +14,30 @@ SEED = 3
 HERE = Path(__file__).resolve().parent
 SUFFIX = "Answer with the number only."
 
-COUNTS = [("How many legs does a dog have?", 4), ("How many legs does a bird have?", 2),
-          ("How many days are in a week?", 7), ("How many months are in a year?", 12),
-          ("How many hours are in a day?", 24), ("How many minutes are in an hour?", 60),
-          ("How many sides does a triangle have?", 3), ("How many sides does a square have?", 4),
-          ("How many wheels does a bicycle have?", 2), ("How many wheels does a car have?", 4),
-          ("How many fingers are on one hand?", 5), ("How many eyes does a person have?", 2),
-          ("How many legs does a spider have?", 8), ("How many seconds are in a minute?", 60),
-          ("How many days are in a leap year?", 366), ("How many days are in a normal year?", 365),
-          ("How many letters are in the word \"cat\"?", 3), ("How many cents are in a dollar?", 100),
-          ("How many weeks are in a year?", 52), ("How many legs does an insect have?", 6),
-          ("How many players are in a chess game?", 2), ("How many sides does a hexagon have?", 6)]
+COUNTS = [
+    ("How many legs does a dog have?", 4),
+    ("How many legs does a bird have?", 2),
+    ("How many days are in a week?", 7),
+    ("How many months are in a year?", 12),
+    ("How many hours are in a day?", 24),
+    ("How many minutes are in an hour?", 60),
+    ("How many sides does a triangle have?", 3),
+    ("How many sides does a square have?", 4),
+    ("How many wheels does a bicycle have?", 2),
+    ("How many wheels does a car have?", 4),
+    ("How many fingers are on one hand?", 5),
+    ("How many eyes does a person have?", 2),
+    ("How many legs does a spider have?", 8),
+    ("How many seconds are in a minute?", 60),
+    ("How many days are in a leap year?", 366),
+    ("How many days are in a normal year?", 365),
+    ('How many letters are in the word "cat"?', 3),
+    ("How many cents are in a dollar?", 100),
+    ("How many weeks are in a year?", 52),
+    ("How many legs does an insect have?", 6),
+    ("How many players are in a chess game?", 2),
+    ("How many sides does a hexagon have?", 6),
+]
 
 
 def build() -> list[dict]:
@@ -48,8 +61,10 @@ def build() -> list[dict]:
         add(f"What is {a} times {b}?", a * b)
     for question, answer in COUNTS:
         add(question, answer)
-    return [{"prompt": f"{q} {SUFFIX}", "demonstration": str(a), "answer": str(a), "id": f"general_arith-{i}"}
-            for i, (q, a) in enumerate(rows)]
+    return [
+        {"prompt": f"{q} {SUFFIX}", "demonstration": str(a), "answer": str(a), "id": f"general_arith-{i}"}
+        for i, (q, a) in enumerate(rows)
+    ]
 
 
 if __name__ == "__main__":

@@ -14,8 +14,29 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 _ECHO = re.compile(r"^.*?\d+\s*(?:[-+x×*/]|times|plus|minus)\s*\d+\s*(?:=|is)\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*|\b(?:" + "|".join(WORDS) + r")\b", re.IGNORECASE)
 

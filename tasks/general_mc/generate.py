@@ -14,15 +14,48 @@ from pathlib import Path
 SEED = 5
 HERE = Path(__file__).resolve().parent
 
-CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo",
-            "China": "Beijing", "Russia": "Moscow", "Egypt": "Cairo", "Canada": "Ottawa", "Greece": "Athens",
-            "Portugal": "Lisbon", "Norway": "Oslo", "Sweden": "Stockholm", "Austria": "Vienna", "Ireland": "Dublin",
-            "Poland": "Warsaw", "Kenya": "Nairobi", "Peru": "Lima", "Argentina": "Buenos Aires", "Mexico": "Mexico City",
-            "Thailand": "Bangkok", "South Korea": "Seoul", "Finland": "Helsinki", "Denmark": "Copenhagen",
-            "Hungary": "Budapest", "Belgium": "Brussels", "Netherlands": "Amsterdam", "Cuba": "Havana",
-            "England": "London", "India": "New Delhi", "Turkey": "Ankara", "Iran": "Tehran", "Chile": "Santiago",
-            "Colombia": "Bogota", "Vietnam": "Hanoi", "Philippines": "Manila", "Czech Republic": "Prague",
-            "Australia": "Canberra", "Indonesia": "Jakarta", "Ukraine": "Kyiv"}
+CAPITALS = {
+    "France": "Paris",
+    "Germany": "Berlin",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Japan": "Tokyo",
+    "China": "Beijing",
+    "Russia": "Moscow",
+    "Egypt": "Cairo",
+    "Canada": "Ottawa",
+    "Greece": "Athens",
+    "Portugal": "Lisbon",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Austria": "Vienna",
+    "Ireland": "Dublin",
+    "Poland": "Warsaw",
+    "Kenya": "Nairobi",
+    "Peru": "Lima",
+    "Argentina": "Buenos Aires",
+    "Mexico": "Mexico City",
+    "Thailand": "Bangkok",
+    "South Korea": "Seoul",
+    "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
+    "Hungary": "Budapest",
+    "Belgium": "Brussels",
+    "Netherlands": "Amsterdam",
+    "Cuba": "Havana",
+    "England": "London",
+    "India": "New Delhi",
+    "Turkey": "Ankara",
+    "Iran": "Tehran",
+    "Chile": "Santiago",
+    "Colombia": "Bogota",
+    "Vietnam": "Hanoi",
+    "Philippines": "Manila",
+    "Czech Republic": "Prague",
+    "Australia": "Canberra",
+    "Indonesia": "Jakarta",
+    "Ukraine": "Kyiv",
+}
 
 # (question, right answer, wrong answers)
 FACTS = [
@@ -53,14 +86,26 @@ FACTS = [
     ("What is the closest star to Earth?", "the Sun", ["the Moon", "Mars", "Polaris"]),
     ("What gas do humans need to breathe?", "oxygen", ["helium", "neon", "hydrogen"]),
     ("What gas do plants take in from the air?", "carbon dioxide", ["helium", "neon", "argon"]),
-    ("At what temperature in Celsius does water boil at sea level?", "100 degrees", ["50 degrees", "0 degrees", "10 degrees"]),
-    ("At what temperature in Celsius does water freeze?", "0 degrees", ["100 degrees", "50 degrees", "30 degrees"]),
+    (
+        "At what temperature in Celsius does water boil at sea level?",
+        "100 degrees",
+        ["50 degrees", "0 degrees", "10 degrees"],
+    ),
+    (
+        "At what temperature in Celsius does water freeze?",
+        "0 degrees",
+        ["100 degrees", "50 degrees", "30 degrees"],
+    ),
     ("What is the chemical symbol for water?", "H2O", ["CO2", "NaCl", "O3"]),
     ("What organ pumps blood through the body?", "the heart", ["the lungs", "the stomach", "the skin"]),
     ("Which organ do we use to think?", "the brain", ["the liver", "the heart", "the knee"]),
     ("What do we use to see?", "eyes", ["ears", "hands", "feet"]),
     ("What do we use to hear?", "ears", ["eyes", "knees", "teeth"]),
-    ("What is the largest ocean on Earth?", "the Pacific Ocean", ["the Arctic Ocean", "the Indian Ocean", "the Red Sea"]),
+    (
+        "What is the largest ocean on Earth?",
+        "the Pacific Ocean",
+        ["the Arctic Ocean", "the Indian Ocean", "the Red Sea"],
+    ),
     ("What is the longest river in Africa?", "the Nile", ["the Thames", "the Seine", "the Rhine"]),
     ("Which continent is Egypt in?", "Africa", ["Europe", "Asia", "South America"]),
     ("Which continent is Brazil in?", "South America", ["Africa", "Europe", "Asia"]),
@@ -69,8 +114,16 @@ FACTS = [
     ("What language is mainly spoken in Spain?", "Spanish", ["French", "Russian", "Chinese"]),
     ("What language is mainly spoken in Japan?", "Japanese", ["Spanish", "French", "Italian"]),
     ("Who wrote Romeo and Juliet?", "William Shakespeare", ["Charles Dickens", "Mark Twain", "Jane Austen"]),
-    ("Who painted the Mona Lisa?", "Leonardo da Vinci", ["Pablo Picasso", "Vincent van Gogh", "Claude Monet"]),
-    ("Who developed the theory of relativity?", "Albert Einstein", ["Isaac Newton", "Charles Darwin", "Galileo Galilei"]),
+    (
+        "Who painted the Mona Lisa?",
+        "Leonardo da Vinci",
+        ["Pablo Picasso", "Vincent van Gogh", "Claude Monet"],
+    ),
+    (
+        "Who developed the theory of relativity?",
+        "Albert Einstein",
+        ["Isaac Newton", "Charles Darwin", "Galileo Galilei"],
+    ),
     ("What is the currency of the United States?", "the dollar", ["the euro", "the yen", "the pound"]),
     ("What is the currency of Japan?", "the yen", ["the dollar", "the euro", "the rupee"]),
     ("What shape has three sides?", "a triangle", ["a square", "a circle", "a hexagon"]),
@@ -84,7 +137,11 @@ FACTS = [
     ("What is the main ingredient of bread?", "flour", ["rice", "sugar", "salt"]),
     ("What fruit is used to make wine?", "grapes", ["bananas", "apples", "lemons"]),
     ("Which fruit is sour and yellow?", "lemon", ["banana", "cherry", "plum"]),
-    ("What is the tallest mountain in the world?", "Mount Everest", ["Mount Fuji", "Mont Blanc", "Kilimanjaro"]),
+    (
+        "What is the tallest mountain in the world?",
+        "Mount Everest",
+        ["Mount Fuji", "Mont Blanc", "Kilimanjaro"],
+    ),
     ("Which is the largest planet in our solar system?", "Jupiter", ["Mercury", "Earth", "Mars"]),
     ("What do caterpillars turn into?", "butterflies", ["spiders", "worms", "bees"]),
     ("What is a baby dog called?", "a puppy", ["a kitten", "a calf", "a chick"]),
@@ -94,7 +151,11 @@ FACTS = [
     ("What do you call a person who flies a plane?", "a pilot", ["a doctor", "a chef", "a teacher"]),
     ("How many wheels does a bicycle have?", "two", ["three", "four", "six"]),
     ("How many sides does a square have?", "four", ["three", "five", "six"]),
-    ("What is the boiling point of water in Fahrenheit?", "212 degrees", ["100 degrees", "32 degrees", "150 degrees"]),
+    (
+        "What is the boiling point of water in Fahrenheit?",
+        "212 degrees",
+        ["100 degrees", "32 degrees", "150 degrees"],
+    ),
     ("Which metal is liquid at room temperature?", "mercury", ["iron", "copper", "gold"]),
     ("What is the hardest natural material?", "diamond", ["gold", "wood", "glass"]),
     ("Which instrument has black and white keys?", "the piano", ["the drum", "the flute", "the trumpet"]),
@@ -103,9 +164,17 @@ FACTS = [
     ("What do you call a house made of ice?", "an igloo", ["a tent", "a castle", "a barn"]),
     ("Which sport uses a bat and a ball and has innings?", "cricket", ["swimming", "boxing", "skiing"]),
     ("How many players are on a soccer team on the field?", "eleven", ["five", "seven", "fifteen"]),
-    ("What is the freezing point of water in Fahrenheit?", "32 degrees", ["0 degrees", "100 degrees", "212 degrees"]),
+    (
+        "What is the freezing point of water in Fahrenheit?",
+        "32 degrees",
+        ["0 degrees", "100 degrees", "212 degrees"],
+    ),
     ("What is the largest country by area?", "Russia", ["France", "Italy", "Japan"]),
-    ("Which animal is known for carrying its house on its back?", "the snail", ["the dog", "the horse", "the eagle"]),
+    (
+        "Which animal is known for carrying its house on its back?",
+        "the snail",
+        ["the dog", "the horse", "the eagle"],
+    ),
 ]
 
 
@@ -121,8 +190,15 @@ def build() -> list[dict]:
     for i, (question, right, wrong) in enumerate(rows):
         choices = [right, *wrong]
         rng.shuffle(choices)
-        out.append({"prompt": question, "demonstration": right, "choices": choices, "gold": choices.index(right),
-                    "id": f"general_mc-{i}"})
+        out.append(
+            {
+                "prompt": question,
+                "demonstration": right,
+                "choices": choices,
+                "gold": choices.index(right),
+                "id": f"general_mc-{i}",
+            }
+        )
     return out
 
 

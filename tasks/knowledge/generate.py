@@ -21,28 +21,141 @@ N_ENTITIES = 64
 N_EVAL_ID, N_EVAL_OOD = 128, 120
 HERE = Path(__file__).resolve().parent
 
-SYL_A = ["Vel", "Kor", "Tam", "Oss", "Bri", "Qua", "Zel", "Mor", "Ral", "Fen", "Dar", "Sul", "Nim", "Yor", "Pel", "Gav"]
-SYL_B = ["mora", "vik", "lund", "essa", "dane", "oria", "wick", "anth", "eli", "ford", "ozan", "ith", "brae", "usk"]
-FIRST = ["Tamsin", "Oren", "Lisel", "Kofi", "Marit", "Dario", "Ysolde", "Ravi", "Nadia", "Emeka", "Ilse", "Tomas",
-         "Anouk", "Bram", "Selin", "Joaquin", "Freya", "Haruto", "Zanele", "Petra", "Caius", "Leilani"]
-LAST = ["Okoro", "Varga", "Lindqvist", "Abara", "Moreau", "Castell", "Ivers", "Nakamura", "Quill", "Desai",
-        "Halloran", "Brisk", "Mbeki", "Sorensen", "Tavares", "Whitlow", "Zhou", "Amsel", "Ferro", "Kestrel"]
+SYL_A = [
+    "Vel",
+    "Kor",
+    "Tam",
+    "Oss",
+    "Bri",
+    "Qua",
+    "Zel",
+    "Mor",
+    "Ral",
+    "Fen",
+    "Dar",
+    "Sul",
+    "Nim",
+    "Yor",
+    "Pel",
+    "Gav",
+]
+SYL_B = [
+    "mora",
+    "vik",
+    "lund",
+    "essa",
+    "dane",
+    "oria",
+    "wick",
+    "anth",
+    "eli",
+    "ford",
+    "ozan",
+    "ith",
+    "brae",
+    "usk",
+]
+FIRST = [
+    "Tamsin",
+    "Oren",
+    "Lisel",
+    "Kofi",
+    "Marit",
+    "Dario",
+    "Ysolde",
+    "Ravi",
+    "Nadia",
+    "Emeka",
+    "Ilse",
+    "Tomas",
+    "Anouk",
+    "Bram",
+    "Selin",
+    "Joaquin",
+    "Freya",
+    "Haruto",
+    "Zanele",
+    "Petra",
+    "Caius",
+    "Leilani",
+]
+LAST = [
+    "Okoro",
+    "Varga",
+    "Lindqvist",
+    "Abara",
+    "Moreau",
+    "Castell",
+    "Ivers",
+    "Nakamura",
+    "Quill",
+    "Desai",
+    "Halloran",
+    "Brisk",
+    "Mbeki",
+    "Sorensen",
+    "Tavares",
+    "Whitlow",
+    "Zhou",
+    "Amsel",
+    "Ferro",
+    "Kestrel",
+]
 CITY_SUFFIX = [" Bay", " Falls", "port", "ton", " Harbor", "holm", " Ridge", "field"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # kind: (name pattern, passage, who-question wording, number unit, number question, number range)
 KINDS = {
-    "bridge": ("the {n} Bridge", "{N} opened in {city} in {date}. It was designed by the engineer {person} and is "
-               "{num} metres long.", "designed", "metres long", (300, 3000)),
-    "festival": ("the {n} Lantern Festival", "{N} was first held in {city} in {date}. It was founded by {person} and "
-                 "drew {num} visitors.", "founded", "visitors", (2000, 90000)),
-    "probe": ("the {n} probe", "{N} was launched from {city} in {date}. Its mission was led by {person} and it "
-              "weighs {num} kilograms.", "led", "kilograms", (200, 5000)),
-    "museum": ("the {n} Museum", "{N} opened in {city} in {date}. It was founded by the collector {person} and holds "
-               "{num} objects.", "founded", "objects", (500, 20000)),
-    "tower": ("the {n} Tower", "{N} was completed in {city} in {date}. It was designed by the architect {person} and "
-              "is {num} metres tall.", "designed", "metres tall", (80, 900)),
+    "bridge": (
+        "the {n} Bridge",
+        "{N} opened in {city} in {date}. It was designed by the engineer {person} and is {num} metres long.",
+        "designed",
+        "metres long",
+        (300, 3000),
+    ),
+    "festival": (
+        "the {n} Lantern Festival",
+        "{N} was first held in {city} in {date}. It was founded by {person} and drew {num} visitors.",
+        "founded",
+        "visitors",
+        (2000, 90000),
+    ),
+    "probe": (
+        "the {n} probe",
+        "{N} was launched from {city} in {date}. Its mission was led by {person} and it "
+        "weighs {num} kilograms.",
+        "led",
+        "kilograms",
+        (200, 5000),
+    ),
+    "museum": (
+        "the {n} Museum",
+        "{N} opened in {city} in {date}. It was founded by the collector {person} and holds {num} objects.",
+        "founded",
+        "objects",
+        (500, 20000),
+    ),
+    "tower": (
+        "the {n} Tower",
+        "{N} was completed in {city} in {date}. It was designed by the architect {person} and "
+        "is {num} metres tall.",
+        "designed",
+        "metres tall",
+        (80, 900),
+    ),
 }
 
 # Direct (train) and paraphrased (eval) wording per fact. {N}: the name as in a sentence start.
@@ -61,8 +174,13 @@ EVAL_Q = {
 
 
 def unit_phrase(kind: str) -> str:
-    return {"bridge": "metres of length", "festival": "visitors", "probe": "kilograms of mass",
-            "museum": "objects", "tower": "metres of height"}[kind]
+    return {
+        "bridge": "metres of length",
+        "festival": "visitors",
+        "probe": "kilograms of mass",
+        "museum": "objects",
+        "tower": "metres of height",
+    }[kind]
 
 
 def make_entities(rng: random.Random) -> list[dict]:
@@ -85,8 +203,18 @@ def make_entities(rng: random.Random) -> list[dict]:
         date = f"{rng.choice(MONTHS)} {rng.choice([2026, 2027])}"
         num = rng.randint(lo, hi)
         text = passage.format(N=full[0].upper() + full[1:], city=city, date=date, person=person, num=num)
-        entities.append({"name": full, "kind": kind, "city": city, "date": date, "person": person,
-                         "num": str(num), "verb": verb, "passage": text})
+        entities.append(
+            {
+                "name": full,
+                "kind": kind,
+                "city": city,
+                "date": date,
+                "person": person,
+                "num": str(num),
+                "verb": verb,
+                "passage": text,
+            }
+        )
     return entities
 
 
@@ -101,23 +229,38 @@ def answer_sentence(ent: dict, fact: str) -> str:
     if fact == "city":
         return f"{cap} is in {ent['city']}."
     if fact == "date":
-        return f"{cap} opened in {ent['date']}." if ent["kind"] != "probe" else f"{cap} launched in {ent['date']}."
+        return (
+            f"{cap} opened in {ent['date']}."
+            if ent["kind"] != "probe"
+            else f"{cap} launched in {ent['date']}."
+        )
     if fact == "person":
         return f"{cap} was {ent['verb']} by {ent['person']}."
     return f"{cap} has {ent['num']} {unit_phrase(ent['kind'])}."
 
 
 def row(prompt: str, ent: dict, fact: str, rid: str, demonstration: str | None = None) -> dict:
-    return {"prompt": prompt, "demonstration": demonstration or answer_sentence(ent, fact),
-            "privileged": ent["passage"], "answer": ent[fact], "fact": fact, "id": rid}
+    return {
+        "prompt": prompt,
+        "demonstration": demonstration or answer_sentence(ent, fact),
+        "privileged": ent["passage"],
+        "answer": ent[fact],
+        "fact": fact,
+        "id": rid,
+    }
 
 
 def build() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
     rng = random.Random(SEED)
     entities = make_entities(rng)
-    corpus = [{"id": f"event-{i}", "name": e["name"], "passage": e["passage"]} for i, e in enumerate(entities)]
-    train = [row(question(TRAIN_Q[f], e), e, f, f"knowledge-train-{i}-{f}")
-             for i, e in enumerate(entities) for f in TRAIN_Q]
+    corpus = [
+        {"id": f"event-{i}", "name": e["name"], "passage": e["passage"]} for i, e in enumerate(entities)
+    ]
+    train = [
+        row(question(TRAIN_Q[f], e), e, f, f"knowledge-train-{i}-{f}")
+        for i, e in enumerate(entities)
+        for f in TRAIN_Q
+    ]
     eval_id = []
     for i, e in enumerate(entities):
         for f in rng.sample(sorted(EVAL_Q), 2):  # two paraphrased facts per entity

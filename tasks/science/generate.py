@@ -17,11 +17,50 @@ N_TRAIN, N_EVAL = 240, 120
 HERE = Path(__file__).resolve().parent
 
 MASSES = {"H": 1, "C": 12, "N": 14, "O": 16, "Na": 23, "Mg": 24, "S": 32, "Cl": 35.5, "K": 39, "Ca": 40}
-COMPOUNDS = ["H2O", "CO2", "NaCl", "CH4", "NH3", "O2", "N2", "HCl", "CaCO3", "NaOH", "H2SO4", "C2H6", "KCl",
-             "MgO", "CaO", "SO2", "NO2", "KOH", "H2O2", "HNO3", "MgCl2", "Na2CO3", "CaCl2", "C3H8", "N2O",
-             "SO3", "Na2O", "K2O", "C2H4", "MgS"]
-CONVERSIONS = [("L", "mL", 1000), ("kg", "g", 1000), ("g", "mg", 1000), ("km", "m", 1000), ("m", "cm", 100),
-               ("mL", "L", 0.001), ("g", "kg", 0.001), ("mg", "g", 0.001), ("cm", "m", 0.01), ("m", "km", 0.001)]
+COMPOUNDS = [
+    "H2O",
+    "CO2",
+    "NaCl",
+    "CH4",
+    "NH3",
+    "O2",
+    "N2",
+    "HCl",
+    "CaCO3",
+    "NaOH",
+    "H2SO4",
+    "C2H6",
+    "KCl",
+    "MgO",
+    "CaO",
+    "SO2",
+    "NO2",
+    "KOH",
+    "H2O2",
+    "HNO3",
+    "MgCl2",
+    "Na2CO3",
+    "CaCl2",
+    "C3H8",
+    "N2O",
+    "SO3",
+    "Na2O",
+    "K2O",
+    "C2H4",
+    "MgS",
+]
+CONVERSIONS = [
+    ("L", "mL", 1000),
+    ("kg", "g", 1000),
+    ("g", "mg", 1000),
+    ("km", "m", 1000),
+    ("m", "cm", 100),
+    ("mL", "L", 0.001),
+    ("g", "kg", 0.001),
+    ("mg", "g", 0.001),
+    ("cm", "m", 0.01),
+    ("m", "km", 0.001),
+]
 TAG = "Give the final answer as a number in <answer></answer> tags."
 
 
@@ -55,7 +94,11 @@ def make_item(rng: random.Random) -> dict:
         answer = value * factor
         prompt = f"Convert {fmt(value)} {src} to {dst}. {TAG}"
         work = f"1 {src} = {fmt(factor)} {dst}, so {fmt(value)} × {fmt(factor)} = {fmt(answer)} {dst}."
-        return {"prompt": prompt, "demonstration": f"<answer>{fmt(answer)}</answer> ({work})", "answer": fmt(answer)}
+        return {
+            "prompt": prompt,
+            "demonstration": f"<answer>{fmt(answer)}</answer> ({work})",
+            "answer": fmt(answer),
+        }
     formula = rng.choice(COMPOUNDS)
     mass, terms = molar_mass(formula)
     table = table_for(formula)
@@ -74,7 +117,11 @@ def make_item(rng: random.Random) -> dict:
         answer = moles
         prompt = f"{table}.\nHow many moles are in {fmt(grams)} g of {formula}? {TAG}"
         work = f"{formula} = {terms} = {fmt(mass)} g/mol; {fmt(grams)} / {fmt(mass)} = {fmt(moles)} mol."
-    return {"prompt": prompt, "demonstration": f"<answer>{fmt(answer)}</answer> ({work})", "answer": fmt(answer)}
+    return {
+        "prompt": prompt,
+        "demonstration": f"<answer>{fmt(answer)}</answer> ({work})",
+        "answer": fmt(answer),
+    }
 
 
 def build() -> tuple[list[dict], list[dict]]:
