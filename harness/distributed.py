@@ -96,7 +96,8 @@ class Replicas:
         return out
 
     def sum_gradients(self, model: torch.nn.Module) -> None:
-        """grad <- sum over processes, in one flat buffer per dtype (one collective, not one per tensor).
+        """grad <- sum over processes, in flat buckets of at most GRADIENT_BUCKET_BYTES per collective (few
+        collectives, not one per tensor, and never a second copy of all gradients: a 7B model's would be 30 GB).
 
         A process whose shard of the step was empty contributes zeros.
         """
@@ -106,14 +107,11 @@ class Replicas:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for p in params:
-            by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-        for grads in by_dtype.values():
-            flat = torch.cat([g.reshape(-1) for g in grads])
+        for bucket in gradient_buckets([p.grad for p in params], GRADIENT_BUCKET_BYTES):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
             torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
             offset = 0
-            for g in grads:
+            for g in bucket:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
 
@@ -171,3 +169,23 @@ def micro_batches(batch: list, accum: int, world: int) -> list[list]:
     parts = world * accum
     size = -(-len(batch) // parts) if batch else 0
     return [batch[i * size : (i + 1) * size] for i in range(parts)]
+
+
+# Gradients are summed in flat buckets of this size: large enough that a collective's fixed cost is small,
+# small enough that the temporary buffer is a rounding error next to the model (PyTorch DDP uses 25 MiB).
+GRADIENT_BUCKET_BYTES = 64 * 2**20
+
+
+def gradient_buckets(grads: list[torch.Tensor], max_bytes: int) -> list[list[torch.Tensor]]:
+    """Consecutive runs of same-dtype tensors of at most `max_bytes` together (a larger tensor alone)."""
+    buckets: list[list[torch.Tensor]] = []
+    size = 0
+    for g in grads:
+        nbytes = g.numel() * g.element_size()
+        if buckets and buckets[-1][0].dtype == g.dtype and size + nbytes <= max_bytes:
+            buckets[-1].append(g)
+            size += nbytes
+        else:
+            buckets.append([g])
+            size = nbytes
+    return buckets

@@ -535,3 +535,29 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
         assert gap <= 2 * len(seen), gap
     drift = max(float((t - s).abs().max()) for t, s in zip(seen[-1][1], start, strict=True))
     assert drift > 0  # the EMA teacher moved off the stage's starting weights
+
+
+def test_gradient_sum_uses_bounded_buckets_not_one_copy_of_every_gradient():
+    """Item 4: the data-parallel gradient sum concatenated all gradients at once (a 7B model's: ~30 GB more).
+    Buckets keep every tensor once, in order, never mix dtypes and stay within the limit."""
+    from harness.distributed import gradient_buckets
+
+    grads = [
+        torch.zeros(n, dtype=d)
+        for n, d in [
+            (10, torch.float32),
+            (20, torch.float32),
+            (5, torch.bfloat16),
+            (100, torch.float32),
+            (3, torch.float32),
+            (4, torch.float32),
+        ]
+    ]
+    buckets = gradient_buckets(grads, max_bytes=128)
+    flat = [g for b in buckets for g in b]
+    assert len(flat) == len(grads) and all(a is b for a, b in zip(flat, grads, strict=True))
+    assert all(len({g.dtype for g in b}) == 1 for b in buckets)
+    for bucket in buckets:
+        size = sum(g.numel() * g.element_size() for g in bucket)
+        assert size <= 128 or len(bucket) == 1  # a tensor larger than the limit travels alone
+    assert [len(b) for b in buckets] == [2, 1, 1, 2]
