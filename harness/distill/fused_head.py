@@ -18,11 +18,18 @@ import torch
 TokenLossFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
-def head_compute_dtype(device: torch.device, weight_dtype: torch.dtype) -> torch.dtype:
+def head_compute_dtype(
+    device: torch.device, weight_dtype: torch.dtype, floor: torch.dtype | None = None
+) -> torch.dtype:
     """The dtype the LM head's matmuls run in here: autocast's where it is on (mixed precision), else the
-    weight's own. Read where the caller's autocast is still in force (the chunk loop switches it off)."""
+    weight's own; `floor=torch.float32` keeps float32 weights in float32 even under autocast (losses that
+    compare two sets of logits). Read where the caller's autocast is still in force (the chunk loop
+    switches it off)."""
     if weight_dtype == torch.float32 and torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
+        autocast = torch.get_autocast_dtype(device.type)
+        if floor is not None and torch.finfo(floor).bits > torch.finfo(autocast).bits:
+            return floor
+        return autocast
     return weight_dtype
 
 
@@ -87,12 +94,13 @@ def fused_head_loss(
     token_weights: torch.Tensor,
     token_loss: TokenLossFn,
     chunk_size: int = 128,
+    floor: torch.dtype | None = None,
 ) -> torch.Tensor:
     """sum_i token_weights[i] * token_loss(head(hidden[i])) as a differentiable scalar (float32, or float64).
 
     `hidden` [N, H] holds only the positions that need logits (padding already dropped); `token_weights` [N]
     carries masking and normalisation (zero weight = no gradient from that position, but `token_loss` still
-    sees it, so diagnostics can cover skipped positions).
+    sees it, so diagnostics can cover skipped positions). `floor`: see `head_compute_dtype`.
     """
     if hidden.dim() != 2:
         raise ValueError(f"hidden must be [positions, hidden_size], got shape {tuple(hidden.shape)}")
@@ -100,5 +108,5 @@ def fused_head_loss(
         raise ValueError(f"loss_chunk_size={chunk_size}: must be >= 1")
     weight = head.weight
     bias = getattr(head, "bias", None)
-    compute = head_compute_dtype(hidden.device, weight.dtype)
+    compute = head_compute_dtype(hidden.device, weight.dtype, floor)
     return _FusedHeadLoss.apply(hidden, weight, bias, token_weights.detach(), token_loss, chunk_size, compute)
