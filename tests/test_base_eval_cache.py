@@ -5,26 +5,10 @@ from __future__ import annotations
 import shutil
 
 import mlflow
+from fast_config import FAST
 
 from harness import base_eval_cache
 from harness.cli import compose
-
-# the fast tiny-model configuration of tests/test_loop.py
-FAST = [
-    "model=tiny",
-    "method=sft",
-    "suite=none",
-    "stream.name=pair",
-    "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3",
-    "trainer.batch_size=4",
-    "trainer.warmup_steps=1",
-    "trainer.max_train_items=12",
-    "eval.limit=3",
-    "eval.batch_size=4",
-    "eval.max_gen_toks=8",
-    "eval.in_context_items=0",
-]
 
 
 def test_second_run_reuses_stage_0_and_gets_the_same_scores(tmp_path, monkeypatch):

@@ -12,25 +12,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from fast_config import FAST  # tiny random model, SFT, two short tasks, small eval subsets
 
 from harness.cli import compose
-
-# A fast configuration: tiny random model, SFT, two short tasks, small eval subsets, no general suite.
-FAST = [
-    "model=tiny",
-    "method=sft",
-    "suite=none",
-    "stream.name=pair",
-    "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3",
-    "trainer.batch_size=4",
-    "trainer.warmup_steps=1",
-    "trainer.max_train_items=12",
-    "eval.limit=3",
-    "eval.batch_size=4",
-    "eval.max_gen_toks=8",
-    "eval.in_context_items=0",
-]
 
 
 def _cli(results_dir: Path, *overrides: str) -> list[str]:

@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from fast_config import FAST
 from mlflow.entities import ViewType
 
 from harness.tracking import (
@@ -210,21 +211,7 @@ def test_report_mode_does_not_create(tmp_path):
 
 
 # ---- issue #14: item-level artifact, live step curves, source tags, task order (tiny model) -------------
-TINY = [
-    "model=tiny",
-    "method=sft",
-    "suite=none",
-    "stream.name=pair",
-    "stream.tasks=[tooluse,dates]",
-    "trainer.max_steps=3",
-    "trainer.batch_size=4",
-    "trainer.warmup_steps=1",
-    "trainer.max_train_items=12",
-    "eval.limit=3",
-    "eval.batch_size=4",
-    "eval.max_gen_toks=8",
-    "eval.in_context_items=0",
-]
+TINY = FAST  # tests/fast_config.py
 
 
 def test_ordered_tasks():
