@@ -56,6 +56,7 @@ class RunResult:
     curves: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)  # stage -> key -> step -> v
     in_context: dict[int, float] = field(default_factory=dict)  # stage -> teacher in-context score
     eval_sizes: dict[str, int] = field(default_factory=dict)  # n_items/<task> at stage 0
+    train: dict[int, dict[str, float]] = field(default_factory=dict)  # stage -> train/<key> (stage summary)
 
     @property
     def tasks(self) -> list[str]:
@@ -137,6 +138,9 @@ def _load_details(tracker: Tracker, run: RunResult) -> None:
             continue
         stage = int(child.data.tags.get("stage", -1))
         metrics = child.data.metrics
+        run.train[stage] = {
+            k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("train/")
+        }
         if "train/teacher_in_context_acc" in metrics:
             run.in_context[stage] = float(metrics["train/teacher_in_context_acc"])
         if stage == 0:

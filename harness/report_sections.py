@@ -24,6 +24,7 @@ from harness import plots
 from harness import stats as st
 from harness.render import Section, Table, interval_text
 from harness.report import BASE_LABEL, Group, RunResult, base_scores, scores_of, seed_order, slug
+from harness.report_diagnostics import diagnostics_section
 
 # summary columns after the per-task ones: (csv name, display name, higher is better)
 METRIC_COLUMNS = (
@@ -387,6 +388,9 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
                 Section(gt.caption + " (% mean [95% interval])", level=3, tables=[Table(gt.header, gt.rows)])
             )
     sections[-1].figures = figs
+    diagnostics = diagnostics_section(ss.stream, ss.groups)
+    if diagnostics is not None:
+        sections.append(diagnostics)
     gens = generations_html(ss)
     if gens:
         sections.append(
