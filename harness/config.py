@@ -145,7 +145,7 @@ class StreamConfig:
     name: str = MISSING
     tasks: list[str] = MISSING  # built-in task names or paths to folders of the same shape
     # the order the tasks are trained in, a sweep axis (`-m stream.order=0,1,2`): null or 0 = as listed,
-    # reverse, or k >= 1 = the k-th of a fixed seeded shuffle of the other permutations (harness.loop
+    # reverse, or k >= 1 = the k-th of a fixed seeded shuffle of the other permutations (harness.stream_plan
     # ordered_tasks); runs of one stream in several orders are aggregated by the report
     order: Any = None
 

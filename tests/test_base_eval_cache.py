@@ -13,15 +13,16 @@ from harness.cli import compose
 
 def test_second_run_reuses_stage_0_and_gets_the_same_scores(tmp_path, monkeypatch):
     import harness.loop as loop
+    import harness.stage_eval as stage_eval
 
     calls: list[int] = []
-    original = loop._evaluate_stage
+    original = stage_eval._evaluate_stage
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "_evaluate_stage", counting)
+    monkeypatch.setattr(stage_eval, "_evaluate_stage", counting)
     first = loop.run_experiment(compose([*FAST, f"results_dir={tmp_path}", "seed=0"]))
     assert len(calls) == 3  # stages 0, 1, 2
     second = loop.run_experiment(compose([*FAST, f"results_dir={tmp_path}", "seed=1"]))

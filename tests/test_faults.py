@@ -295,16 +295,16 @@ def test_unwritable_results_dir_in_process(tmp_path):
 # `harness run` with the real evaluation, announcing on stdout when each evaluation starts and ends.
 TRACED_RUN = textwrap.dedent("""
     import sys
-    import harness.loop as loop
+    import harness.stage_eval as stage_eval
     from harness.cli import main
 
-    real = loop.evaluate
+    real = stage_eval.evaluate
     def traced(*args, **kwargs):
         print("EVAL-START", flush=True)
         out = real(*args, **kwargs)
         print("EVAL-END", flush=True)
         return out
-    loop.evaluate = traced
+    stage_eval.evaluate = traced
     sys.exit(main(["run", *sys.argv[1:]]))
 """)
 
@@ -367,7 +367,7 @@ def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys
 
 def _uniform_value(path: Path) -> float:
     """Load a checkpoint of `torch.nn.Linear(1024, 1024, bias=False)` and return its single value."""
-    from harness.loop import load_checkpoint
+    from harness.checkpoints import load_checkpoint
 
     model = torch.nn.Linear(1024, 1024, bias=False)
     assert load_checkpoint(model, path.parent, int(path.stem.split("_")[1]))
@@ -379,7 +379,7 @@ def _uniform_value(path: Path) -> float:
 def test_checkpoint_is_fsynced_before_rename_and_reads_back(tmp_path, monkeypatch):
     """The data is on disk before the rename and the folder after it (a power loss cannot leave the new
     name pointing at unwritten data); what was written loads back equal."""
-    from harness.loop import load_checkpoint, save_checkpoint
+    from harness.checkpoints import load_checkpoint, save_checkpoint
 
     synced: list[tuple[str, bool]] = []  # (path fsynced, whether the final name existed at that moment)
     real_fsync = os.fsync
@@ -422,7 +422,7 @@ def test_local_artifacts_are_fsynced(tmp_path, monkeypatch):
 
 
 def test_leftover_temp_file_does_not_break_loading_or_saving(tmp_path):
-    from harness.loop import save_checkpoint
+    from harness.checkpoints import save_checkpoint
 
     model = torch.nn.Linear(1024, 1024, bias=False)
     torch.nn.init.constant_(model.weight, 1.0)
@@ -441,7 +441,7 @@ WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     import torch
-    from harness.loop import save_checkpoint
+    from harness.checkpoints import save_checkpoint
 
     model = torch.nn.Linear(4096, 4096, bias=False)
     for k in range(1, 10_000):

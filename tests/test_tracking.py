@@ -215,7 +215,7 @@ TINY = FAST  # tests/fast_config.py
 
 
 def test_ordered_tasks():
-    from harness.loop import ordered_tasks
+    from harness.stream_plan import ordered_tasks
 
     tasks = ["a", "b", "c"]
     orders = [tuple(ordered_tasks(tasks, k)) for k in range(6)]

@@ -33,7 +33,7 @@ class StageContext:
     replay_items: list[Item] = field(default_factory=list)  # earlier tasks' train items (sft_replay)
     progress: bool = False  # a tqdm bar over optimizer steps
     # called on every process after each optimizer step with (step counted from 1, that step's stats): the
-    # loop logs the stats live and scores the task every `eval.every_steps` (harness.loop.StageHook)
+    # loop logs the stats live and scores the task every `eval.every_steps` (harness.stage_eval.StageHook)
     on_step: Callable[[int, dict[str, float]], None] | None = None
 
 
