@@ -280,7 +280,7 @@ def _tasks(argv: list[str]) -> int:
     probe.add_argument("name")
     probe.add_argument("--template", action="append", help="a template name or format string (repeatable)")
     probe.add_argument("-n", type=int, default=6)
-    from harness.task_builder import add_arguments
+    from harness.task_new import add_arguments
 
     add_arguments(
         sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder).")

@@ -1,6 +1,6 @@
 """Adapters for the skill-learning data of the SDFT paper (Shenfeld et al., arXiv 2601.19897, Table 5).
 
-Each adapter reads its source through `harness.task_builder.load_source` (so `datasets`, from local files or
+Each adapter reads its source through `harness.task_sources.load_source` (so `datasets`, from local files or
 the hub) and returns mapped rows plus the defaults that suit them; `harness tasks new NAME --adapter X`
 writes the task folder. Nothing is downloaded at import time.
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.scorers import extract_actions, load_structured
-from harness.task_builder import BuildError, Built, as_text, flatten_prompt, lettered, load_source, pick_split
+from harness.task_sources import BuildError, Built, as_text, flatten_prompt, lettered, load_source, pick_split
 
 SCIKNOWEVAL_ID = "hicai-zju/SciKnowEval"
 MEDICAL_SFT_ID = "FreedomIntelligence/medical-o1-reasoning-SFT"

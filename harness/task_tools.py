@@ -311,6 +311,6 @@ def cmd_probe(
 
 def cmd_new(args: Any, argv: list[str] | None = None) -> int:
     """`harness tasks new`: see harness.task_builder (reads, maps, splits, writes, validates)."""
-    from harness.task_builder import cmd_new as build_new
+    from harness.task_new import cmd_new as build_new
 
     return build_new(args, argv)

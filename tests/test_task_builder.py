@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import task_builder, task_tools
+from harness import task_sources, task_tools
 from harness.cli import compose, main
 from harness.tasks import read_jsonl, resolve_task
 
@@ -246,13 +246,13 @@ def test_regex_scorer_options_reach_utils(tmp_path):
 
 def test_templates_letters_lists_and_chat_prompts():
     row = {"q": "Pick one", "opts": ["red", "blue"], "mc": {"label": ["A", "B"], "text": ["x", "y"]}}
-    assert task_builder.render("{q}\n{opts:letters}", row, "prompt") == "Pick one\nA. red\nB. blue"
-    assert task_builder.render("{mc:letters}", row, "prompt") == "A. x\nB. y"
-    assert task_builder.render("{opts}", row, "prompt") == "red\nblue"
+    assert task_sources.render("{q}\n{opts:letters}", row, "prompt") == "Pick one\nA. red\nB. blue"
+    assert task_sources.render("{mc:letters}", row, "prompt") == "A. x\nB. y"
+    assert task_sources.render("{opts}", row, "prompt") == "red\nblue"
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
-    assert task_builder.flatten_prompt(chat) == "Be brief.\n\nHi?"
-    with pytest.raises(task_builder.BuildError, match="only one user turn"):
-        task_builder.flatten_prompt(
+    assert task_sources.flatten_prompt(chat) == "Be brief.\n\nHi?"
+    with pytest.raises(task_sources.BuildError, match="only one user turn"):
+        task_sources.flatten_prompt(
             [*chat, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
         )
 
