@@ -27,13 +27,11 @@ Helpers: `sanitize_metric_key` (lm-eval's `acc,none` -> `acc`), `lm_eval_metrics
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 import tempfile
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -43,145 +41,27 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 
-# MLflow's own limits (mlflow.utils.validation); repeated here so that we truncate instead of crashing.
-MAX_PARAM_VALUE = 6000
-MAX_KEY = 250
-MAX_TAG_VALUE = 5000
-_MAX_METRICS_PER_BATCH = 1000
-_MAX_PARAMS_TAGS_PER_BATCH = 100
-
-ITEMS_ARTIFACT = "items.csv.gz"  # per stage run: one row per (eval task, item); harness.evaluation.item_frame
-
-ROLE = "harness.role"
-COMPLETE = "harness.complete"
-ERROR = "harness.error"
-PARENT_ID = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows children under the parent
-
-# Config keys that say where things go or how they are shown, not what is computed: excluded from the
-# run key (resuming from another directory finds the same run) and from the report's grouping.
-NON_RESULT_KEYS = frozenset(
-    {
-        "results_dir",
-        "tracking_uri",
-        "print_config",
-        "checkpoints",
-        "experiment_name",
-        "model.cache_dir",
-        "eval.log_samples",
-    }
+from harness.tracking_keys import (  # noqa: F401 (re-exported: the contract's names live with the Tracker)
+    COMPLETE,
+    ERROR,
+    ITEMS_ARTIFACT,
+    MAX_KEY,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VALUE,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VALUE,
+    NON_RESULT_KEYS,
+    PARENT_ID,
+    ROLE,
+    check_reachable,
+    chunks,
+    flatten_config,
+    lm_eval_metrics,
+    now_ms,
+    run_key,
+    sanitize_metric_key,
+    source_tags,
 )
-
-# MLflow allows alphanumerics, _ - . / space and (not on Windows) ':'; everything else becomes '_'.
-_ILLEGAL = re.compile(r"[^\w\-./ ]")
-
-
-def sanitize_metric_key(key: str) -> str:
-    """A legal MLflow metric/param key for `key`.
-
-    lm-eval names metrics `<metric>,<filter>`: the default filter `none` is dropped (`acc,none` -> `acc`,
-    `exact_match,none` -> `exact_match`); any other filter is kept with an underscore so that two filters
-    of one metric stay distinct (`exact_match,strict-match` -> `exact_match_strict-match`). Other illegal
-    characters become `_`; empty path segments and leading/trailing slashes are removed because MLflow
-    rejects keys that are not normalised paths.
-    """
-    metric, sep, filt = key.partition(",")
-    if sep:
-        key = metric if filt in ("none", "") else f"{metric}_{filt}"
-    key = _ILLEGAL.sub("_", key)
-    parts = [p for p in key.split("/") if p not in ("", ".")]
-    key = "/".join(p if p != ".." else "__" for p in parts)
-    if not key:
-        raise ValueError("metric key is empty after sanitising")
-    return key[:MAX_KEY]
-
-
-def lm_eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """`<task>/<metric>` -> value for every numeric entry of lm-eval's `results["results"]` (or of the
-    per-task mapping itself). Non-numeric entries (`alias`, stderr `"N/A"`) and bookkeeping are skipped."""
-    from harness.evaluation import NON_SCORE_KEYS
-
-    per_task = results.get("results", results)
-    out: dict[str, float] = {}
-    for task, values in per_task.items():
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            if name.split(",")[0] in NON_SCORE_KEYS:  # lm-eval's bookkeeping (sample_len), not a score
-                continue
-            out[sanitize_metric_key(f"{task}/{name}")] = float(value)
-    return out
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"a.b.c": "value"}; lists as JSON, values truncated to MLflow's param limit."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{name}."))
-            continue
-        is_list = isinstance(value, Sequence) and not isinstance(value, (str, bytes))  # ListConfig too
-        text = json.dumps(list(value), default=str) if is_list else str(value)
-        flat[sanitize_metric_key(name)] = text[:MAX_PARAM_VALUE]
-    return flat
-
-
-def run_key(config: Mapping[str, Any]) -> str:
-    """A stable hash of everything in the resolved config that can change results (seed included)."""
-    flat = {k: v for k, v in flatten_config(config).items() if k not in NON_RESULT_KEYS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def source_tags() -> dict[str, str]:
-    """MLflow's run-context tags (user, entry point, source type, git commit), what `mlflow.start_run`
-    adds; a run created through `MlflowClient.create_run` gets none of them otherwise. The commit falls
-    back to the repository holding this package when the entry point is not inside one."""
-    try:
-        from mlflow.tracking.context.registry import resolve_tags
-
-        tags = {k: str(v) for k, v in resolve_tags().items()}
-    except Exception:  # a broken context provider must not stop an experiment
-        tags = {}
-    if "mlflow.source.git.commit" not in tags:
-        try:
-            from mlflow.utils.git_utils import get_git_commit
-
-            commit = get_git_commit(str(Path(__file__).resolve().parent))
-        except Exception:
-            commit = None
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-    return tags
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, with advice, when an http(s) tracking server does not answer.
-
-    MLflow itself retries a dead server for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7 with
-    exponential backoff); one direct request settles it first. Any HTTP answer (even 401 or 404)
-    counts as reachable: authentication and paths are MLflow's business, not this check's.
-    """
-    if urlparse(uri).scheme not in ("http", "https"):
-        return
-    import requests  # a dependency of mlflow
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except requests.RequestException as err:
-        raise ConnectionError(
-            f"MLflow tracking server {uri} is not reachable ({type(err).__name__}). Start it "
-            f"(e.g. `mlflow server --port {urlparse(uri).port or 5000}`), fix tracking_uri, or set "
-            "tracking_uri=null to use the local SQLite store under results_dir."
-        ) from None
 
 
 class Tracker:
@@ -277,16 +157,16 @@ class Tracker:
     # ---- the parent run ------------------------------------------------------------------------
     def open_parent(
         self,
-        run_key: str,
+        key: str,
         tags: Mapping[str, Any],
         params: Mapping[str, str],
         artifacts: Mapping[str, Any] | None = None,
         run_name: str | None = None,
     ) -> str:
-        """The id of this experiment's parent run tagged `run_key` (set RUNNING again: a resume), or of
+        """The id of this experiment's parent run whose `run_key` tag is `key` (set RUNNING again: a resume), or of
         a new one. Params already on a resumed run are not re-logged: MLflow forbids changing a param,
         and keys outside the run key (e.g. results_dir) may legitimately differ between attempts."""
-        found = self.search(f"tags.run_key = '{run_key}' and tags.`{ROLE}` = 'parent'")
+        found = self.search(f"tags.run_key = '{key}' and tags.`{ROLE}` = 'parent'")
         if found:
             # prefer a complete run, then the latest; more than one only after a manual copy
             run = max(found, key=lambda r: (r.data.tags.get(COMPLETE) == "true", r.info.start_time or 0))
@@ -298,14 +178,14 @@ class Tracker:
         else:
             all_tags = {k: v[:MAX_TAG_VALUE] for k, v in source_tags().items()}
             all_tags.update({str(k): str(v)[:MAX_TAG_VALUE] for k, v in tags.items()})
-            all_tags.update({ROLE: "parent", "run_key": run_key})
+            all_tags.update({ROLE: "parent", "run_key": key})
             name = run_name or "-".join(str(tags[k]) for k in ("method", "stream", "seed") if k in tags)
             run_id = self.client.create_run(
                 self.experiment_id, tags=all_tags, run_name=name or None
             ).info.run_id
             existing = set()
         new = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in params.items() if k not in existing]
-        for chunk in _chunks(new, _MAX_PARAMS_TAGS_PER_BATCH):
+        for chunk in chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk)
         if artifacts:
             self.log_artifacts(run_id, artifacts)
@@ -348,9 +228,9 @@ class Tracker:
                 if key in run.data.metrics
                 else set()
             )
-        ts = _now_ms()
+        ts = now_ms()
         todo = [Metric(k, v, ts, s) for k, s, v in points if s not in logged[k]]
-        for chunk in _chunks(todo, _MAX_METRICS_PER_BATCH):
+        for chunk in chunks(todo, MAX_METRICS_PER_BATCH):
             self.client.log_batch(parent_id, metrics=chunk)
 
         params = {"stream_tasks": json.dumps(list(R.columns)), "suite_tasks": json.dumps(list(G.columns))}
@@ -410,14 +290,14 @@ class Tracker:
         self, run_id: str, records: Sequence[Mapping[str, float]], prefix: str = "train_step"
     ) -> None:
         """`<prefix>/<stat>` for each record, at step = its `step` entry (required), timestamped now."""
-        ts = _now_ms()
+        ts = now_ms()
         batch = [
             Metric(sanitize_metric_key(f"{prefix}/{name}"), float(v), ts, int(rec["step"]))
             for rec in records
             for name, v in rec.items()
             if name != "step"
         ]
-        for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
+        for chunk in chunks(batch, MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=chunk)
 
     def _clear_stage(self, parent_id: str, stage: int, keep: str | None = None) -> None:
@@ -488,7 +368,7 @@ class Tracker:
         artifacts: Mapping[str, Any] | None,
     ) -> str:
         try:
-            ts = _now_ms()
+            ts = now_ms()
             batch = [Metric(sanitize_metric_key(k), float(v), ts, stage) for k, v in metrics.items()]
             for k, stats in enumerate(step_stats or []):
                 step = int(stats.get("step", k + 1))
@@ -497,7 +377,7 @@ class Tracker:
                     for name, v in stats.items()
                     if name != "step"
                 ]
-            for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
+            for chunk in chunks(batch, MAX_METRICS_PER_BATCH):
                 self.client.log_batch(run_id, metrics=chunk)
             if artifacts:
                 self.log_artifacts(run_id, artifacts)
