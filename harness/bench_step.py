@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
 import json
 import os
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from harness.bench_measure import PeakMemory, memory_bandwidth, pin_malloc
 
 PROMPTS = [
     "Explain why the sky is blue.",
@@ -60,54 +61,6 @@ DEMOS = [
     "Cats are independent and low-maintenance; dogs are social and need walks.",
 ]
 TEMPLATE = "paper"
-
-
-def _pin_malloc() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; also disables its dynamic growth
-    except OSError:
-        pass
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _hwm_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-class PeakMemory:
-    """Peak memory (MiB) above the level at entry (see the module docstring)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __enter__(self) -> PeakMemory:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.base = _rss_kib() * 1024
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        else:
-            peak = _hwm_kib() * 1024
-        self.mib = (peak - self.base) / 2**20
 
 
 def _items():
@@ -266,22 +219,6 @@ def run_trl(
     return {"steps": [{"step_s": t} for t in times], "peak_mib": mem.mib}
 
 
-def memory_bandwidth(device: torch.device, mib: int = 1024, reps: int = 5) -> float:
-    """Bytes per second a large copy moves (read + write), best of `reps`: what decoding can stream at most."""
-    src = torch.ones(mib * 2**20 // 4, dtype=torch.float32, device=device)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.numel() * src.element_size() / best
-
-
 def decode_floor(
     base_model, tok, device, compute: torch.dtype, new_tokens: int = 32, reps: int = 3
 ) -> dict[str, float]:
@@ -347,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--precisions: {unknown} not known; valid: {', '.join(PRECISION_NAMES)}")
     rollouts = [int(r) for r in args.rollouts.split(",")]
 
-    _pin_malloc()
+    pin_malloc()
     torch.set_num_threads(args.threads)
     from harness.config import ModelConfig
     from harness.models import load_model, precision_of
