@@ -260,6 +260,23 @@ def slug(text: str) -> str:
 
 
 # ---- the report ---------------------------------------------------------------------------------
+def _write_items(runs: list[RunResult], out: Path) -> None:
+    """Every run's item-level results in one file beside the report (`items.csv.gz`: stream, method, seed,
+    order, run_id, then the stage runs' columns), so the report's statistics can be recomputed from the results
+    folder alone, without the MLflow store."""
+    frames = [
+        r.items.assign(stream=r.stream, method=r.method, seed=r.seed, order=r.order, run_id=r.run_id)
+        for r in runs
+        if r.items is not None
+    ]
+    if not frames:
+        return
+    items = pd.concat(frames, ignore_index=True)
+    first = ["stream", "method", "seed", "order", "run_id", "stage", "task"]
+    items = items[first + [c for c in items.columns if c not in first and c != "run"]]
+    items.to_csv(out / "items.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
+
+
 def write_report(cfg: Any) -> Path:
     """Write every table, plot and report.html for `cfg.experiment_name`; returns the output folder."""
     from harness import render
@@ -296,6 +313,7 @@ def write_report(cfg: Any) -> Path:
             for r in g.runs
         ]
     ).to_csv(out / "runs.csv", index=False)
+    _write_items(runs, out)
     (out / "summary.md").write_text(render.markdown(sections))
     (out / "summary.tex").write_text(render.latex(sections))
     (out / "report.html").write_text(render.html_page(cfg.experiment_name, sections))

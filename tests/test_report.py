@@ -370,3 +370,21 @@ def test_item_level_intervals_and_normalized_guard(item_report):
     assert (item_report / "normalized_mixed.png").exists()
     page = (item_report / "report.html").read_text()
     assert "Sample generations: sft" in page and "answer 0" in page
+
+
+def test_item_level_results_are_written_beside_the_report(item_report):
+    items = pd.read_csv(item_report / "items.csv.gz")
+    # 6 streams-x-methods x 3 seeds = 18 runs, 3 stages each, tasks a and b of N_ITEMS items per stage
+    assert len(items) == 18 * 3 * 2 * N_ITEMS
+    assert list(items.columns[:7]) == ["stream", "method", "seed", "order", "run_id", "stage", "task"]
+    after_a = items[(items["stage"] == 1) & (items["task"] == "a") & (items["seed"] == 1)]
+    right = after_a.groupby(["stream", "method"])["score"].sum()
+    # seed 1: "learns_and_forgets" has 25 right answers on a after stage 1, "learns_nothing" 0, "lucky" 1
+    assert right.to_dict() == {
+        ("lucky", "dft"): 1.0,
+        ("lucky", "sft"): 1.0,
+        ("mixed", "sdft"): 0.0,
+        ("mixed", "sft"): 25.0,
+        ("same", "dft"): 25.0,
+        ("same", "sft"): 25.0,
+    }
