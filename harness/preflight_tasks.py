@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from harness.tasks import TASKS_ROOT, TaskDataError, TaskSpec, read_jsonl, resolve_task
+from harness.tasks import TASKS_ROOT, TaskDataError, TaskSpec, check_unique_tasks, read_jsonl, resolve_task
 
 # ---- tasks ---------------------------------------------------------------------------------------------
 
@@ -166,12 +166,7 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
     """Every stream task resolves and is valid, and no two tasks (or a user's and a built-in one) share a
     name: lm-eval would silently keep one of them and the accuracy matrix would show two columns of one."""
     names = [str(n) for n in cfg.stream.tasks]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"stream '{cfg.stream.name}' repeats task(s) {repeated}: a task may appear once per stream "
-            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
-        )
+    check_unique_tasks(str(cfg.stream.name), names)
     specs = [resolve_task(n) for n in names]
     for spec in specs:
         check_task(spec)

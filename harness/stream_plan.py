@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from harness.tasks import TASKS_ROOT, Item, TaskSpec, load_train_items, resolve_task
+from harness.tasks import TASKS_ROOT, Item, TaskSpec, check_unique_tasks, load_train_items, resolve_task
 
 
 @dataclass
@@ -63,12 +63,7 @@ def order_label(order: Any) -> str:
 def plan_stream(cfg: DictConfig) -> StreamPlan:
     """Resolve tasks and read all training data up front, so bad input fails before any training."""
     names = ordered_tasks(list(cfg.stream.tasks), cfg.stream.get("order"))
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"stream '{cfg.stream.name}' repeats task(s) {repeated}: a task may appear once per stream "
-            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
-        )
+    check_unique_tasks(str(cfg.stream.name), names)
     specs = [resolve_task(n) for n in names]
     limit = cfg.trainer.max_train_items
     train_items = [load_train_items(spec, limit) for spec in specs]

@@ -195,6 +195,16 @@ def _is_prompt(prompt: Any) -> bool:
     return False
 
 
+def check_unique_tasks(stream: str, names: list[str]) -> None:
+    """A task may appear once per stream: the accuracy matrix has one column per task."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"stream '{stream}' repeats task(s) {repeated}: a task may appear once per stream "
+            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
+        )
+
+
 def load_train_items(spec: TaskSpec, limit: int | None = None) -> list[Item]:
     items = read_jsonl(spec.train_file)
     return items[:limit] if limit else items
