@@ -16,3 +16,12 @@ FAST = [
     "eval.max_gen_toks=8",
     "eval.in_context_items=0",
 ]
+
+
+# the same with one task (the fault, remote-tracking and cluster-sweep tests)
+FAST_ONE_TASK = [
+    {"stream.name=pair": "stream.name=one", "stream.tasks=[tooluse,dates]": "stream.tasks=[tooluse]"}.get(
+        o, o
+    )
+    for o in FAST
+]

@@ -7,24 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from fast_config import FAST_ONE_TASK
 from mlflow import MlflowClient
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the dev/cluster extra")
 
-FAST = [
-    "model=tiny",
-    "suite=none",
-    "stream.name=one",
-    "stream.tasks=[tooluse]",
-    "trainer.max_steps=3",
-    "trainer.batch_size=4",
-    "trainer.warmup_steps=1",
-    "trainer.max_train_items=12",
-    "eval.limit=3",
-    "eval.batch_size=4",
-    "eval.max_gen_toks=8",
-    "eval.in_context_items=0",
-]
+FAST = [o for o in FAST_ONE_TASK if o != "method=sft"]
 
 
 def test_local_submitit_sweep_runs_both_jobs_into_one_store(tmp_path):

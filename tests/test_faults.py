@@ -21,27 +21,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from fast_config import FAST_ONE_TASK
 from mlflow import MlflowClient
 
 from harness.cli import compose
 from harness.tasks import TASKS_ROOT, TaskDataError
 
 # The tiny-model configuration of tests/test_loop.py with one task (stage 0 = base, stage 1 = tooluse).
-FAST = [
-    "model=tiny",
-    "method=sft",
-    "suite=none",
-    "stream.name=one",
-    "stream.tasks=[tooluse]",
-    "trainer.max_steps=3",
-    "trainer.batch_size=4",
-    "trainer.warmup_steps=1",
-    "trainer.max_train_items=12",
-    "eval.limit=3",
-    "eval.batch_size=4",
-    "eval.max_gen_toks=8",
-    "eval.in_context_items=0",
-]
+FAST = FAST_ONE_TASK
 
 
 def _client(results: Path) -> MlflowClient:
