@@ -172,7 +172,7 @@ def _may_share(model: Any) -> bool:
     )  # transformers >= 5.2x; older name below
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)
-    return not sharding.active() and not checkpointing
+    return not sharding.is_sharded(model) and not checkpointing
 
 
 def _repeated_prompts(batch: PromptCompletionBatch) -> tuple[torch.Tensor, torch.Tensor] | None:

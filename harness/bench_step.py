@@ -124,13 +124,13 @@ def run_ours(
     compute: torch.dtype = torch.float32,
     rollouts: int = 1,
 ) -> dict[str, Any]:
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
 
     model = _with_precision(base_model, compute)
     model.generation_config.min_new_tokens = new_tokens  # fixed-length rollouts (see module docstring)
     cfg = _cfg(method, steps, new_tokens, rollouts)
     with PeakMemory(device) as mem:
-        stats = get_method(method)(model, tok, _items(), None, cfg, StageContext())
+        stats = train_stage(model, tok, _items(), None, cfg, StageContext())
     del model
     return {"steps": stats.steps, "peak_mib": mem.mib}
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
-from harness.config import results_path
+from harness.config import Config, results_path
 
 
-def checkpoint_dir(cfg: DictConfig, key: str) -> Path:
+def checkpoint_dir(cfg: Config, key: str) -> Path:
     return results_path(cfg) / "checkpoints" / cfg.experiment_name / key
 
 

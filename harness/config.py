@@ -7,6 +7,7 @@ the config, so a typo in a key or a string where a number belongs fails before a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -416,5 +417,31 @@ def tracking_uri(cfg: Any) -> str:
     return f"sqlite:///{results_path(cfg) / 'mlflow.db'}"
 
 
+def typed(cfg: DictConfig | Config) -> Config:
+    """The composed config as the schema's dataclasses, validated: what the harness passes around after
+    Hydra. Conversion happens once, so the values below it are the declared types (no casts needed)."""
+    if isinstance(cfg, Config):
+        return cfg
+    validate(cfg)
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def as_object(section: Any) -> Any:
+    """One section of the config as its schema dataclass (e.g. `cfg.trainer` -> TrainerConfig)."""
+    if dataclasses.is_dataclass(section) and not isinstance(section, type):
+        return section
+    return OmegaConf.to_object(section)
+
+
 def to_container(cfg: Any) -> dict:
+    """A plain dict of a config section, whether a dataclass of the schema or an OmegaConf node."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML (the text a run records as its config)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_yaml(cfg, resolve=True)

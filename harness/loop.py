@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness import readiness, sharding
 from harness.checkpoints import checkpoint_dir, load_checkpoint
-from harness.config import ensure_writable, results_path, to_container, tracking_uri
+from harness.config import Config, ensure_writable, results_path, to_container, to_yaml, tracking_uri, typed
 from harness.distributed import Replicas, micro_batches, replicas
 from harness.evaluation import stream_eval_names
 from harness.models import precision_summary
@@ -56,7 +56,7 @@ def _store_lock(results: Path, uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _load_model(cfg: DictConfig, dist: Replicas):
+def _load_model(cfg: Config, dist: Replicas):
     """Rank 0 first (it may write the embedded model's safetensors cache), then the others from that cache."""
     from harness.models import load_model
 
@@ -85,26 +85,30 @@ def _seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def needs_teacher_copy(cfg: DictConfig) -> bool:
+def needs_teacher_copy(cfg: Config) -> bool:
     """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
     from harness.methods import needs_teacher_copy as declared
 
     return declared(to_container(cfg.method))
 
 
-def _train_stage(
-    model, tokenizer, plan: StreamPlan, cfg: DictConfig, stage: int, progress: bool, on_step=None
-):
-    from harness.methods import get_method
+def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
+    from harness.methods import train_stage
     from harness.methods.base import StageContext
 
-    train = get_method(cfg.method.name)
+    plan, cfg = run.plan, run.cfg
     replay = [item for items in plan.train_items[: stage - 1] for item in items]
     ctx = StageContext(
-        stage=stage, seed=int(cfg.seed), replay_items=replay, progress=progress, on_step=on_step
+        stage=stage,
+        seed=cfg.seed,
+        replay_items=replay,
+        progress=progress,
+        on_step=on_step,
+        max_length=cfg.model.max_length,
+        replicas=run.dist,
     )
-    _seed_everything(int(cfg.seed) * 1000 + stage)
-    return train(model, tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
+    _seed_everything(cfg.seed * 1000 + stage)
+    return train_stage(run.model, run.tokenizer, plan.train_items[stage - 1], plan.specs[stage - 1], cfg, ctx)
 
 
 def check_fsdp_batch(batch_size: int, accum: int, world: int) -> None:
@@ -119,7 +123,7 @@ def check_fsdp_batch(batch_size: int, accum: int, world: int) -> None:
         )
 
 
-def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+def run_experiment(cfg: DictConfig | Config) -> dict[str, Any]:
     """Run (or resume) one (method, stream, seed) experiment; returns R, G and the CL metrics.
 
     Any failure once the parent run is open (an error, Ctrl-C) marks it FAILED with the error as its
@@ -136,8 +140,6 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             except AttributeError:  # an exception type that takes no attributes
                 pass
         raise
-    finally:
-        sharding.release()  # a sweep's next job (same process) starts unsharded
 
 
 def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:
@@ -163,8 +165,8 @@ class ExperimentRun:
     what was resolved (plan, model), where results go (tracker and parent run on rank 0, run key,
     checkpoint folder) and what is done (metrics per stage)."""
 
-    cfg: DictConfig
-    dist: Replicas
+    cfg: Config  # typed (harness.config.typed): the schema's dataclasses, validated
+    dist: Replicas  # this process's place among the data-parallel processes (and whether it is sharded)
     plan: StreamPlan
     model: Any
     tokenizer: Any
@@ -179,7 +181,7 @@ class ExperimentRun:
         return len(self.plan.specs)
 
 
-def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
+def _run_experiment(cfg: DictConfig | Config, opened: dict[str, Any]) -> dict[str, Any]:
     run = _prepare(cfg)
     _open_parent(run, opened)
     resume_from = _resume(run)
@@ -199,14 +201,15 @@ def _run_experiment(cfg: DictConfig, opened: dict[str, Any]) -> dict[str, Any]:
     return _finish(run)
 
 
-def _prepare(cfg: DictConfig) -> ExperimentRun:
+def _prepare(composed: DictConfig | Config) -> ExperimentRun:
     """Every check that needs no MLflow run, then the model: a run that cannot start leaves nothing behind."""
     from harness.preflight import check_run
 
-    check_run(cfg)  # the whole config and every task, before the model loads or MLflow is touched
+    check_run(composed)  # the whole config and every task, before the model loads or MLflow is touched
+    cfg = typed(composed)  # from here on the schema's dataclasses, with their declared types
     dist = replicas()
     if dist.sharded:
-        check_fsdp_batch(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), dist.world)
+        check_fsdp_batch(cfg.trainer.batch_size, cfg.trainer.grad_accum, dist.world)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
     # eval tasks resolvable, device usable, memory sufficient: checked before any weights load
     notes = readiness.before_loading(
@@ -218,7 +221,7 @@ def _prepare(cfg: DictConfig) -> ExperimentRun:
         needs_teacher_copy(cfg),
     )
     ensure_writable(results_path(cfg))
-    _seed_everything(int(cfg.seed))
+    _seed_everything(cfg.seed)
     # The model and the item lengths are checked before the parent run exists: a bad model name or an
     # over-long item leaves no empty RUNNING run behind.
     model, tokenizer = _load_model(cfg, dist)
@@ -233,7 +236,7 @@ def _prepare(cfg: DictConfig) -> ExperimentRun:
             flush=True,
         )
     dist.check_in_sync(model, "after loading the model")
-    check_lengths(tokenizer, plan, int(cfg.model.max_length))
+    check_lengths(tokenizer, plan, cfg.model.max_length)
     return ExperimentRun(cfg, dist, plan, model, tokenizer)
 
 
@@ -259,7 +262,7 @@ def _open_parent(run: ExperimentRun, opened: dict[str, Any]) -> None:
         "method": cfg.method.name,
         "stream": cfg.stream.name,
         "seed": str(cfg.seed),
-        "order": order_label(cfg.stream.get("order")),
+        "order": order_label(cfg.stream.order),
         "tasks": " -> ".join(s.name for s in plan.specs),
         "model": cfg.model.name,
         "run_key": run.key,
@@ -293,7 +296,7 @@ def _resume(run: ExperimentRun) -> int:
             "no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from
         )
         for stage in range(1, resume_from + 1):
-            _train_stage(run.model, run.tokenizer, run.plan, run.cfg, stage, progress=False)
+            _train_stage(run, stage, progress=False)
     return resume_from
 
 
@@ -368,7 +371,7 @@ def _train_with_hooks(run: ExperimentRun, stage: int, child: str | None) -> dict
     hook = StageHook(run.model, run.tokenizer, spec, cfg, dist, run.tracker, child)
     hook.score(0)
     try:
-        stats = _train_stage(run.model, run.tokenizer, run.plan, cfg, stage, progress=True, on_step=hook)
+        stats = _train_stage(run, stage, progress=True, on_step=hook)
     except NonFiniteLossError as err:
         message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
         if run.tracker is not None:
@@ -395,7 +398,7 @@ def _finish(run: ExperimentRun) -> dict[str, Any]:
         G,
         final,
         extra=X if X.shape[1] else None,
-        config_yaml=OmegaConf.to_yaml(run.cfg, resolve=True),
+        config_yaml=to_yaml(run.cfg),
     )
     print("accuracy matrix (rows: after stage i; 0 = base):")
     print(R.round(3).to_string())

@@ -12,9 +12,9 @@ def build_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> torch.optim.Ada
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(
         params,
-        lr=float(trainer_cfg.lr),
+        lr=trainer_cfg.lr,
         betas=(float(trainer_cfg.adam_beta1), float(trainer_cfg.adam_beta2)),
-        weight_decay=float(trainer_cfg.weight_decay),
+        weight_decay=trainer_cfg.weight_decay,
         **implementation(params),
     )
 

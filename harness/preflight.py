@@ -181,7 +181,7 @@ def check_run(cfg: Any) -> None:
         return
     validate(cfg)
     check_tracking(cfg)
-    check_device(str(cfg.model.device))
+    check_device(cfg.model.device)
     check_model(cfg.model)
     specs = check_stream(cfg)
     check_suite(cfg, specs)

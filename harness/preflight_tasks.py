@@ -166,7 +166,7 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
     """Every stream task resolves and is valid, and no two tasks (or a user's and a built-in one) share a
     name: lm-eval would silently keep one of them and the accuracy matrix would show two columns of one."""
     names = [str(n) for n in cfg.stream.tasks]
-    check_unique_tasks(str(cfg.stream.name), names)
+    check_unique_tasks(cfg.stream.name, names)
     specs = [resolve_task(n) for n in names]
     for spec in specs:
         check_task(spec)

@@ -146,20 +146,20 @@ def memory_setting(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, 
     from harness.models import resolve_precision
 
     # model.dtype is the compute dtype; weights (student and teacher copy) are float32 masters
-    precision = resolve_precision(str(cfg.model.dtype), device)
+    precision = resolve_precision(cfg.model.dtype, device)
     size = torch.tensor([], dtype=precision.weights).element_size()
     compute = torch.tensor([], dtype=precision.compute).element_size()
-    rollouts = int(cfg.method.distill.num_rollouts) if teacher_copy else 1
-    rows = -(-int(cfg.trainer.batch_size) // (processes * int(cfg.trainer.grad_accum))) * rollouts
+    rollouts = cfg.method.distill.num_rollouts if teacher_copy else 1
+    rows = -(-cfg.trainer.batch_size // (processes * cfg.trainer.grad_accum)) * rollouts
     return Setting(
         weight_bytes=size,
         compute_bytes=compute,
         teacher_bytes=size if teacher_copy else 0,
         processes=processes,
         sharded=sharded,
-        gradient_checkpointing=bool(cfg.trainer.gradient_checkpointing),
+        gradient_checkpointing=cfg.trainer.gradient_checkpointing,
         rows=rows,
-        max_length=int(cfg.model.max_length),
+        max_length=cfg.model.max_length,
     )
 
 
@@ -176,7 +176,7 @@ def check_memory(
     Runs on CUDA (or when `device_bytes` is given); random-init test models are small by construction."""
     import torch
 
-    if bool(cfg.model.get("random_init", False)):
+    if cfg.model.random_init:
         return None
     if device_bytes is None:
         if device.type != "cuda":
@@ -204,10 +204,10 @@ def before_loading(
     """Every start-up check that needs no weights; raises on what cannot work, returns warnings to print."""
     from harness.models import resolve_device
 
-    check_suite(eval_names, include_paths, bool(cfg.suite.builtin_index), bool(cfg.eval.allow_code_execution))
-    device = resolve_device(str(cfg.model.device))  # refuses a CUDA build without a usable GPU
+    check_suite(eval_names, include_paths, cfg.suite.builtin_index, cfg.eval.allow_code_execution)
+    device = resolve_device(cfg.model.device)  # refuses a CUDA build without a usable GPU
     notes = [
-        micro_batch_warning(int(cfg.trainer.batch_size), int(cfg.trainer.grad_accum), processes),
+        micro_batch_warning(cfg.trainer.batch_size, cfg.trainer.grad_accum, processes),
         check_memory(cfg, processes, sharded, teacher_copy, device),
     ]
     return [n for n in notes if n]

@@ -9,7 +9,7 @@ its own unit (all-gathered just before its forward, freed after it), and one roo
 Why a root module that only runs a function: our LM head is applied outside the model's forward, chunked
 and fused with the loss (harness.distill.fused_head), and SDFT calls three models' pieces in one step
 (rollout, teacher decoder, student decoder + both heads). FSDP gathers a unit's weights only inside that
-unit's forward. `run(fn, ...)` calls `fn` *inside* the root's forward, so the root weights are whole for the
+unit's forward. `run(student, fn, ...)` calls `fn` *inside* the root's forward, so the root weights are whole for the
 duration, every layer gathers itself as usual, and backward (called on the returned loss, outside) runs
 FSDP's reduce-scatter for every unit including the root. Methods need no FSDP code of their own.
 
@@ -32,7 +32,9 @@ from typing import Any
 
 import torch
 
-ROOT: ShardedRoot | None = None
+# Where `shard` leaves the FSDP root: on the student module itself, so the sharding state lives and dies
+# with the model it describes (a sweep's next job loads a new, unsharded model; nothing to reset).
+_ROOT_ATTR = "_harness_sharded_root"
 
 
 class ShardedRoot(torch.nn.Module):
@@ -74,7 +76,6 @@ def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
     """
     from torch.distributed.fsdp import fully_shard
 
-    global ROOT
     device = _device_of(student)
     teacher = None
     if with_teacher:
@@ -96,7 +97,8 @@ def shard(student: torch.nn.Module, with_teacher: bool) -> ShardedRoot:
         teacher.to_empty(device=device)  # allocates this process's shards only; weights come from `Teacher`
         _copy_unsaved_buffers(student, teacher)
         teacher.generation_config = copy.deepcopy(student.generation_config)
-    ROOT = root
+    # a plain attribute, not a submodule: the root already holds the student (no cycle in `modules()`)
+    object.__setattr__(student, _ROOT_ATTR, root)
     return root
 
 
@@ -121,21 +123,26 @@ def _copy_unsaved_buffers(source: torch.nn.Module, target: torch.nn.Module) -> N
             buffer.copy_(buffers[name])
 
 
-def release() -> None:
-    """Forget the sharded models (end of an experiment: a sweep runs the next job in the same process)."""
-    global ROOT
-    ROOT = None
+def root_of(student: torch.nn.Module) -> ShardedRoot | None:
+    """The FSDP root `shard` built around `student` (None: not sharded)."""
+    return getattr(student, _ROOT_ATTR, None)
 
 
-def active() -> bool:
-    return ROOT is not None
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether any of `model`'s modules is an FSDP unit (the student or its sharded teacher copy)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
-def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`fn(*args, **kwargs)`, inside the FSDP root's forward when the models are sharded."""
-    if ROOT is None:
+def run(student: torch.nn.Module, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, inside the FSDP root's forward when `student` is sharded."""
+    root = root_of(student)
+    if root is None:
         return fn(*args, **kwargs)
-    return ROOT(fn, *args, **kwargs)
+    return root(fn, *args, **kwargs)
 
 
 @contextmanager
@@ -146,7 +153,7 @@ def whole_during_generation(model: torch.nn.Module) -> Iterator[None]:
     2 CPU processes: SDFT steps 4x slower than DDP). Gathering once per rollout costs one whole copy of the
     decoder's weights for the duration of `generate`, the same as the evaluation copy, and is freed after.
     """
-    if ROOT is None:
+    if not is_sharded(model):
         yield
         return
     from torch.distributed.fsdp import FSDPModule
@@ -163,16 +170,17 @@ def whole_during_generation(model: torch.nn.Module) -> Iterator[None]:
             unit.set_reshard_after_forward(restore, recurse=False)
 
 
-def gradient_scale() -> float:
+def gradient_scale(student: torch.nn.Module) -> float:
     """Multiplier on the loss before backward: FSDP averages gradients over processes, we want their sum."""
-    if ROOT is None:
+    if root_of(student) is None:
         return 1.0
     return float(torch.distributed.get_world_size())
 
 
-def teacher_copy() -> torch.nn.Module | None:
-    """The sharded teacher weights allocated by `shard` (None when not sharded or no copy was asked for)."""
-    return None if ROOT is None else ROOT.teacher
+def teacher_copy(student: torch.nn.Module) -> torch.nn.Module | None:
+    """The sharded teacher weights `shard` allocated beside `student` (None: not sharded, or no copy)."""
+    root = root_of(student)
+    return None if root is None else root.teacher
 
 
 def to_float(value: torch.Tensor) -> float:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from harness import base_eval_cache, sharding
 from harness.checkpoints import save_checkpoint
-from harness.config import results_path, to_container
+from harness.config import Config, results_path, to_container
 from harness.distributed import Replicas
 from harness.evaluation import evaluate, merge_results, primary_metric, stream_eval_names, write_snapshot
 from harness.models import precision_of, precision_summary, set_precision
@@ -22,9 +21,9 @@ from harness.stream_plan import StreamPlan, extra_eval_tasks
 from harness.tasks import TaskSpec
 
 
-def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> float | None:
+def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: Config) -> float | None:
     """The SDFT teacher's ceiling on this task: greedy accuracy with the demonstration in context."""
-    n = int(cfg.eval.in_context_items)
+    n = cfg.eval.in_context_items
     if n <= 0:
         return None
     from harness.scoring import greedy_scores
@@ -38,7 +37,7 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: DictConfig) -> floa
         docs,
         mode="in_context",
         template=cfg.method.distill.template,
-        batch_size=int(cfg.eval.batch_size),
+        batch_size=cfg.eval.batch_size,
     )
     return sum(scores) / max(len(scores), 1)
 
@@ -56,16 +55,16 @@ def _whole_model(model: torch.nn.Module, dist: Replicas):
     yield whole
 
 
-def stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas) -> float | None:
+def stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: Config, dist: Replicas) -> float | None:
     """The in-context score before a stage, on rank 0 (on a gathered copy under FSDP)."""
-    if int(cfg.eval.in_context_items) <= 0:
+    if cfg.eval.in_context_items <= 0:
         return None
     with _whole_model(model, dist) as whole:
         return _in_context_score(whole, tokenizer, spec, cfg) if dist.is_main else None
 
 
 def evaluate_and_checkpoint(
-    model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas, ckpt_dir: Path, stage: int
+    model, tokenizer, plan: StreamPlan, cfg: Config, dist: Replicas, ckpt_dir: Path, stage: int
 ):
     """Evaluate the stage and write its checkpoint (rank 0), from whole weights; the copy dies on return."""
     with _whole_model(model, dist) as whole:
@@ -91,7 +90,7 @@ def evaluate_and_checkpoint(
     return metrics, result
 
 
-def _base_cache_key(model, plan: StreamPlan, cfg: DictConfig, dist: Replicas) -> str | None:
+def _base_cache_key(model, plan: StreamPlan, cfg: Config, dist: Replicas) -> str | None:
     """The stage-0 reuse key (harness/base_eval_cache.py); None where stage 0 is evaluated afresh: turned off,
     several processes (each evaluates a share of the tasks), or the vLLM backend (a snapshot per run)."""
     if not cfg.eval.reuse_base or dist.active or cfg.eval.backend != "hf":
@@ -102,12 +101,12 @@ def _base_cache_key(model, plan: StreamPlan, cfg: DictConfig, dist: Replicas) ->
         precision_summary(model)["precision/compute"],
         stream_eval_names(plan.specs) + plan.suite_tasks,
         plan.include_paths,
-        bool(cfg.suite.builtin_index),
+        cfg.suite.builtin_index,
     )
 
 
 def _evaluate_stage(
-    model, tokenizer, plan: StreamPlan, cfg: DictConfig, dist: Replicas, snapshot: Path | None = None
+    model, tokenizer, plan: StreamPlan, cfg: Config, dist: Replicas, snapshot: Path | None = None
 ) -> tuple[dict[str, float], Any] | tuple[None, None]:
     """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
     (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results.
@@ -121,18 +120,18 @@ def _evaluate_stage(
         tokenizer,
         mine,
         plan.include_paths,
-        builtin_index=bool(cfg.suite.builtin_index),
+        builtin_index=cfg.suite.builtin_index,
         limit=cfg.eval.limit,
-        batch_size=int(cfg.eval.batch_size),
+        batch_size=cfg.eval.batch_size,
         max_gen_toks=cfg.eval.max_gen_toks,
-        log_samples=int(cfg.eval.log_samples),
-        seed=int(cfg.seed),
-        backend=str(cfg.eval.backend),
-        vllm_gpu_memory=float(cfg.eval.vllm_gpu_memory),
+        log_samples=cfg.eval.log_samples,
+        seed=cfg.seed,
+        backend=cfg.eval.backend,
+        vllm_gpu_memory=cfg.eval.vllm_gpu_memory,
         vllm_snapshot=snapshot,
-        max_length=int(cfg.model.max_length),
-        allow_code_execution=bool(cfg.eval.allow_code_execution),
-        auto_batch_size=bool(cfg.eval.auto_batch_size),
+        max_length=cfg.model.max_length,
+        allow_code_execution=cfg.eval.allow_code_execution,
+        auto_batch_size=cfg.eval.auto_batch_size,
     )
     if dist.active and not dist.sharded:
         parts = dist.gather(result)
@@ -157,7 +156,7 @@ def _evaluate_stage(
 
 
 def _subset_score(
-    model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: DictConfig, dist: Replicas
+    model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: Config, dist: Replicas
 ) -> float | None:
     """Greedy score of the student on `docs` (rank 0; a gathered copy under FSDP, so every process enters)."""
     from harness.scoring import greedy_scores
@@ -165,7 +164,7 @@ def _subset_score(
     with _whole_model(model, dist) as whole:
         if not dist.is_main:
             return None
-        scores = greedy_scores(whole, tokenizer, spec, docs, mode="base", batch_size=int(cfg.eval.batch_size))
+        scores = greedy_scores(whole, tokenizer, spec, docs, mode="base", batch_size=cfg.eval.batch_size)
     return sum(scores) / max(len(scores), 1)
 
 
@@ -174,16 +173,14 @@ class StageHook:
     the stage's MLflow run as they happen (`train_step/<stat>`), and every `eval.every_steps` steps the task
     being trained is scored on its first `eval.every_steps_items` eval items (`step_eval/score`)."""
 
-    def __init__(self, model, tokenizer, spec: TaskSpec, cfg: DictConfig, dist: Replicas, tracker, run_id):
+    def __init__(self, model, tokenizer, spec: TaskSpec, cfg: Config, dist: Replicas, tracker, run_id):
         self.model, self.tokenizer, self.spec, self.cfg, self.dist = model, tokenizer, spec, cfg, dist
         self.tracker, self.run_id = tracker, run_id
-        self.every = int(cfg.eval.every_steps)
+        self.every = cfg.eval.every_steps
         self.docs: list[dict] = []
         if self.every > 0:
             lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
-            self.docs = [json.loads(line) for line in lines if line.strip()][
-                : int(cfg.eval.every_steps_items)
-            ]
+            self.docs = [json.loads(line) for line in lines if line.strip()][: cfg.eval.every_steps_items]
         self.last_scored = -1
 
     def score(self, step: int) -> None:

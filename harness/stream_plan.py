@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig
 
+from harness.config import Config
 from harness.tasks import TASKS_ROOT, Item, TaskSpec, check_unique_tasks, load_train_items, resolve_task
 
 
@@ -60,10 +60,10 @@ def order_label(order: Any) -> str:
     return "0" if order is None else str(order)
 
 
-def plan_stream(cfg: DictConfig) -> StreamPlan:
+def plan_stream(cfg: Config) -> StreamPlan:
     """Resolve tasks and read all training data up front, so bad input fails before any training."""
-    names = ordered_tasks(list(cfg.stream.tasks), cfg.stream.get("order"))
-    check_unique_tasks(str(cfg.stream.name), names)
+    names = ordered_tasks(list(cfg.stream.tasks), cfg.stream.order)
+    check_unique_tasks(cfg.stream.name, names)
     specs = [resolve_task(n) for n in names]
     limit = cfg.trainer.max_train_items
     train_items = [load_train_items(spec, limit) for spec in specs]

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 import harness.methods.sdft as sdft_module
 from harness.config import Config
 from harness.distill.teacher import Teacher
-from harness.methods import StageContext, get_method
+from harness.methods import StageContext, train_stage
 from harness.tasks import Item
 
 ITEMS = [
@@ -57,7 +57,7 @@ def test_ema_closed_form_and_restart_from_current_student(tiny_model, monkeypatc
     monkeypatch.setattr(sdft_module, "Teacher", RecordingTeacher)
     RecordingTeacher.created, RecordingTeacher.students, RecordingTeacher.final = [], [], []
     a, k = 0.3, 3
-    train = get_method("sdft")
+    train = train_stage
 
     train(model, tok, ITEMS, None, _cfg(a, k), StageContext(stage=1))
     end_of_stage_1 = _snapshot(model)

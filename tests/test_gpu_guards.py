@@ -19,13 +19,10 @@ def single_process_group(tmp_path):
     but the module structure, DTensor parameters and dtype handling are those of an N-process run)."""
     import torch.distributed as torch_dist
 
-    from harness import sharding
-
     torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         yield
     finally:
-        sharding.release()
         torch_dist.destroy_process_group()
 
 
@@ -409,7 +406,7 @@ def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch)
     import harness.methods.base as base
     import harness.methods.sdft as sdft
     from harness.config import Config
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
     from harness.tasks import Item
     from harness.timing import synchronized_clock
 
@@ -438,7 +435,7 @@ def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch)
         Item(prompt="Say bye.", demonstration="Bye!", id="b", source="t:2"),
     ]
     model, tok = tiny_model
-    get_method("sdft")(copy.deepcopy(model), tok, items, None, cfg, StageContext())
+    train_stage(copy.deepcopy(model), tok, items, None, cfg, StageContext())
     assert readings["sdft"] >= 4  # rollout, teacher, student: t0..t3
     assert readings["base"] >= 5  # stage start, step start, backward start/end, step end
 
@@ -488,7 +485,7 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
     import harness.methods.sdft as sdft
     from harness.config import Config, ModelConfig
     from harness.distill import teacher as teacher_module
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
     from harness.models import compute_dtype, load_model
     from harness.tasks import Item
 
@@ -518,7 +515,7 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
         Item(prompt="Name a colour.", demonstration="Blue.", id="a", source="t:1"),
         Item(prompt="Two plus two?", demonstration="Four.", id="b", source="t:2"),
     ]
-    get_method("sdft")(model, tok, items, None, cfg, StageContext())
+    train_stage(model, tok, items, None, cfg, StageContext())
     assert len(seen) == 2 and all(p.dtype == torch.float32 for p in model.parameters())
     moved = sum(int((p.detach().double() != s).sum()) for p, s in zip(model.parameters(), start, strict=True))
     total = sum(s.numel() for s in start)

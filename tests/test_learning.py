@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from harness.batching import collate, completion_hidden, encode_demonstration
 from harness.config import Config
-from harness.methods import StageContext, get_method
+from harness.methods import StageContext, train_stage
 from harness.tasks import Item
 
 FACTS = [  # invented, so the base model cannot know them
@@ -72,7 +72,7 @@ def test_sft_learns_invented_facts(real_model, one_thread) -> None:
     model, tok = real_model
     model = copy.deepcopy(model)
     before = mean_token_logprob(model, tok, ITEMS)
-    stats = get_method("sft")(model, tok, ITEMS, None, _cfg("sft", 2, 2e-4), StageContext(seed=0))
+    stats = train_stage(model, tok, ITEMS, None, _cfg("sft", 2, 2e-4), StageContext(seed=0))
     after = mean_token_logprob(model, tok, ITEMS)
     assert stats.steps[-1]["loss"] < stats.steps[0]["loss"]
     assert after > before + 0.5, (before, after)  # measured: -1.88 -> -0.66
@@ -87,6 +87,6 @@ def test_sdft_learns_invented_facts(real_model, one_thread) -> None:
     model = copy.deepcopy(model)
     before = mean_token_logprob(model, tok, ITEMS)
     cfg = _cfg("sdft", 4, 5e-5, max_new_tokens=16, skip_tokens=0, template="plain", teacher="ema")
-    get_method("sdft")(model, tok, ITEMS, None, cfg, StageContext(seed=0))
+    train_stage(model, tok, ITEMS, None, cfg, StageContext(seed=0))
     after = mean_token_logprob(model, tok, ITEMS)
     assert after > before + 0.15, (before, after)

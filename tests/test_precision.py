@@ -36,6 +36,11 @@ def _cfg(**distill):
     return cfg
 
 
+def _supervised_step(model, tok) -> SupervisedStep:
+    cfg = _cfg()
+    return SupervisedStep(model, tok, cfg.method.distill.loss_chunk_size, cfg.model.max_length)
+
+
 def _flat_grad(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.float().reshape(-1) for p in model.parameters() if p.grad is not None])
 
@@ -46,7 +51,7 @@ def test_bf16_supervised_loss_and_gradient_agree_with_float32(tiny_model) -> Non
     model16 = copy.deepcopy(model32).to(torch.bfloat16)
     losses, grads = {}, {}
     for name, model in (("fp32", model32), ("bf16", model16)):
-        loss, _ = SupervisedStep(model, tok, _cfg())(ITEMS, ITEMS)
+        loss, _ = _supervised_step(model, tok)(ITEMS, ITEMS)
         loss.backward()
         assert loss.dtype == torch.float32  # accumulated in float32 whatever the weights' dtype
         assert all(p.grad.dtype == p.dtype for p in model.parameters() if p.grad is not None)
@@ -59,7 +64,7 @@ def test_bf16_supervised_loss_and_gradient_agree_with_float32(tiny_model) -> Non
 def test_bf16_sdft_stage_trains_and_keeps_dtypes(tiny_model) -> None:
     """Two SDFT steps in bf16: finite losses, the weights move, student and EMA teacher stay bf16."""
     from harness.distill import teacher as teacher_module
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
 
     model, tok = tiny_model
     model = copy.deepcopy(model).to(torch.bfloat16)
@@ -77,9 +82,7 @@ def test_bf16_sdft_stage_trains_and_keeps_dtypes(tiny_model) -> None:
     sdft.Teacher = Recording
     try:
         torch.manual_seed(0)
-        stats = get_method("sdft")(
-            model, tok, ITEMS, None, _cfg(max_new_tokens=6, skip_tokens=0), StageContext()
-        )
+        stats = train_stage(model, tok, ITEMS, None, _cfg(max_new_tokens=6, skip_tokens=0), StageContext())
     finally:
         sdft.Teacher = original
     losses = [s["loss"] for s in stats.steps]
@@ -128,7 +131,7 @@ def test_mixed_precision_fused_head_matches_float32(tiny_model) -> None:
 
         model = _mixed(model32, compute).train()
         with autocast(model):
-            loss, _ = SupervisedStep(model, tok, _cfg())(ITEMS, ITEMS)
+            loss, _ = _supervised_step(model, tok)(ITEMS, ITEMS)
         loss.backward()
         assert all(
             p.dtype == torch.float32 and p.grad.dtype == torch.float32
@@ -156,7 +159,7 @@ def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model,
     import harness.methods.base as base
     import harness.methods.sdft as sdft
     from harness.distill import teacher as teacher_module
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
 
     base_model, tok = real_model
     recorded: list = []
@@ -191,9 +194,10 @@ def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model,
         for method in ("sft", "sdft"):
             model = _mixed(base_model, compute)
             cfg = _cfg(max_new_tokens=12, skip_tokens=0)
+            cfg.method.name = method
             cfg.trainer.lr = 1e-5
             torch.manual_seed(0)
-            stats = get_method(method)(model, tok, ITEMS, None, cfg, StageContext())
+            stats = train_stage(model, tok, ITEMS, None, cfg, StageContext())
             losses[(name, method)] = [s["loss"] for s in stats.steps]
             assert all(p.dtype == torch.float32 for p in model.parameters())
             moments = [v for state in optimizers[-1].state.values() for v in state.values() if v.dim() > 0]

@@ -51,3 +51,59 @@ def test_teacher_copy_is_declared_by_the_method():
 def test_unknown_method_lists_the_registered_ones():
     with pytest.raises(ValueError, match="method 'grpo' is not known; valid methods: .*sdft.*sft_l2"):
         method_spec("grpo")
+
+
+def _changed(value):
+    """A different value of the same type (the check below needs only inequality, not validity)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1 if value != 0 else 0.5 if isinstance(value, float) else 3
+    if value is None:
+        return 7
+    return f"{value}_other"
+
+
+def _leaves(obj, prefix=""):
+    from dataclasses import fields, is_dataclass
+
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        elif f.name not in ("name", "options"):
+            yield f"{prefix}{f.name}"
+
+
+def _with(method, dotted: str):
+    from dataclasses import replace
+
+    head, _, tail = dotted.partition(".")
+    if not tail:
+        return replace(method, **{head: _changed(getattr(method, head))})
+    inner = getattr(method, head)
+    return replace(method, **{head: replace(inner, **{tail: _changed(getattr(inner, tail))})})
+
+
+def _read(dotted: str, reads: tuple[str, ...]) -> bool:
+    return any(dotted == r or dotted.startswith(f"{r}.") for r in reads)
+
+
+@pytest.mark.parametrize("name", sorted(method_names()))
+def test_a_method_settings_see_exactly_the_keys_its_run_key_covers(name):
+    """A method receives only `MethodSpec.settings(method section)`. Changing any key outside `reads` must
+    leave those settings unchanged (else two runs with one run key could differ), and changing a key inside
+    `reads` must change them (else the key splits runs that are the same)."""
+    from harness.config import as_object
+
+    spec = method_spec(name)
+    method = as_object(compose([f"method={name}"]).method)
+    settings = spec.settings(method)
+    leaves = list(_leaves(method))
+    assert leaves, "the method section has keys"
+    for dotted in leaves:
+        changed = spec.settings(_with(method, dotted))
+        if _read(dotted, spec.reads):
+            assert changed != settings, f"{name}: {dotted} is in `reads` but its settings ignore it"
+        else:
+            assert changed == settings, f"{name}: {dotted} is outside `reads` but changes its settings"

@@ -168,7 +168,7 @@ def test_prompt_positions_get_no_gradient_in_a_real_step(tiny_model) -> None:
 
 
 def test_truncated_teacher_prompt_raises_naming_the_item(tiny_model) -> None:
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
 
     model, tok = tiny_model
     model = copy.deepcopy(model)
@@ -180,12 +180,12 @@ def test_truncated_teacher_prompt_raises_naming_the_item(tiny_model) -> None:
     cfg = _cfg(max_new_tokens=4, skip_tokens=0)
     cfg.model.max_length = 150
     with pytest.raises(ValueError, match=r"train.jsonl:2 id=long-one.*teacher prompt"):
-        get_method("sdft")(model, tok, items, None, cfg, StageContext())
+        train_stage(model, tok, items, None, cfg, StageContext())
 
 
 def test_teacher_prompt_plus_completion_over_max_length_raises(tiny_model) -> None:
     from harness.batching import chat_prompt_ids
-    from harness.methods import StageContext, get_method
+    from harness.methods import StageContext, train_stage
     from harness.tasks import TEACHER_TEMPLATES, teacher_messages
 
     model, tok = tiny_model
@@ -197,7 +197,7 @@ def test_teacher_prompt_plus_completion_over_max_length_raises(tiny_model) -> No
     cfg.model.max_length = n_teacher + 2  # a random 2-layer model essentially never emits EOS within 2 tokens
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=r"f.jsonl:7.*completion"):
-        get_method("sdft")(model, tok, items, None, cfg, StageContext())
+        train_stage(model, tok, items, None, cfg, StageContext())
 
 
 def test_unknown_method_lists_valid_names() -> None:
@@ -219,7 +219,9 @@ def _step(tiny_model, monkeypatch, completions, truncated, **distill):
 
     model, tok = tiny_model
     cfg = _cfg(max_new_tokens=6, **distill)
-    step = sdft.DistillStep(model, tok, Teacher(model, "base"), cfg, None)
+    step = sdft.DistillStep(
+        model, tok, Teacher(model, "base"), cfg.method.distill, None, cfg.model.max_length
+    )
 
     def fixed(students, teachers):
         p_ids, p_mask = pad(students, tok.pad_token_id, "left")
@@ -281,7 +283,9 @@ def test_sft_anchor_adds_weighted_cross_entropy(tiny_model, monkeypatch) -> None
     anchored = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_weight=0.5)
     loss0, _ = base(ITEMS2, ITEMS2)
     loss1, stats = anchored(ITEMS2, ITEMS2)
-    ce, _ = SupervisedStep(model, tok, _cfg())(ITEMS2, ITEMS2)
+    ce, _ = SupervisedStep(model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length)(
+        ITEMS2, ITEMS2
+    )
     assert loss1.item() == pytest.approx(loss0.item() + 0.5 * ce.item(), rel=1e-5)
     assert stats["sft_ce"] == pytest.approx(ce.item(), rel=1e-5)  # one micro-batch: its mean is the batch's
 
@@ -291,7 +295,9 @@ def test_sft_warmup_runs_supervised_steps_first(tiny_model, monkeypatch) -> None
 
     model, tok = tiny_model
     step = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_warmup_steps=2)
-    ce, _ = SupervisedStep(model, tok, _cfg())(ITEMS2, ITEMS2)
+    ce, _ = SupervisedStep(model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length)(
+        ITEMS2, ITEMS2
+    )
     for _ in range(2):
         loss, stats = step(ITEMS2, ITEMS2)
         assert stats.get("sft_warmup") == 1.0 and "kl" not in stats
@@ -315,7 +321,7 @@ def test_rollout_source_picks_the_writer_and_its_context(
     model, tok = tiny_model
     cfg = _cfg(max_new_tokens=4, rollout_source=source, teacher_share=share)
     teacher = Teacher(model, "base")
-    step = sdft.DistillStep(model, tok, teacher, cfg, None)
+    step = sdft.DistillStep(model, tok, teacher, cfg.method.distill, None, cfg.model.max_length)
     calls = []
     real = sdft.sample
 
@@ -348,16 +354,18 @@ def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None
     spec = resolve_task("tooluse")
     items = load_train_items(spec, 8)
     with caplog.at_level("WARNING"):
-        message = check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20))
+        message = check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20).method.distill)
     assert (
         message
         and "task tooluse" in message
         and "max_new_tokens=20" in message
         and "of 8 demonstrations" in message
     )
-    assert check_rollout_length(tok, items, spec, _cfg(max_new_tokens=None)) is None  # the task's 72 suffice
+    assert (
+        check_rollout_length(tok, items, spec, _cfg(max_new_tokens=None).method.distill) is None
+    )  # the task's 72 suffice
     with pytest.raises(ValueError, match="task tooluse"):
-        check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20, short_rollouts="error"))
+        check_rollout_length(tok, items, spec, _cfg(max_new_tokens=20, short_rollouts="error").method.distill)
 
 
 def test_system_template_moves_the_demonstration_into_a_system_message() -> None:

@@ -63,7 +63,14 @@ def test_supervised_loss_and_grads_match_transformers(tiny_model, weighted: bool
     model, tok = tiny_model
     model = copy.deepcopy(model).train()
     ref = copy.deepcopy(model)
-    step = SupervisedStep(model, tok, _cfg(), token_dft if weighted else _nll())
+    cfg = _cfg()
+    step = SupervisedStep(
+        model,
+        tok,
+        cfg.method.distill.loss_chunk_size,
+        cfg.model.max_length,
+        token_dft if weighted else _nll(),
+    )
     # two micro-batches of one step: the loss normaliser is the whole batch's token count; the step returns
     # each micro-batch's loss and the caller (run_stage) runs backward on it
     loss = 0.0

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from harness.batching import encode_demonstration
 from harness.config import Config
-from harness.methods import get_method, method_options
+from harness.methods import method_options, train_stage
 from harness.methods.base import StageContext
 from harness.methods.sft_l2 import AnchoredStep
 from harness.tasks import Item
@@ -37,7 +37,9 @@ def _cfg(weight: float = 0.5, steps: int = 2, lr: float = 1e-2):
 def test_loss_is_cross_entropy_plus_half_weight_squared_distance(tiny_model):
     model, tok = tiny_model
     model = copy.deepcopy(model).train()
-    step = AnchoredStep(model, tok, _cfg(), weight=0.5)
+    step = AnchoredStep(
+        model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length, weight=0.5
+    )
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():  # move the weights away from the anchor by a known amount
         for p in model.parameters():
@@ -77,7 +79,9 @@ def test_penalty_is_split_across_micro_batches(tiny_model):
     """Two micro-batches of one step carry one penalty in all, as accumulation and DDP sums require."""
     model, tok = tiny_model
     model = copy.deepcopy(model).train()
-    step = AnchoredStep(model, tok, _cfg(), weight=2.0)
+    step = AnchoredStep(
+        model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length, weight=2.0
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02)
@@ -92,7 +96,7 @@ def test_a_strong_anchor_keeps_the_weights_near_the_stage_start(tiny_model):
     for weight in (0.0, 1e4):
         m = copy.deepcopy(model)
         start = [p.detach().clone() for p in m.parameters()]
-        get_method("sft_l2")(m, tok, ITEMS, None, _cfg(weight=weight, steps=3), StageContext())
+        train_stage(m, tok, ITEMS, None, _cfg(weight=weight, steps=3), StageContext())
         moved[weight] = sum(
             float((p.detach() - s).pow(2).sum()) for p, s in zip(m.parameters(), start, strict=True)
         )

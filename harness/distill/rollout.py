@@ -99,7 +99,7 @@ def sample(
             # whatever the rows) is skipped there rather than run by some processes only
             shared = (
                 shared_prefill(model, prompt_ids, prompt_mask)
-                if share_prefill and not sharding.active()
+                if share_prefill and not sharding.is_sharded(model)
                 else None
             )
             extra = {_cache_kwarg(model): shared[0]} if shared is not None else {}
@@ -117,7 +117,7 @@ def sample(
                 use_cache=True,
                 # FSDP: every process must run as many forward passes as the others (each gathers the layers'
                 # shards), so a process whose rows have all ended keeps stepping until every process is done
-                synced_gpus=sharding.active(),
+                synced_gpus=sharding.is_sharded(model),
                 **extra,
             )
     finally:

@@ -25,7 +25,7 @@ class Teacher:
         if not 0.0 < ema_rate <= 1.0:
             raise ValueError(f"ema_rate={ema_rate}: must be in (0, 1]")
         self.kind, self.rate, self.student = kind, ema_rate, student
-        storage = sharding.teacher_copy()
+        storage = sharding.teacher_copy(student)
         if kind == "live":
             self.model: Any = student  # no copy: the OPSD memory saving
         elif storage is not None:
@@ -33,7 +33,7 @@ class Teacher:
                 for t, s in zip(storage.parameters(), student.parameters(), strict=True):
                     t.copy_(s)  # shard by shard: both are sharded the same way
             self.model = storage
-        elif sharding.active():
+        elif sharding.is_sharded(student):
             raise RuntimeError(
                 f"teacher={kind!r} under FSDP needs the teacher copy that harness.sharding.shard "
                 "allocates (with_teacher=True); it was sharded without one"

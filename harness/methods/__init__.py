@@ -1,7 +1,10 @@
 """Training methods: one module per method, found by a registry (docs/ARCHITECTURE.md "Adding a method").
 
 A method is a module in this package that defines `METHOD = MethodSpec(...)` and a `train(...)` function
-with the shared signature; `conf/method/<name>.yaml` selects it by `name:`. Nothing else lists methods:
+with the shared signature `train(model, tokenizer, items, spec, settings, trainer, ctx)`: `settings` is the
+method's own typed settings (built by `MethodSpec.settings` from the `method:` section), `trainer` the
+`trainer:` section, `ctx` the stage (harness.methods.base.StageContext); a method never sees the whole
+config. `conf/method/<name>.yaml` selects it by `name:`. Nothing else lists methods:
 the registry imports every module of the package once and keeps those that declare a `METHOD`, so adding
 a method is one .py, one .yaml and its test.
 """
@@ -29,9 +32,13 @@ class MethodSpec:
         `live` teacher setting turns it off (see `needs_teacher_copy`).
     options: a dataclass for the free-form `method.options` mapping of this method (None: it takes none);
         its fields' types and defaults are the method's own schema, checked at start-up.
+    settings: builds the method's own settings object from the typed `method:` section; it may read only
+        the keys in `reads` (tests/test_registry.py checks this for every method), so the run key covers
+        everything the method can see.
     """
 
     name: str
+    settings: Callable[[Any], Any]
     reads: tuple[str, ...] = ()
     teacher_copy: bool = False
     options: type | None = None
@@ -68,6 +75,22 @@ def get_method(name: str) -> Callable[..., TrainStats]:
     """The `train` function of method `name`; unknown names list the valid ones."""
     method_spec(name)
     return importlib.import_module(registry()[name][1]).train
+
+
+def train_stage(
+    model: Any, tokenizer: Any, items: list, spec: Any, cfg: Any, ctx: StageContext
+) -> TrainStats:
+    """Train one stage with the method `cfg.method.name`: the config (typed, or an OmegaConf node of the
+    schema) is split into what the method may see: its own settings, the trainer section, and the model's
+    context length (in `ctx`)."""
+    from dataclasses import replace
+
+    from harness.config import as_object
+
+    method, trainer = as_object(cfg.method), as_object(cfg.trainer)
+    settings = method_spec(method.name).settings(method)
+    ctx = replace(ctx, max_length=cfg.model.max_length)
+    return get_method(method.name)(model, tokenizer, items, spec, settings, trainer, ctx)
 
 
 def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
@@ -134,4 +157,5 @@ __all__ = [
     "needs_teacher_copy",
     "registry",
     "result_relevant",
+    "train_stage",
 ]

@@ -14,12 +14,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from harness import sharding
-from harness.distributed import micro_batches, replicas
+from harness.config import TrainerConfig
+from harness.distributed import Replicas, micro_batches, replicas
 from harness.models import autocast
 from harness.optim import build_optimizer, build_scheduler
 from harness.tasks import Item
@@ -35,6 +35,9 @@ class StageContext:
     # called on every process after each optimizer step with (step counted from 1, that step's stats): the
     # loop logs the stats live and scores the task every `eval.every_steps` (harness.stage_eval.StageHook)
     on_step: Callable[[int, dict[str, float]], None] | None = None
+    max_length: int = 2048  # model.max_length: the context the harness allows itself (prompt + completion)
+    # this process's place among the data-parallel processes (the loop passes the experiment's own)
+    replicas: Replicas = field(default_factory=replicas)
 
 
 @dataclass
@@ -59,10 +62,10 @@ def stage_generator(ctx: StageContext) -> torch.Generator:
     return torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.stage)
 
 
-def num_steps(n_items: int, trainer_cfg: Any) -> int:
-    steps = math.ceil(float(trainer_cfg.epochs) * n_items / int(trainer_cfg.batch_size))
-    if trainer_cfg.max_steps is not None:
-        steps = min(steps, int(trainer_cfg.max_steps))
+def num_steps(n_items: int, trainer: TrainerConfig) -> int:
+    steps = math.ceil(trainer.epochs * n_items / trainer.batch_size)
+    if trainer.max_steps is not None:
+        steps = min(steps, trainer.max_steps)
     return max(steps, 0)
 
 
@@ -83,9 +86,17 @@ def micro_seed(ctx: StageContext, step: int, micro: int) -> int:
     return (ctx.seed * 1_000_003 + ctx.stage) * 1_000_003 + step * 1009 + micro
 
 
-def limit_items(items: list[Item], cfg: Any) -> list[Item]:
-    limit = cfg.trainer.max_train_items
+def limit_items(items: list[Item], trainer: TrainerConfig) -> list[Item]:
+    limit = trainer.max_train_items
     return list(items[:limit]) if limit else list(items)
+
+
+def shuffled_batches(items: list[Item], trainer: TrainerConfig, ctx: StageContext) -> list[list[Item]]:
+    """The stage's optimizer steps as lists of items: `num_steps` batches of `trainer.batch_size`, one
+    fresh permutation per epoch, drawn from the stage's own generator."""
+    steps = num_steps(len(items), trainer)
+    order = epoch_batches(len(items), trainer.batch_size, steps, stage_generator(ctx))
+    return [[items[i] for i in idx] for idx in order]
 
 
 MicroStep = Callable[[list[Item], list[Item]], tuple[torch.Tensor, dict[str, float]]]
@@ -93,7 +104,7 @@ MicroStep = Callable[[list[Item], list[Item]], tuple[torch.Tensor, dict[str, flo
 
 def run_stage(
     model: torch.nn.Module,
-    cfg: Any,
+    trainer: TrainerConfig,
     ctx: StageContext,
     batches: list[list[Item]],
     micro_step: MicroStep,
@@ -102,15 +113,15 @@ def run_stage(
 ) -> TrainStats:
     """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches
     per process; under data parallelism (harness.distributed) each process runs its own share of them."""
-    tcfg = cfg.trainer
-    dist = replicas()
+    tcfg = trainer
+    dist = ctx.replicas
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = build_optimizer(model, tcfg)
     scheduler = build_scheduler(optimizer, tcfg.warmup_steps, len(batches))
-    accum = int(tcfg.grad_accum)
-    checkpointing = bool(tcfg.gradient_checkpointing)
+    accum = tcfg.grad_accum
+    checkpointing = tcfg.gradient_checkpointing
     if checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
@@ -137,9 +148,9 @@ def run_stage(
                 # forward in the compute dtype (rollouts, teacher, student); backward below runs outside
                 # autocast and reuses its dtypes, gradients land in the float32 master weights
                 with autocast(model):
-                    micro_loss, stats = sharding.run(micro_step, micro, batch)
+                    micro_loss, stats = sharding.run(model, micro_step, micro, batch)
                 t_back = clock()
-                (micro_loss * sharding.gradient_scale()).backward()
+                (micro_loss * sharding.gradient_scale(model)).backward()
                 stats = {**stats, "backward_s": clock() - t_back}
                 losses.append(micro_loss.item())
                 for key, value in stats.items():
@@ -151,7 +162,7 @@ def run_stage(
             if not math.isfinite(loss):
                 raise NonFiniteLossError(step, loss)
             grad_norm = sharding.to_float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.max_grad_norm))
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             )
             optimizer.step()
             scheduler.step()

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
-from harness.methods.sft import token_dft, train_supervised
+from harness.methods.sft import SupervisedSettings, supervised_settings, token_dft, train_supervised
 from harness.tasks import Item, TaskSpec
 
-METHOD = MethodSpec(name="dft", reads=("distill.loss_chunk_size",))
+METHOD = MethodSpec(name="dft", settings=supervised_settings, reads=("distill.loss_chunk_size",))
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    settings: SupervisedSettings,
+    trainer: TrainerConfig,
+    ctx: StageContext,
 ) -> TrainStats:
-    return train_supervised(model, tokenizer, items, cfg, ctx, token_dft, "dft")
+    return train_supervised(model, tokenizer, items, settings, trainer, ctx, token_dft, "dft")

@@ -7,20 +7,30 @@ SDFT paper's template.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from harness.config import DistillConfig, MethodConfig, TrainerConfig
 from harness.methods import MethodSpec, sdft
 from harness.methods.base import StageContext, TrainStats
 from harness.tasks import Item, TaskSpec
 
-METHOD = MethodSpec(name="opsd", reads=("distill",), teacher_copy=True)
+
+def opsd_settings(method: MethodConfig) -> DistillConfig:
+    """SDFT's settings with the `solution` template when none is configured."""
+    return replace(method.distill, template=method.distill.template or "solution")
+
+
+METHOD = MethodSpec(name="opsd", settings=opsd_settings, reads=("distill",), teacher_copy=True)
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    d: DistillConfig,
+    trainer: TrainerConfig,
+    ctx: StageContext,
 ) -> TrainStats:
-    if cfg.method.distill.template is None:
-        cfg = OmegaConf.merge(cfg, {"method": {"distill": {"template": "solution"}}})
-    return sdft.train(model, tokenizer, items, spec, cfg, ctx)
+    return sdft.train(model, tokenizer, items, spec, d, trainer, ctx, desc="opsd")

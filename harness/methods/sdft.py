@@ -19,21 +19,13 @@ import torch
 
 from harness import sharding
 from harness.batching import chat_prompt_ids, completion_hidden, completion_ids, item_name, join, pad
+from harness.config import DistillConfig, MethodConfig, TrainerConfig
 from harness.distill.diagnostics import rollout_health
 from harness.distill.loss import DistillSettings, distillation_loss
 from harness.distill.rollout import Rollouts, eos_ids, sample
 from harness.distill.teacher import Teacher
-from harness.distributed import replicas
 from harness.methods import MethodSpec
-from harness.methods.base import (
-    StageContext,
-    TrainStats,
-    epoch_batches,
-    limit_items,
-    num_steps,
-    run_stage,
-    stage_generator,
-)
+from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import SupervisedStep
 from harness.probe import probe, warn_if_recitable
 from harness.tasks import (
@@ -51,27 +43,31 @@ from harness.timing import synchronized_clock
 
 log = logging.getLogger(__name__)
 
-METHOD = MethodSpec(name="sdft", reads=("distill",), teacher_copy=True)
+
+def distill_settings(method: MethodConfig) -> DistillConfig:
+    return method.distill
 
 
-def settings_from(cfg: Any, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:
+METHOD = MethodSpec(name="sdft", settings=distill_settings, reads=("distill",), teacher_copy=True)
+
+
+def settings_from(d: DistillConfig, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:
     """(loss settings, teacher template, max new tokens): the method's value, else the task's, else default."""
-    d = cfg.method.distill
     skip = effective_setting(d.skip_tokens, spec.skip_tokens if spec else None, DEFAULT_SKIP_TOKENS)
     max_new = effective_setting(
         d.max_new_tokens, spec.max_new_tokens if spec else None, DEFAULT_MAX_NEW_TOKENS
     )
     settings = DistillSettings(
         divergence=d.divergence,
-        beta=float(d.jsd_beta),
+        beta=d.jsd_beta,
         support=d.support,
-        topk=int(d.topk),
-        tail=bool(d.topk_tail),
-        skip_tokens=int(skip),
-        temperature=float(d.temperature),
-        chunk_size=int(d.loss_chunk_size),
+        topk=d.topk,
+        tail=d.topk_tail,
+        skip_tokens=skip,
+        temperature=d.temperature,
+        chunk_size=d.loss_chunk_size,
     )
-    return settings, resolve_template(d.template, spec), int(max_new)
+    return settings, resolve_template(d.template, spec), max_new
 
 
 class DistillStep:
@@ -81,20 +77,29 @@ class DistillStep:
     rollouts cut at the length cap, an SFT anchor added to the loss, SFT alone for the first warm-up steps.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, teacher: Teacher, cfg: Any, spec: TaskSpec | None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        teacher: Teacher,
+        d: DistillConfig,
+        spec: TaskSpec | None,
+        max_length: int,
+    ) -> None:
         self.model, self.tokenizer, self.teacher = model, tokenizer, teacher
-        self.settings, self.template, self.max_new_tokens = settings_from(cfg, spec)
-        d = cfg.method.distill
-        self.num_rollouts, self.top_p = int(d.num_rollouts), float(d.top_p)
-        self.temperature = float(d.temperature if d.sample_temperature is None else d.sample_temperature)
-        self.top_k, self.min_p = int(d.top_k), float(d.min_p)
-        self.source, self.teacher_share = str(d.rollout_source), float(d.teacher_share)
-        self.mask_clipped = bool(d.mask_clipped)
-        self.sft_weight, self.warmup_steps = float(d.sft_weight), int(d.sft_warmup_steps)
+        self.settings, self.template, self.max_new_tokens = settings_from(d, spec)
+        self.num_rollouts, self.top_p = d.num_rollouts, d.top_p
+        self.temperature = d.temperature if d.sample_temperature is None else d.sample_temperature
+        self.top_k, self.min_p = d.top_k, d.min_p
+        self.source, self.teacher_share = d.rollout_source, d.teacher_share
+        self.mask_clipped = d.mask_clipped
+        self.sft_weight, self.warmup_steps = d.sft_weight, d.sft_warmup_steps
         self.sft = (
-            SupervisedStep(model, tokenizer, cfg) if self.sft_weight > 0 or self.warmup_steps > 0 else None
+            SupervisedStep(model, tokenizer, d.loss_chunk_size, max_length)
+            if self.sft_weight > 0 or self.warmup_steps > 0
+            else None
         )
-        self.max_length = int(cfg.model.max_length)
+        self.max_length = max_length
         self.steps_done = 0  # optimizer steps so far in this stage (the SFT warm-up counts them)
         self._prompts: dict[int, tuple[list[int], list[int]]] = {}
 
@@ -252,11 +257,12 @@ class DistillStep:
         return self.tokenizer.batch_decode(token_rows, skip_special_tokens=True), token_rows
 
 
-def check_rollout_length(tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any) -> str | None:
+def check_rollout_length(
+    tokenizer: Any, items: list[Item], spec: TaskSpec | None, d: DistillConfig
+) -> str | None:
     """A rollout cap below the demonstrations' length cuts the answers the student should learn to give:
     warn loudly (or raise, `distill.short_rollouts=error`), naming the task and the lengths. Returns the text."""
-    d = cfg.method.distill
-    _, _, max_new = settings_from(cfg, spec)
+    _, _, max_new = settings_from(d, spec)
     lengths = sorted(len(completion_ids(tokenizer, it.demonstration)) for it in items)  # EOS included
     longer = [n for n in lengths if n > max_new]
     if not longer:
@@ -277,14 +283,13 @@ def check_rollout_length(tokenizer: Any, items: list[Item], spec: TaskSpec | Non
 
 
 def stage_probe(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any
+    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, d: DistillConfig
 ) -> dict[str, float]:
     """The teacher-forcing probe (harness.probe) on the first `probe_items` train items, before training."""
-    d = cfg.method.distill
-    n = min(int(d.probe_items), len(items))
-    if n <= 0 or sharding.active():  # under FSDP the layers are sharded outside a forward: skipped
+    n = min(d.probe_items, len(items))
+    if n <= 0 or sharding.is_sharded(model):  # under FSDP the layers are sharded outside a forward: skipped
         return {}
-    _, template, _ = settings_from(cfg, spec)
+    _, template, _ = settings_from(d, spec)
     result = probe(model, tokenizer, items[:n], template)
     name = d.template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
     warn_if_recitable(result, spec.name if spec else "?", name)
@@ -292,27 +297,30 @@ def stage_probe(
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    d: DistillConfig,
+    trainer: TrainerConfig,
+    ctx: StageContext,
+    desc: str = "sdft",
 ) -> TrainStats:
-    items = limit_items(items, cfg)
-    d = cfg.method.distill
-    check_rollout_length(tokenizer, items, spec, cfg)
-    probe_stats = stage_probe(model, tokenizer, items, spec, cfg)
-    gen = stage_generator(ctx)  # shuffling; sampling is seeded per micro-batch by run_stage (micro_seed)
-    steps = num_steps(len(items), cfg.trainer)
-    batches = [
-        [items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)
-    ]
-    teacher = Teacher(model, d.teacher, float(d.ema_rate))  # from the student as it is now, every stage
+    items = limit_items(items, trainer)
+    check_rollout_length(tokenizer, items, spec, d)
+    probe_stats = stage_probe(model, tokenizer, items, spec, d)
+    # shuffling from the stage's generator; sampling is seeded per micro-batch by run_stage (micro_seed)
+    batches = shuffled_batches(items, trainer, ctx)
+    teacher = Teacher(model, d.teacher, d.ema_rate)  # from the student as it is now, every stage
     try:
-        step = DistillStep(model, tokenizer, teacher, cfg, spec)
+        step = DistillStep(model, tokenizer, teacher, d, spec, ctx.max_length)
         for item in items:  # fail on an over-long teacher prompt before spending any compute
             step.prompts(item)
-        stats = run_stage(model, cfg, ctx, batches, step, after_step=step.after_step, desc=cfg.method.name)
-        replicas().check_in_sync(teacher.model, f"stage {ctx.stage} teacher")  # EMA copies must agree too
+        stats = run_stage(model, trainer, ctx, batches, step, after_step=step.after_step, desc=desc)
+        ctx.replicas.check_in_sync(teacher.model, f"stage {ctx.stage} teacher")  # EMA copies must agree
     finally:
         teacher.release()
-    settings, _, max_new = settings_from(cfg, spec)
+    settings, _, max_new = settings_from(d, spec)
     _summarize_late_keys(stats)
     stats.summary.update(
         {"skip_tokens": float(settings.skip_tokens), "max_new_tokens": float(max_new), **probe_stats}

@@ -7,25 +7,32 @@ demonstration positions only, chunked (harness.distill.fused_head).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness.batching import collate, completion_hidden, encode_demonstration
+from harness.config import MethodConfig, TrainerConfig
 from harness.distill.fused_head import fused_head_loss
 from harness.methods import MethodSpec
-from harness.methods.base import (
-    StageContext,
-    TrainStats,
-    epoch_batches,
-    limit_items,
-    num_steps,
-    run_stage,
-    stage_generator,
-)
+from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.tasks import Item, TaskSpec
 
-METHOD = MethodSpec(name="sft", reads=("distill.loss_chunk_size",))
+
+@dataclass(frozen=True)
+class SupervisedSettings:
+    """What SFT-like methods read from `method:`: how many positions the chunked LM head covers at once
+    (memory, not results: losses agree across chunk sizes to float rounding)."""
+
+    loss_chunk_size: int = 128
+
+
+def supervised_settings(method: MethodConfig) -> SupervisedSettings:
+    return SupervisedSettings(loss_chunk_size=method.distill.loss_chunk_size)
+
+
+METHOD = MethodSpec(name="sft", settings=supervised_settings, reads=("distill.loss_chunk_size",))
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -41,10 +48,11 @@ def token_dft(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class SupervisedStep:
     """Forward of one micro-batch of (prompt, demonstration) pairs: (loss, stats); run_stage calls backward."""
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: Any, token_loss=token_nll) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, chunk_size: int, max_length: int, token_loss=token_nll
+    ) -> None:
         self.model, self.tokenizer, self.token_loss = model, tokenizer, token_loss
-        self.max_length = int(cfg.model.max_length)
-        self.chunk = int(cfg.method.distill.loss_chunk_size)
+        self.max_length, self.chunk = max_length, chunk_size
         self._cache: dict[int, tuple[list[int], list[int]]] = {}
 
     def encode(self, item: Item) -> tuple[list[int], list[int]]:
@@ -76,21 +84,24 @@ def train_supervised(
     model: Any,
     tokenizer: Any,
     items: list[Item],
-    cfg: Any,
+    settings: SupervisedSettings,
+    trainer: TrainerConfig,
     ctx: StageContext,
     token_loss=token_nll,
     desc: str = "sft",
 ) -> TrainStats:
-    items = limit_items(items, cfg)
-    gen = stage_generator(ctx)
-    steps = num_steps(len(items), cfg.trainer)
-    batches = [
-        [items[i] for i in idx] for idx in epoch_batches(len(items), int(cfg.trainer.batch_size), steps, gen)
-    ]
-    return run_stage(model, cfg, ctx, batches, SupervisedStep(model, tokenizer, cfg, token_loss), desc=desc)
+    batches = shuffled_batches(limit_items(items, trainer), trainer, ctx)
+    step = SupervisedStep(model, tokenizer, settings.loss_chunk_size, ctx.max_length, token_loss)
+    return run_stage(model, trainer, ctx, batches, step, desc=desc)
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    settings: SupervisedSettings,
+    trainer: TrainerConfig,
+    ctx: StageContext,
 ) -> TrainStats:
-    return train_supervised(model, tokenizer, items, cfg, ctx, token_nll, "sft")
+    return train_supervised(model, tokenizer, items, settings, trainer, ctx, token_nll, "sft")

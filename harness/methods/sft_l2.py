@@ -16,17 +16,10 @@ from typing import Any
 import torch
 
 from harness import sharding
+from harness.config import MethodConfig, TrainerConfig
 from harness.methods import MethodSpec, method_options
-from harness.methods.base import (
-    StageContext,
-    TrainStats,
-    epoch_batches,
-    limit_items,
-    num_steps,
-    run_stage,
-    stage_generator,
-)
-from harness.methods.sft import SupervisedStep, token_nll
+from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
+from harness.methods.sft import SupervisedSettings, SupervisedStep
 from harness.tasks import Item, TaskSpec
 
 
@@ -35,7 +28,19 @@ class L2Options:
     weight: float = 0.01  # strength of the pull towards the stage's starting weights
 
 
-METHOD = MethodSpec(name="sft_l2", reads=("distill.loss_chunk_size",), options=L2Options)
+@dataclass(frozen=True)
+class L2Settings(SupervisedSettings):
+    weight: float = 0.01
+
+
+def l2_settings(method: MethodConfig) -> L2Settings:
+    options = method_options(method.name, method.options)
+    return L2Settings(loss_chunk_size=method.distill.loss_chunk_size, weight=options.weight)
+
+
+METHOD = MethodSpec(
+    name="sft_l2", settings=l2_settings, reads=("distill.loss_chunk_size",), options=L2Options
+)
 
 
 def l2_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -51,8 +56,8 @@ def l2_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch
 class AnchoredStep(SupervisedStep):
     """SFT's micro-step plus this micro-batch's share of the anchor penalty."""
 
-    def __init__(self, model: Any, tokenizer: Any, cfg: Any, weight: float) -> None:
-        super().__init__(model, tokenizer, cfg, token_nll)
+    def __init__(self, model: Any, tokenizer: Any, chunk_size: int, max_length: int, weight: float) -> None:
+        super().__init__(model, tokenizer, chunk_size, max_length)
         self.weight = weight
         self.anchor = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
@@ -65,18 +70,19 @@ class AnchoredStep(SupervisedStep):
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    settings: L2Settings,
+    trainer: TrainerConfig,
+    ctx: StageContext,
 ) -> TrainStats:
-    if sharding.active():
+    if sharding.is_sharded(model):
         raise ValueError(
             "method sft_l2 does not support FSDP (its anchor is a whole copy); use DDP or one process"
         )
-    options = method_options(cfg.method.name, cfg.method.options)
-    items = limit_items(items, cfg)
-    steps = num_steps(len(items), cfg.trainer)
-    order = epoch_batches(len(items), int(cfg.trainer.batch_size), steps, stage_generator(ctx))
-    batches = [[items[i] for i in idx] for idx in order]
-    step = AnchoredStep(
-        model, tokenizer, cfg, float(options.weight)
-    )  # the anchor: weights as the stage begins
-    return run_stage(model, cfg, ctx, batches, step, desc="sft_l2")
+    batches = shuffled_batches(limit_items(items, trainer), trainer, ctx)
+    # the anchor: the weights as the stage begins
+    step = AnchoredStep(model, tokenizer, settings.loss_chunk_size, ctx.max_length, settings.weight)
+    return run_stage(model, trainer, ctx, batches, step, desc="sft_l2")

@@ -8,10 +8,12 @@ is plain SFT.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from harness.config import MethodConfig, TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import (
     StageContext,
@@ -22,21 +24,40 @@ from harness.methods.base import (
     run_stage,
     stage_generator,
 )
-from harness.methods.sft import SupervisedStep
+from harness.methods.sft import SupervisedSettings, SupervisedStep
 from harness.tasks import Item, TaskSpec
 
-METHOD = MethodSpec(name="sft_replay", reads=("replay_fraction", "distill.loss_chunk_size"))
+
+@dataclass(frozen=True)
+class ReplaySettings(SupervisedSettings):
+    replay_fraction: float = 0.0  # share of each batch drawn from earlier tasks' items
+
+
+def replay_settings(method: MethodConfig) -> ReplaySettings:
+    return ReplaySettings(
+        loss_chunk_size=method.distill.loss_chunk_size, replay_fraction=method.replay_fraction
+    )
+
+
+METHOD = MethodSpec(
+    name="sft_replay", settings=replay_settings, reads=("replay_fraction", "distill.loss_chunk_size")
+)
 
 
 def train(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, cfg: Any, ctx: StageContext
+    model: Any,
+    tokenizer: Any,
+    items: list[Item],
+    spec: TaskSpec | None,
+    settings: ReplaySettings,
+    trainer: TrainerConfig,
+    ctx: StageContext,
 ) -> TrainStats:
-    items = limit_items(items, cfg)
-    batch_size = int(cfg.trainer.batch_size)
-    fraction = float(cfg.method.replay_fraction)
-    n_replay = min(batch_size - 1, round(fraction * batch_size)) if ctx.replay_items else 0
+    items = limit_items(items, trainer)
+    batch_size = trainer.batch_size
+    n_replay = min(batch_size - 1, round(settings.replay_fraction * batch_size)) if ctx.replay_items else 0
     gen = stage_generator(ctx)
-    steps = num_steps(len(items), cfg.trainer)
+    steps = num_steps(len(items), trainer)
     own = epoch_batches(len(items), batch_size - n_replay, steps, gen)
     batches = []
     for idx in own:
@@ -45,7 +66,8 @@ def train(
             pick = torch.randint(len(ctx.replay_items), (n_replay,), generator=gen).tolist()
             batch += [ctx.replay_items[i] for i in pick]
         batches.append(batch)
-    stats = run_stage(model, cfg, ctx, batches, SupervisedStep(model, tokenizer, cfg), desc="sft_replay")
+    step = SupervisedStep(model, tokenizer, settings.loss_chunk_size, ctx.max_length)
+    stats = run_stage(model, trainer, ctx, batches, step, desc="sft_replay")
     stats.summary["replay_per_batch"] = float(n_replay)
     stats.summary["replay_share"] = n_replay / batch_size if batch_size else math.nan
     return stats

@@ -67,7 +67,7 @@ def main() -> None:
 
     from harness.cli import compose
     from harness.distill.diagnostics import recitation_rate
-    from harness.methods import get_method
+    from harness.methods import train_stage
     from harness.methods.base import StageContext
     from harness.models import load_model
     from harness.scoring import greedy_responses, load_scorer
@@ -138,9 +138,7 @@ def main() -> None:
         collect.lines.clear()
         torch.manual_seed(args.seed)
         t0 = time.time()
-        stats = get_method(cfg.method.name)(
-            model, tok, items, spec, cfg, StageContext(stage=1, seed=args.seed)
-        )
+        stats = train_stage(model, tok, items, spec, cfg, StageContext(stage=1, seed=args.seed))
         train_s = time.time() - t0
         acc, responses = evaluate_tooluse()
         template = TEACHER_TEMPLATES[cfg.method.distill.template or spec.teacher_template or "paper"]
