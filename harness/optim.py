@@ -13,7 +13,7 @@ def build_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> torch.optim.Ada
     return torch.optim.AdamW(
         params,
         lr=trainer_cfg.lr,
-        betas=(float(trainer_cfg.adam_beta1), float(trainer_cfg.adam_beta2)),
+        betas=(trainer_cfg.adam_beta1, trainer_cfg.adam_beta2),
         weight_decay=trainer_cfg.weight_decay,
         **implementation(params),
     )
