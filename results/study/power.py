@@ -28,9 +28,17 @@ def stream_order() -> list[str]:
     return [t.strip() for t in orders[0].split("->")]
 
 
-def new_task_items(items: pd.DataFrame, method: str, tasks: list[str]) -> pd.DataFrame:
+def load_items() -> pd.DataFrame:
+    """items.csv.gz with each run's report group (runs.csv): one method may hold several groups, e.g. SDFT
+    with and without the SFT anchor."""
+    items = pd.read_csv(HERE / "items.csv.gz")
+    groups = pd.read_csv(HERE / "runs.csv")[["run_id", "group"]]
+    return items.merge(groups, on="run_id", how="left", validate="many_to_one")
+
+
+def new_task_items(items: pd.DataFrame, group: str, tasks: list[str]) -> pd.DataFrame:
     """seed x item matrix of the score right after learning each task (items of all tasks side by side)."""
-    runs = items[items["method"] == method]
+    runs = items[items["group"] == group]
     frames = []
     for stage, task in enumerate(tasks, start=1):
         cell = runs[(runs["stage"] == stage) & (runs["task"] == task)]
@@ -47,9 +55,9 @@ def predicted_half_width(
 
 
 def main() -> None:
-    items = pd.read_csv(HERE / "items.csv.gz")
+    items = load_items()
     tasks = stream_order()
-    for method in sorted(items["method"].unique()):
+    for method in sorted(items["group"].unique()):
         frame = new_task_items(items, method, tasks)
         m = frame.to_numpy(dtype=float)
         seeds = m.shape[0]
