@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from power import load_items
 
 A, B = "sft", "sdft (method.distill.sft_weight=1.0)"
@@ -44,7 +43,9 @@ def bootstrap(diff: np.ndarray, rng: np.random.Generator) -> tuple[float, float,
 
 def show(name: str, diff: pd.DataFrame, rng: np.random.Generator) -> None:
     mean, lo, hi = bootstrap(diff.to_numpy(dtype=float), rng)
-    verdict = "not distinguishable" if lo <= 0 <= hi else ("SFT higher" if mean > 0 else "anchored SDFT higher")
+    verdict = (
+        "not distinguishable" if lo <= 0 <= hi else ("SFT higher" if mean > 0 else "anchored SDFT higher")
+    )
     print(f"{name}: SFT minus anchored SDFT {100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict})")
 
 
