@@ -426,22 +426,27 @@ def typed(cfg: DictConfig | Config) -> Config:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+def _is_typed(cfg: Any) -> bool:
+    """Whether `cfg` is already a dataclass instance of the schema (not an OmegaConf node)."""
+    return dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+
+
 def as_object(section: Any) -> Any:
     """One section of the config as its schema dataclass (e.g. `cfg.trainer` -> TrainerConfig)."""
-    if dataclasses.is_dataclass(section) and not isinstance(section, type):
+    if _is_typed(section):
         return section
     return OmegaConf.to_object(section)
 
 
 def to_container(cfg: Any) -> dict:
     """A plain dict of a config section, whether a dataclass of the schema or an OmegaConf node."""
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+    if _is_typed(cfg):
         return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML (the text a run records as its config)."""
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+    if _is_typed(cfg):
         cfg = OmegaConf.structured(cfg)
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -104,7 +104,6 @@ def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
         replay_items=replay,
         progress=progress,
         on_step=on_step,
-        max_length=cfg.model.max_length,
         replicas=run.dist,
     )
     _seed_everything(cfg.seed * 1000 + stage)

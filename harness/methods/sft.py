@@ -7,7 +7,8 @@ demonstration positions only, chunked (harness.distill.fused_head).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ import torch
 from harness.batching import collate, completion_hidden, encode_demonstration
 from harness.config import MethodConfig, TrainerConfig
 from harness.distill.fused_head import fused_head_loss
-from harness.methods import MethodSpec
+from harness.methods import MethodSpec, method_options
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.tasks import Item, TaskSpec
 
@@ -30,6 +31,17 @@ class SupervisedSettings:
 
 def supervised_settings(method: MethodConfig) -> SupervisedSettings:
     return SupervisedSettings(loss_chunk_size=method.distill.loss_chunk_size)
+
+
+def settings_with_options(settings_type: type) -> Callable[[MethodConfig], Any]:
+    """A `MethodSpec.settings` for an SFT variant with its own `method.options`: `settings_type` (a
+    SupervisedSettings subclass whose extra fields are named as the options) filled from both."""
+
+    def build(method: MethodConfig) -> Any:
+        options = method_options(method.name, method.options)
+        return settings_type(loss_chunk_size=method.distill.loss_chunk_size, **asdict(options))
+
+    return build
 
 
 METHOD = MethodSpec(name="sft", settings=supervised_settings, reads=("distill.loss_chunk_size",))

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from harness import sharding
-from harness.config import MethodConfig, TrainerConfig
-from harness.methods import MethodSpec, method_options
+from harness.config import TrainerConfig
+from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
-from harness.methods.sft import SupervisedSettings, SupervisedStep
+from harness.methods.sft import SupervisedSettings, SupervisedStep, settings_with_options
 from harness.tasks import Item, TaskSpec
 
 
@@ -33,13 +33,11 @@ class L2Settings(SupervisedSettings):
     weight: float = 0.01
 
 
-def l2_settings(method: MethodConfig) -> L2Settings:
-    options = method_options(method.name, method.options)
-    return L2Settings(loss_chunk_size=method.distill.loss_chunk_size, weight=options.weight)
-
-
 METHOD = MethodSpec(
-    name="sft_l2", settings=l2_settings, reads=("distill.loss_chunk_size",), options=L2Options
+    name="sft_l2",
+    settings=settings_with_options(L2Settings),
+    reads=("distill.loss_chunk_size",),
+    options=L2Options,
 )
 
 

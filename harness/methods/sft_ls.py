@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from harness.config import MethodConfig, TrainerConfig
-from harness.methods import MethodSpec, method_options
+from harness.config import TrainerConfig
+from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
-from harness.methods.sft import SupervisedSettings, train_supervised
+from harness.methods.sft import SupervisedSettings, settings_with_options, train_supervised
 from harness.tasks import Item, TaskSpec
 
 
@@ -34,13 +34,11 @@ class SmoothingSettings(SupervisedSettings):
     epsilon: float = 0.1
 
 
-def smoothing_settings(method: MethodConfig) -> SmoothingSettings:
-    options = method_options(method.name, method.options)
-    return SmoothingSettings(loss_chunk_size=method.distill.loss_chunk_size, epsilon=options.epsilon)
-
-
 METHOD = MethodSpec(
-    name="sft_ls", settings=smoothing_settings, reads=("distill.loss_chunk_size",), options=SmoothingOptions
+    name="sft_ls",
+    settings=settings_with_options(SmoothingSettings),
+    reads=("distill.loss_chunk_size",),
+    options=SmoothingOptions,
 )
 
 
