@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from harness.tasks import Item, Messages, student_messages
+from harness.parallel import sharding
+from harness.tasks.spec import Item, Messages, student_messages
 
 
 def chat_prompt_ids(tokenizer: Any, messages: Messages) -> list[int]:
@@ -165,7 +166,6 @@ def completion_hidden(model: Any, batch: PromptCompletionBatch, share_prompts: b
 
 
 def _may_share(model: Any) -> bool:
-    from harness import sharding
 
     checkpointing = getattr(
         model, "is_activation_checkpointing", None

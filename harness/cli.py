@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
 TOP_HELP = """usage: harness <command> [args]
 
 Continual-learning experiments on language models: teach a stream of tasks with SFT, SDFT and friends,
@@ -68,7 +66,8 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloa
 """
 
 
-from harness.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402 (after the help texts)
+from harness.config import CONF_DIR  # noqa: E402 (after the help texts)
+from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402
 
 
 def _groups_help() -> str:
@@ -83,7 +82,7 @@ def compose(overrides: list[str], check: bool = True):
     """The resolved config for `overrides`, validated unless `check=False` (used by run, report, tasks, tests).
 
     Every mistake in the overrides or the composed config is a ValueError of one line: unknown keys and
-    group options are caught before Hydra composes (harness.preflight.check_overrides); what Hydra itself
+    group options are caught before Hydra composes (harness.run.preflight.check_overrides); what Hydra itself
     refuses (a string where a number belongs) is cut to its first lines, without Hydra's many-line hints.
     """
     from hydra import compose as hydra_compose
@@ -91,8 +90,9 @@ def compose(overrides: list[str], check: bool = True):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from harness.config import register_configs, validate
-    from harness.preflight import check_overrides, hydra_error_line
+    from harness.config import register_configs  # lazy: per command
+    from harness.run.preflight import check_overrides, hydra_error_line  # lazy: per command
+    from harness.run.validate import validate  # lazy: loads torch through the method registry
 
     check_overrides(overrides)
     register_configs()
@@ -112,7 +112,7 @@ def _check_results_dir(argv: list[str]) -> None:
     values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
     if not values or "," in values[-1]:  # the default, or a sweep over folders: left to the loop
         return
-    from harness.config import ensure_writable
+    from harness.config import ensure_writable  # lazy: per command
 
     ensure_writable(Path(values[-1]).expanduser().resolve())
 
@@ -184,7 +184,7 @@ def _run(argv: list[str]) -> int:
             if cfg.print_config:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 return 0
-            from harness.preflight import check_run
+            from harness.run.preflight import check_run  # lazy: per command
 
             check_run(cfg)
     import hydra
@@ -192,7 +192,7 @@ def _run(argv: list[str]) -> int:
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
-    from harness.config import register_configs, results_path
+    from harness.config import register_configs, results_path  # lazy: per command
 
     register_configs()
     failures: list[str] = []
@@ -216,12 +216,12 @@ def _run(argv: list[str]) -> int:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 _remove_output(output, results_path(cfg))
                 return
-            from harness.loop import run_experiment  # heavy (torch): not for print_config
+            from harness.run.loop import run_experiment  # lazy: per command
 
             run_experiment(cfg)
             sweep["kept"] += 1
         except Exception as err:
-            from harness.loop import StageFailedError
+            from harness.run.loop import StageFailedError  # lazy: per command
 
             if getattr(err, "parent_run_id", None) is None:
                 _remove_output(output, results_path(cfg))  # nothing ran: no output folder
@@ -255,7 +255,7 @@ def _report(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(REPORT_HELP)
         return 0
-    from harness.report import write_report
+    from harness.report.write import write_report  # lazy: per command
 
     out = write_report(compose(argv))
     print(f"report written to {out}")
@@ -266,7 +266,7 @@ def _tasks(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(TASKS_HELP)
         return 0
-    from harness import task_tools
+    from harness.tasktools import commands as task_tools  # lazy: per command
 
     parser = argparse.ArgumentParser(prog="harness tasks")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -280,14 +280,16 @@ def _tasks(argv: list[str]) -> int:
     probe.add_argument("name")
     probe.add_argument("--template", action="append", help="a template name or format string (repeatable)")
     probe.add_argument("-n", type=int, default=6)
-    from harness.task_new import add_arguments
+    from harness.tasktools.new import add_arguments  # lazy: per command
 
     add_arguments(
-        sub.add_parser("new", description="Build a task folder from a data set (harness.task_builder).")
+        sub.add_parser("new", description="Build a task folder from a data set (harness.tasktools.builder).")
     )
     args = parser.parse_args(argv)
     if args.cmd == "new":
-        return task_tools.cmd_new(args, argv[1:])
+        from harness.tasktools.new import cmd_new  # lazy: loads transformers for the tokenizer
+
+        return cmd_new(args, argv[1:])
     if args.cmd == "probe":
         return task_tools.cmd_probe(args.name, args.template, args.n)
     if args.cmd == "list":
@@ -329,9 +331,9 @@ def _bench(argv: list[str]) -> int:
         return 0
     _check_bench_counts(argv[1:])
     if argv[0] == "step":
-        from harness.bench_step import main as bench_main
+        from harness.bench.step import main as bench_main  # lazy: per command
     elif argv[0] in ("parallel", "ddp"):
-        from harness.bench_parallel import main as bench_main
+        from harness.bench.parallel import main as bench_main  # lazy: per command
     else:
         print(
             f"harness bench: error: unknown benchmark {argv[0]!r}; available: step, parallel", file=sys.stderr

@@ -2,7 +2,8 @@
 
 Each dataclass mirrors one config group under `conf/`. Types are checked by OmegaConf when Hydra composes
 the config, so a typo in a key or a string where a number belongs fails before any model is loaded.
-`validate()` adds the checks types cannot express (known method names, value ranges).
+`check_ranges` and `check_settings` add the checks types cannot express (value ranges, patterns);
+harness.run.validate adds those that need the method registry and turns the node into these dataclasses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from urllib.parse import urlparse
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Hydra's config groups (conf/) sit beside the package in the project folder
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 DIVERGENCES = ("forward", "reverse", "jsd")
 SUPPORTS = ("full", "topk", "sampled")
@@ -62,7 +66,7 @@ class DistillConfig:
     temperature: float = 1.0  # of both distributions in the loss, and of sampling unless sample_temperature
     top_p: float = 1.0
     loss_chunk_size: int = 128  # positions per chunk of the full-vocabulary divergence
-    # --- diagnostics (harness.probe, harness.distill.diagnostics); they change no result ---
+    # --- diagnostics (harness.distill.probe, harness.distill.diagnostics); they change no result ---
     # train items teacher-forced at the start of each stage: log-probability of the demonstration and of the
     # template's own sentences under the teacher and student contexts; 0 turns the probe off
     probe_items: int = 4
@@ -137,7 +141,7 @@ class EvalConfig:
     every_steps: int = 0
     every_steps_items: int = 16
     # stage 0 (the untouched model, greedy) is evaluated once per results_dir and reused by every run with the
-    # same model, precision, eval settings and task files (harness/base_eval_cache.py); false = always evaluate
+    # same model, precision, eval settings and task files (harness/run/base_eval_cache.py); false = always evaluate
     reuse_base: bool = True
 
 
@@ -146,7 +150,7 @@ class StreamConfig:
     name: str = MISSING
     tasks: list[str] = MISSING  # built-in task names or paths to folders of the same shape
     # the order the tasks are trained in, a sweep axis (`-m stream.order=0,1,2`): null or 0 = as listed,
-    # reverse, or k >= 1 = the k-th of a fixed seeded shuffle of the other permutations (harness.stream_plan
+    # reverse, or k >= 1 = the k-th of a fixed seeded shuffle of the other permutations (harness.run.stream_plan
     # ordered_tasks); runs of one stream in several orders are aggregated by the report
     order: Any = None
 
@@ -309,7 +313,7 @@ def check_settings(c: Any) -> None:
     device = str(c.model.device)
     if not DEVICE_PATTERN.fullmatch(device):
         raise ValueError(f"model.device={device!r} is not known; valid values: {DEVICES}")
-    _one_of("model.dtype", str(c.model.dtype), DTYPES)
+    one_of("model.dtype", str(c.model.dtype), DTYPES)
     if not str(c.model.name).strip():
         raise ValueError("model.name is empty: give the embedded default, a hub id (ORG/NAME) or a folder")
     if not str(c.experiment_name).strip():
@@ -326,54 +330,7 @@ def check_settings(c: Any) -> None:
         raise ValueError("stream.tasks and suite.tasks may not hold empty names")
 
 
-def validate(cfg: DictConfig | Config) -> None:
-    """Checks that types cannot express. Raises ValueError naming the key and the valid values."""
-    c: Any = cfg
-    check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
-    check_settings(c)
-    from harness.methods import method_names, method_options
-
-    _one_of("method.name", c.method.name, method_names())
-    method_options(c.method.name, c.method.options)
-    _one_of("method.distill.teacher", c.method.distill.teacher, TEACHERS)
-    _one_of("method.distill.divergence", c.method.distill.divergence, DIVERGENCES)
-    _one_of("method.distill.support", c.method.distill.support, SUPPORTS)
-    _one_of("checkpoints", c.checkpoints, ("all", "last", "none"))
-    _check_remedies(c.method.distill)
-    if c.trainer.batch_size % c.trainer.grad_accum:
-        raise ValueError(
-            f"trainer.batch_size={c.trainer.batch_size} is not divisible by trainer.grad_accum={c.trainer.grad_accum}"
-        )
-    if not c.stream.tasks:
-        raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
-    _one_of("eval.backend", c.eval.backend, EVAL_BACKENDS)
-    if c.eval.backend == "vllm":
-        _check_vllm(c)
-
-
-ROLLOUT_SOURCES = ("student", "teacher", "mix")
-
-
-def _check_remedies(d: Any) -> None:
-    """Ranges of the SDFT remedy knobs (DistillConfig)."""
-    _one_of("method.distill.rollout_source", d.rollout_source, ROLLOUT_SOURCES)
-    _one_of("method.distill.short_rollouts", d.short_rollouts, ("warn", "error"))
-    for key, value in (("teacher_share", d.teacher_share), ("min_p", d.min_p)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"method.distill.{key}={value}: must be in [0, 1]")
-    for key, value in (
-        ("sft_weight", d.sft_weight),
-        ("sft_warmup_steps", d.sft_warmup_steps),
-        ("probe_items", d.probe_items),
-        ("top_k", d.top_k),
-    ):
-        if value < 0:
-            raise ValueError(f"method.distill.{key}={value}: must be >= 0")
-    if d.sample_temperature is not None and d.sample_temperature <= 0:
-        raise ValueError(f"method.distill.sample_temperature={d.sample_temperature}: must be > 0 (or null)")
-
-
-def _check_vllm(c: Any) -> None:
+def check_vllm(c: Any) -> None:
     """The vLLM backend needs the extra and a GPU; say so before any model is loaded."""
     import importlib.util
 
@@ -388,7 +345,7 @@ def _check_vllm(c: Any) -> None:
         )
 
 
-def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
+def one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ValueError(f"{key}={value!r} is not known; valid values: {', '.join(valid)}")
 
@@ -415,15 +372,6 @@ def tracking_uri(cfg: Any) -> str:
     if cfg.tracking_uri:
         return str(cfg.tracking_uri)
     return f"sqlite:///{results_path(cfg) / 'mlflow.db'}"
-
-
-def typed(cfg: DictConfig | Config) -> Config:
-    """The composed config as the schema's dataclasses, validated: what the harness passes around after
-    Hydra. Conversion happens once, so the values below it are the declared types (no casts needed)."""
-    if isinstance(cfg, Config):
-        return cfg
-    validate(cfg)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def _is_typed(cfg: Any) -> bool:

@@ -16,7 +16,7 @@ call, a list of tool actions, a list of accepted answers) may come as JSON strin
 | `regex` | the (last) match of a pattern equal to the gold after normalisation | no match; another value |
 
 `make_scorer(name, **options)` returns `score(response, doc)` reading the gold from `doc["answer"]`; a
-generated task's utils.py is built on it (harness.task_builder).
+generated task's utils.py is built on it (harness.tasktools.builder).
 """
 
 from __future__ import annotations

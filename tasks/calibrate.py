@@ -3,7 +3,7 @@
     python tasks/calibrate.py [--tasks tooluse science ...] [--n 60] [--template NAME] [--show 2]
     python tasks/calibrate.py --lm-eval 10      # every eval task through lm-eval's simple_evaluate instead
 
-Generative tasks: greedy answers scored by the task's utils.score (harness.scoring.greedy_scores), the
+Generative tasks: greedy answers scored by the task's utils.score (harness.eval.scoring.greedy_scores), the
 first --n items of each eval file. Multiple-choice tasks (general_mc): lm-eval's loglikelihood accuracy.
 Prints one Markdown table row per eval file (the table in tasks/README.md came from this script).
 """
@@ -18,9 +18,9 @@ import time
 import torch
 
 from harness.config import ModelConfig
+from harness.eval.scoring import greedy_responses, load_scorer
 from harness.models import load_model
-from harness.scoring import greedy_responses, load_scorer
-from harness.tasks import builtin_task_names, resolve_task
+from harness.tasks.spec import builtin_task_names, resolve_task
 
 CHANCE = {
     "tooluse": "0",

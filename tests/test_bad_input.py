@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 
 from harness.cli import main
-from harness.tasks import TASKS_ROOT
+from harness.tasks.spec import TASKS_ROOT
 
 FAST = [
     "model=tiny",
@@ -344,9 +344,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
     if (
         command == "run"
     ):  # `report` opens MLflow read-only (and refuses a missing store); `run` must not open it
-        import harness.tracking
+        import harness.tracking.store
 
-        monkeypatch.setattr(harness.tracking, "Tracker", _refuse)
+        monkeypatch.setattr(harness.tracking.store, "Tracker", _refuse)
     argv = {
         "run": [command, *FAST, f"results_dir={results}", *args],
         "report": [command, f"results_dir={results}", *args],

@@ -7,13 +7,13 @@ import shutil
 import mlflow
 from fast_config import FAST
 
-from harness import base_eval_cache
 from harness.cli import compose
+from harness.run import base_eval_cache
 
 
 def test_second_run_reuses_stage_0_and_gets_the_same_scores(tmp_path, monkeypatch):
-    import harness.loop as loop
-    import harness.stage_eval as stage_eval
+    import harness.run.loop as loop
+    import harness.run.stage_eval as stage_eval
 
     calls: list[int] = []
     original = stage_eval._evaluate_stage
@@ -47,7 +47,7 @@ def _key(cfg, include: list[str]) -> str:
 
 
 def test_key_changes_with_what_changes_a_base_score_and_only_with_that(tmp_path):
-    from harness.tasks import TASKS_ROOT
+    from harness.tasks.spec import TASKS_ROOT
 
     folder = tmp_path / "tasks"
     shutil.copytree(TASKS_ROOT / "tooluse", folder / "tooluse")

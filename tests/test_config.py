@@ -42,7 +42,7 @@ def test_defaults_are_the_paper_sdft():
     assert cfg.model.name == "smollm2-135m-instruct"
 
 
-# Composition mistakes are one-line ValueErrors (harness.preflight), not Hydra's many-line exceptions.
+# Composition mistakes are one-line ValueErrors (harness.run.preflight), not Hydra's many-line exceptions.
 
 
 def test_unknown_group_option_lists_valid_ones():

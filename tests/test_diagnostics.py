@@ -10,14 +10,12 @@ import torch
 from harness.distill.diagnostics import (
     distinct_n,
     position_profile,
-    recitation_rate,
     repeated_ngram_rate,
     rollout_health,
-    template_ngrams,
-    template_sentences,
 )
 from harness.distill.loss import FIRST_TOKENS, DistillSettings, distillation_loss
-from harness.tasks import TEACHER_TEMPLATES
+from harness.eval.recitation import recitation_rate, template_ngrams, template_sentences
+from harness.tasks.spec import TEACHER_TEMPLATES
 
 
 def test_template_sentences_are_the_templates_own_text() -> None:

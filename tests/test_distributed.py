@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.distributed import Replicas, micro_batches, parameter_fingerprint
+from harness.parallel.distributed import Replicas, micro_batches, parameter_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 DDP_CONFIG = ROOT / "conf" / "accelerate" / "ddp.yaml"
@@ -302,7 +302,7 @@ def test_fsdp_refuses_a_batch_that_leaves_a_micro_batch_empty(tmp_path):
 
 
 def test_fsdp_batch_rule():
-    from harness.loop import check_fsdp_batch
+    from harness.run.loop import check_fsdp_batch
 
     check_fsdp_batch(3, 1, 2)  # micro-batches of 2 and 1
     check_fsdp_batch(8, 2, 2)
@@ -311,7 +311,7 @@ def test_fsdp_batch_rule():
 
 
 def test_single_process_needs_no_process_group(monkeypatch):
-    import harness.distributed as distributed
+    import harness.parallel.distributed as distributed
 
     monkeypatch.setattr(distributed, "_REPLICAS", None)
     for var in (*distributed.WORLD_SIZE_VARS, "MASTER_ADDR"):

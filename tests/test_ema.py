@@ -11,7 +11,7 @@ import harness.methods.sdft as sdft_module
 from harness.config import Config
 from harness.distill.teacher import Teacher
 from harness.methods import StageContext, train_stage
-from harness.tasks import Item
+from harness.tasks.spec import Item
 
 ITEMS = [
     Item(prompt=f"What is {i} times 3?", demonstration=f"{3 * i}", privileged=f"{i}*3={3 * i}")

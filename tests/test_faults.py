@@ -25,7 +25,7 @@ from fast_config import FAST_ONE_TASK
 from mlflow import MlflowClient
 
 from harness.cli import compose
-from harness.tasks import TASKS_ROOT, TaskDataError
+from harness.tasks.spec import TASKS_ROOT, TaskDataError
 
 # The tiny-model configuration of tests/test_loop.py with one task (stage 0 = base, stage 1 = tooluse).
 FAST = FAST_ONE_TASK
@@ -46,7 +46,7 @@ def _stage_runs(client: MlflowClient, parent_id: str) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished run (also the uninterrupted reference of the SIGKILL test)."""
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     results = tmp_path_factory.mktemp("shared-results")
     out = run_experiment(compose([*FAST, f"results_dir={results}"]))
@@ -108,7 +108,7 @@ GOOD = json.dumps({"prompt": "Say hi.", "demonstration": "hi"})
     ids=["malformed-json", "missing-prompt", "missing-demonstration", "empty"],
 )
 def test_bad_task_file_names_file_and_line(finished, tmp_path, lines, expected):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     folder = _user_task(tmp_path, lines)
     before = _parent_count(finished["results"])
@@ -121,7 +121,7 @@ def test_bad_task_file_names_file_and_line(finished, tmp_path, lines, expected):
 
 
 def test_prompt_plus_demonstration_longer_than_context_names_the_item(finished, tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     long_item = json.dumps({"prompt": "Repeat.", "demonstration": "word " * 400, "id": "too-long"})
     folder = _user_task(tmp_path, [GOOD, long_item])
@@ -149,7 +149,7 @@ def test_prompt_plus_demonstration_longer_than_context_names_the_item(finished, 
 def test_unknown_model_name_is_one_clear_error(finished):
     """Offline (as the tests run), an uncached hub id is refused before anything loads (transformers would
     retry the hub for about a minute and then blame the repo id's syntax)."""
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     before = _parent_count(finished["results"])
     cfg = compose([*FAST, f"results_dir={finished['results']}", "model=hf", "model.name=no/such-model"])
@@ -166,7 +166,7 @@ def test_unknown_model_name_is_one_clear_error(finished):
 def test_model_that_fails_to_load_leaves_no_store(tmp_path):
     """A folder that looks like a model but is not one passes the checks and fails in transformers: the
     error is one line and results_dir holds no MLflow store (the tracker opens after the model)."""
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     fake = tmp_path / "fake-model"
     fake.mkdir()
@@ -181,13 +181,13 @@ def test_model_that_fails_to_load_leaves_no_store(tmp_path):
 def test_late_crash_marks_the_parent_failed(tmp_path, monkeypatch):
     """Any error once the parent run is open (here: a bug inside stage 1's training) leaves it FAILED with
     the error as its tag, and no stage run RUNNING; stage 0 stays logged for the rerun."""
-    import harness.loop
-    from harness.loop import run_experiment
+    import harness.run.loop
+    from harness.run.loop import run_experiment
 
     def crash(*_args, **_kwargs):
         raise RuntimeError("boom in training")
 
-    monkeypatch.setattr(harness.loop, "_train_stage", crash)
+    monkeypatch.setattr(harness.run.loop, "_train_stage", crash)
     results = tmp_path / "results"
     with pytest.raises(RuntimeError, match="boom in training") as err:
         run_experiment(compose([*FAST, f"results_dir={results}"]))
@@ -210,7 +210,7 @@ def test_unknown_method_name_in_schema_lists_valid_ones():
 def test_non_finite_loss_stops_the_stage_and_keeps_earlier_ones(finished):
     """lr=1e30: the first step with a non-zero lr (step 1, after one warmup step at lr 0) throws the weights
     to ~1e30, so the next forward overflows float32 and the loss is NaN/inf."""
-    from harness.loop import StageFailedError, run_experiment
+    from harness.run.loop import StageFailedError, run_experiment
 
     cfg = compose([*FAST, f"results_dir={finished['results']}", "trainer.lr=1e30"])
     with pytest.raises(
@@ -269,7 +269,7 @@ def test_cli_errors_are_one_clear_line(finished, tmp_path):
 
 
 def test_unwritable_results_dir_in_process(tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -282,7 +282,7 @@ def test_unwritable_results_dir_in_process(tmp_path):
 # `harness run` with the real evaluation, announcing on stdout when each evaluation starts and ends.
 TRACED_RUN = textwrap.dedent("""
     import sys
-    import harness.stage_eval as stage_eval
+    import harness.run.stage_eval as stage_eval
     from harness.cli import main
 
     real = stage_eval.evaluate
@@ -297,7 +297,7 @@ TRACED_RUN = textwrap.dedent("""
 
 
 def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     results = tmp_path / "run"
     args = [*FAST, f"results_dir={results}"]
@@ -354,7 +354,7 @@ def test_sigkill_during_evaluation_then_rerun_resumes(finished, tmp_path, capsys
 
 def _uniform_value(path: Path) -> float:
     """Load a checkpoint of `torch.nn.Linear(1024, 1024, bias=False)` and return its single value."""
-    from harness.checkpoints import load_checkpoint
+    from harness.run.checkpoints import load_checkpoint
 
     model = torch.nn.Linear(1024, 1024, bias=False)
     assert load_checkpoint(model, path.parent, int(path.stem.split("_")[1]))
@@ -366,7 +366,7 @@ def _uniform_value(path: Path) -> float:
 def test_checkpoint_is_fsynced_before_rename_and_reads_back(tmp_path, monkeypatch):
     """The data is on disk before the rename and the folder after it (a power loss cannot leave the new
     name pointing at unwritten data); what was written loads back equal."""
-    from harness.checkpoints import load_checkpoint, save_checkpoint
+    from harness.run.checkpoints import load_checkpoint, save_checkpoint
 
     synced: list[tuple[str, bool]] = []  # (path fsynced, whether the final name existed at that moment)
     real_fsync = os.fsync
@@ -389,7 +389,7 @@ def test_checkpoint_is_fsynced_before_rename_and_reads_back(tmp_path, monkeypatc
 
 def test_local_artifacts_are_fsynced(tmp_path, monkeypatch):
     """Artifacts copied into a local store are on disk before the run that holds them can be FINISHED."""
-    from harness.tracking import Tracker
+    from harness.tracking.store import Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", tmp_path / "mlartifacts")
     run = tracker.client.create_run(tracker.experiment_id).info.run_id
@@ -409,7 +409,7 @@ def test_local_artifacts_are_fsynced(tmp_path, monkeypatch):
 
 
 def test_leftover_temp_file_does_not_break_loading_or_saving(tmp_path):
-    from harness.checkpoints import save_checkpoint
+    from harness.run.checkpoints import save_checkpoint
 
     model = torch.nn.Linear(1024, 1024, bias=False)
     torch.nn.init.constant_(model.weight, 1.0)
@@ -428,7 +428,7 @@ WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     import torch
-    from harness.checkpoints import save_checkpoint
+    from harness.run.checkpoints import save_checkpoint
 
     model = torch.nn.Linear(4096, 4096, bias=False)
     for k in range(1, 10_000):

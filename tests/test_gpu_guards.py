@@ -29,8 +29,8 @@ def single_process_group(tmp_path):
 def test_fsdp_teacher_copy_takes_the_students_dtype_and_ema_updates(tiny_model, single_process_group):
     """A bf16 student under FSDP used to get a float32 teacher skeleton (built from the config alone), and
     the first EMA update (`_foreach_lerp_` across dtypes) raised."""
-    from harness import sharding
     from harness.distill.teacher import Teacher
+    from harness.parallel import sharding
 
     model, _ = tiny_model
     student = copy.deepcopy(model).to(torch.bfloat16)
@@ -70,7 +70,7 @@ def test_paper_suite_uses_the_instruct_humaneval_and_the_paper_extra_brings_ifev
 
 
 def test_paper_suite_refuses_code_execution_unless_allowed(monkeypatch):
-    from harness.readiness import check_suite
+    from harness.run.readiness import check_suite
 
     monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
     suite = _paper_suite()
@@ -86,7 +86,7 @@ def test_paper_suite_resolves_offline_and_names_what_is_missing(monkeypatch):
 
     import evaluate
 
-    from harness.readiness import check_suite
+    from harness.run.readiness import check_suite
 
     suite = _paper_suite()
     fine = [t for t in suite.tasks if t not in ("humaneval_instruct", "ifeval")]
@@ -114,8 +114,8 @@ def test_paper_suite_resolves_offline_and_names_what_is_missing(monkeypatch):
 
 
 def test_task_manager_is_built_once_per_include_paths():
-    from harness.evaluation import make_task_manager
-    from harness.tasks import TASKS_ROOT
+    from harness.eval.lmeval import make_task_manager
+    from harness.tasks.spec import TASKS_ROOT
 
     first = make_task_manager([TASKS_ROOT], builtin_index=False)
     assert make_task_manager([str(TASKS_ROOT)], builtin_index=False) is first
@@ -146,7 +146,7 @@ def _qwen7b_config():
 
 
 def test_parameter_count_from_the_config_matches_the_published_size():
-    from harness.memory_estimate import parameters_from_dims, shape_of
+    from harness.run.memory_estimate import parameters_from_dims, shape_of
 
     shape = shape_of(_qwen7b_config())
     assert shape.params == parameters_from_dims(**QWEN_7B)
@@ -154,7 +154,7 @@ def test_parameter_count_from_the_config_matches_the_published_size():
 
 
 def test_7b_with_an_ema_teacher_is_refused_on_one_80gb_gpu_and_fits_with_8_process_fsdp():
-    from harness.memory_estimate import Setting, check, shape_of
+    from harness.run.memory_estimate import Setting, check, shape_of
 
     shape = shape_of(_qwen7b_config())
     P = shape.params
@@ -176,7 +176,7 @@ def test_7b_with_an_ema_teacher_is_refused_on_one_80gb_gpu_and_fits_with_8_proce
 
 
 def test_memory_refusal_suggests_a_live_teacher_when_dropping_the_copy_fits():
-    from harness.memory_estimate import Setting, check, shape_of
+    from harness.run.memory_estimate import Setting, check, shape_of
 
     shape = shape_of(_qwen7b_config())
     P = shape.params
@@ -193,7 +193,7 @@ def test_check_memory_reads_the_model_config_and_the_run_settings(tmp_path):
     from omegaconf import OmegaConf
 
     from harness.config import Config
-    from harness.readiness import check_memory
+    from harness.run.readiness import check_memory
 
     _qwen7b_config().save_pretrained(tmp_path)
     cfg = OmegaConf.structured(Config)
@@ -205,7 +205,7 @@ def test_check_memory_reads_the_model_config_and_the_run_settings(tmp_path):
 
 
 def test_micro_batch_warning_for_single_prompt_micro_batches():
-    from harness.readiness import micro_batch_warning
+    from harness.run.readiness import micro_batch_warning
 
     warning = micro_batch_warning(32, 4, 8)
     assert (
@@ -219,7 +219,7 @@ def test_micro_batch_warning_for_single_prompt_micro_batches():
 def test_adamw_is_fused_on_cuda_only():
     from types import SimpleNamespace
 
-    from harness.optim import implementation
+    from harness.methods.optim import implementation
 
     on_gpu = [SimpleNamespace(device=torch.device("cuda", 0))]
     assert implementation(on_gpu)["fused"] is True
@@ -285,7 +285,7 @@ def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapsho
 ):
     import os
 
-    from harness import evaluation
+    from harness.eval import lmeval as evaluation
 
     calls: list = []
     _stub_vllm(monkeypatch, calls)
@@ -316,7 +316,7 @@ def test_vllm_engine_gets_this_ranks_gpu_a_bounded_context_and_the_stage_snapsho
 
 
 def test_vllm_evaluation_without_a_snapshot_is_refused(tiny_model):
-    from harness.evaluation import evaluate
+    from harness.eval.lmeval import evaluate
 
     model, tok = tiny_model
     with pytest.raises(ValueError, match="vllm_snapshot"):
@@ -407,7 +407,7 @@ def test_sdft_phase_timings_use_the_synchronising_clock(tiny_model, monkeypatch)
     import harness.methods.sdft as sdft
     from harness.config import Config
     from harness.methods import StageContext, train_stage
-    from harness.tasks import Item
+    from harness.tasks.spec import Item
     from harness.timing import synchronized_clock
 
     readings = {"base": 0, "sdft": 0}
@@ -464,7 +464,7 @@ def test_auto_device_refuses_a_cuda_build_without_a_usable_gpu(monkeypatch):
 
 
 def test_start_up_line_states_device_and_precision():
-    from harness.readiness import device_line
+    from harness.run.readiness import device_line
 
     assert (
         device_line(torch.device("cpu"), torch.bfloat16, 2, True)
@@ -487,7 +487,7 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
     from harness.distill import teacher as teacher_module
     from harness.methods import StageContext, train_stage
     from harness.models import compute_dtype, load_model
-    from harness.tasks import Item
+    from harness.tasks.spec import Item
 
     torch.manual_seed(0)
     model, tok = load_model(ModelConfig(random_init=True, device="cpu", dtype="bfloat16"))
@@ -537,7 +537,7 @@ def test_bf16_sdft_stage_moves_weights_and_ema_teacher_at_paper_learning_rate(mo
 def test_gradient_sum_uses_bounded_buckets_not_one_copy_of_every_gradient():
     """Item 4: the data-parallel gradient sum concatenated all gradients at once (a 7B model's: ~30 GB more).
     Buckets keep every tensor once, in order, never mix dtypes and stay within the limit."""
-    from harness.distributed import gradient_buckets
+    from harness.parallel.distributed import gradient_buckets
 
     grads = [
         torch.zeros(n, dtype=d)

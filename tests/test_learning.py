@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from harness.batching import collate, completion_hidden, encode_demonstration
 from harness.config import Config
 from harness.methods import StageContext, train_stage
-from harness.tasks import Item
+from harness.tasks.spec import Item
 
 FACTS = [  # invented, so the base model cannot know them
     ("Zorvath", "Quellmire", "teal"),

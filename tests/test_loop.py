@@ -33,7 +33,7 @@ def _matrix(results_dir: Path, run_id: str) -> pd.DataFrame:
 
 
 def test_same_seed_same_matrix_and_full_lineage(tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     first = run_experiment(compose([*FAST, f"results_dir={tmp_path / 'a'}"]))
     second = run_experiment(compose([*FAST, f"results_dir={tmp_path / 'b'}"]))
@@ -109,7 +109,7 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
 
 
 def test_repeated_task_in_stream_is_rejected(tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     cfg = compose([*FAST, f"results_dir={tmp_path}", "stream.tasks=[tooluse,tooluse]"])
     with pytest.raises(ValueError, match="repeats task"):
@@ -117,7 +117,7 @@ def test_repeated_task_in_stream_is_rejected(tmp_path):
 
 
 def test_unknown_task_lists_builtin_ones(tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     cfg = compose([*FAST, f"results_dir={tmp_path}", "stream.tasks=[nosuchtask]"])
     with pytest.raises(ValueError, match="unknown task 'nosuchtask'.*tooluse"):

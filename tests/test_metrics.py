@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import metrics
+from harness.eval import metrics
 
 # Three tasks (1-based in docs/design.md, columns 0..2 here). Rows: base, after stage 1, 2, 3.
 # Task 1 rises after stage 2 (transfer from task 2), then drops: Chaudhry and Avalanche forgetting differ.

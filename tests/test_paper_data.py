@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import task_tools
 from harness.cli import compose, main
-from harness.scoring import load_scorer
-from harness.tasks import resolve_task
+from harness.eval.scoring import load_scorer
+from harness.tasks.spec import resolve_task
+from harness.tasktools import commands as task_tools
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from harness.batching import chat_prompt_ids
-from harness.probe import ProbeResult, probe, rank_templates, warn_if_recitable
-from harness.tasks import TEACHER_TEMPLATES, Item, student_messages, teacher_messages
+from harness.distill.probe import ProbeResult, probe, rank_templates, warn_if_recitable
+from harness.tasks.spec import TEACHER_TEMPLATES, Item, student_messages, teacher_messages
 
 ITEMS = [
     Item(prompt="What is 2+2?", demonstration="It is 4."),
@@ -83,7 +83,7 @@ def test_warning_only_when_the_template_beats_the_demonstration(caplog) -> None:
 
 
 def test_rank_templates_orders_by_margin_and_cli_prints_them(tiny_model, capsys) -> None:
-    from harness.task_tools import cmd_probe
+    from harness.tasktools.commands import cmd_probe
 
     model, tok = tiny_model
     templates = {k: TEACHER_TEMPLATES[k] for k in ("plain", "label", "system")}

@@ -9,7 +9,7 @@ import pytest
 from harness.cli import compose
 from harness.config import to_container
 from harness.methods import get_method, method_names, method_spec, needs_teacher_copy, result_relevant
-from harness.tracking import run_key
+from harness.tracking.store import run_key
 
 
 def test_every_method_module_is_registered_with_a_config():

@@ -94,7 +94,7 @@ def mlflow_server(tmp_path_factory):
 
 
 def test_experiment_logs_to_a_remote_server_and_reads_back(mlflow_server, tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     url, server_root = mlflow_server
     out = run_experiment(

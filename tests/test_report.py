@@ -8,11 +8,12 @@ import pytest
 from matplotlib import image as mpimg
 from omegaconf import OmegaConf
 
-from harness import metrics
-from harness.report import RunResult, group_runs, write_report
-from harness.tracking import Tracker, flatten_config
+from harness.eval import metrics
+from harness.report.runs import RunResult, group_runs
+from harness.report.write import write_report
+from harness.tracking.store import Tracker, flatten_config
 
-# Issue #14 replaced the t-interval by a bootstrap over runs then items (harness.stats). These runs carry no
+# Issue #14 replaced the t-interval by a bootstrap over runs then items (harness.report.stats). These runs carry no
 # item-level data, so only runs are resampled; with two runs the 2.5%/97.5% percentiles of the resampled
 # mean are exactly the two values (each extreme is drawn with probability 1/4 > 2.5%): [min, max].
 
@@ -274,7 +275,7 @@ def _right(k: int, shift: int = 0) -> np.ndarray:
 
 def _log_item_run(tracker: Tracker, stream: str, method: str, seed: int, stages: list[dict[str, np.ndarray]]):
     """One complete parent run whose R is the mean of the given item scores (tasks a, b; no suite)."""
-    from harness.tracking import ITEMS_ARTIFACT
+    from harness.tracking.store import ITEMS_ARTIFACT
 
     params = {
         **flatten_config({**_config(method, seed), "stream": {"name": stream, "tasks": TASKS}}),

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from harness import metrics
-from harness.report import RunResult, group_runs, load_runs, write_report
-from harness.report_diagnostics import diagnostics_rows, task_template
-from harness.tasks import TEACHER_TEMPLATES
-from harness.tracking import ITEMS_ARTIFACT, Tracker, flatten_config
+from harness.eval import metrics
+from harness.report.diagnostics import diagnostics_rows, task_template
+from harness.report.runs import RunResult, group_runs, load_runs
+from harness.report.write import write_report
+from harness.tasks.spec import TEACHER_TEMPLATES
+from harness.tracking.store import ITEMS_ARTIFACT, Tracker, flatten_config
 
 TASKS, SUITE = ["a", "b"], ["g"]
 RECITED = "This is an example for a response to the question: 42"  # a 4-gram of the paper template

@@ -1,4 +1,4 @@
-"""Task scorers (hand-written right, harmless-variant and wrong answers) and harness.scoring's greedy path."""
+"""Task scorers (hand-written right, harmless-variant and wrong answers) and harness.eval.scoring's greedy path."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from harness.scoring import (
+from harness.eval.scoring import (
     cut_at_stop,
     greedy_generate,
     greedy_scores,
     load_scorer,
     task_stop_strings,
 )
-from harness.tasks import TASKS_ROOT, resolve_task
+from harness.tasks.spec import TASKS_ROOT, resolve_task
 
 
 def scorer(name: str):

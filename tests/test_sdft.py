@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from harness.config import Config
 from harness.distill.loss import DistillSettings, distillation_loss
-from harness.tasks import Item
+from harness.tasks.spec import Item
 
 trl_sdft = pytest.importorskip("trl.experimental.sdft.sdft_trainer")
 
@@ -130,7 +130,7 @@ def test_prompt_positions_get_no_gradient_in_a_real_step(tiny_model) -> None:
     padding and skipped tokens; non-zero at trained completion positions."""
     from harness.batching import chat_prompt_ids, completion_hidden, join, pad
     from harness.distill.rollout import sample
-    from harness.tasks import student_messages
+    from harness.tasks.spec import student_messages
 
     model, tok = tiny_model
     items = [Item(prompt="Hi there, who are you?", demonstration="x"), Item(prompt="2+2?", demonstration="4")]
@@ -186,7 +186,7 @@ def test_truncated_teacher_prompt_raises_naming_the_item(tiny_model) -> None:
 def test_teacher_prompt_plus_completion_over_max_length_raises(tiny_model) -> None:
     from harness.batching import chat_prompt_ids
     from harness.methods import StageContext, train_stage
-    from harness.tasks import TEACHER_TEMPLATES, teacher_messages
+    from harness.tasks.spec import TEACHER_TEMPLATES, teacher_messages
 
     model, tok = tiny_model
     model = copy.deepcopy(model)
@@ -244,7 +244,7 @@ COMPLETIONS = [[11, 12, 13, 14, 15, 16], [21, 22, 23, 2]]  # row 0 hit the cap, 
 
 def test_mask_clipped_trains_only_on_rows_that_ended(tiny_model, monkeypatch) -> None:
     from harness.batching import chat_prompt_ids, completion_hidden, join, pad
-    from harness.tasks import student_messages, teacher_messages
+    from harness.tasks.spec import student_messages, teacher_messages
 
     model, tok = tiny_model
     plain = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False])
@@ -317,7 +317,7 @@ def test_rollout_source_picks_the_writer_and_its_context(
 ) -> None:
     from harness.distill.teacher import Teacher
     from harness.methods import sdft
-    from harness.tasks import teacher_messages
+    from harness.tasks.spec import teacher_messages
 
     model, tok = tiny_model
     cfg = _cfg(max_new_tokens=4, rollout_source=source, teacher_share=share)
@@ -349,7 +349,7 @@ def chat_prompt_ids_(tok, messages):
 
 def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None:
     from harness.methods.sdft import check_rollout_length
-    from harness.tasks import load_train_items, resolve_task
+    from harness.tasks.spec import load_train_items, resolve_task
 
     _, tok = tiny_model
     spec = resolve_task("tooluse")
@@ -370,7 +370,7 @@ def test_short_rollouts_warn_naming_task_and_lengths(tiny_model, caplog) -> None
 
 
 def test_system_template_moves_the_demonstration_into_a_system_message() -> None:
-    from harness.tasks import resolve_template, teacher_messages
+    from harness.tasks.spec import resolve_template, teacher_messages
 
     item = Item(
         prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
@@ -396,7 +396,7 @@ def test_system_template_moves_the_demonstration_into_a_system_message() -> None
     ],
 )
 def test_bad_remedy_values_are_refused(key, value, match) -> None:
-    from harness.config import validate
+    from harness.run.validate import validate
 
     cfg = OmegaConf.structured(Config)
     cfg.stream.name, cfg.stream.tasks = "s", ["tooluse"]

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from harness.batching import encode_demonstration
 from harness.config import Config
 from harness.methods.sft import SupervisedStep, token_dft
-from harness.tasks import Item
+from harness.tasks.spec import Item
 
 ITEMS = [
     Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day.", id="a", source="t:1"),

@@ -17,7 +17,7 @@ from harness.config import Config
 from harness.methods import method_options, train_stage
 from harness.methods.base import StageContext
 from harness.methods.sft_l2 import AnchoredStep
-from harness.tasks import Item
+from harness.tasks.spec import Item
 
 ITEMS = [
     Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day.", id="a", source="t:1"),

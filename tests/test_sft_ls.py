@@ -14,12 +14,13 @@ import torch
 from omegaconf import OmegaConf
 
 from harness.batching import encode_demonstration
-from harness.config import Config, validate
+from harness.config import Config
 from harness.methods import method_spec, train_stage
 from harness.methods.base import StageContext
 from harness.methods.sft import SupervisedStep
 from harness.methods.sft_ls import smoothed_nll
-from harness.tasks import Item
+from harness.run.validate import validate
+from harness.tasks.spec import Item
 
 ITEMS = [
     Item(prompt="Name a colour of the sky.", demonstration="Blue, on a clear day.", id="a", source="t:1"),

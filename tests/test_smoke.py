@@ -12,7 +12,7 @@ from harness.cli import compose
 
 @pytest.mark.slow
 def test_smoke_experiment_with_the_real_model(tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     cfg = compose(["experiment=smoke", f"results_dir={tmp_path}"])
     out = run_experiment(cfg)

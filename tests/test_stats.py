@@ -1,4 +1,4 @@
-"""harness.stats against independent computations: an exact binomial case, a brute-force enumeration of the
+"""harness.report.stats against independent computations: an exact binomial case, a brute-force enumeration of the
 run-then-item resampling, and paired differences."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats as st
+from harness.report import stats as st
 
 
 def _one_task(scores: np.ndarray, seeds: list[str] | None = None, item_level: bool = True) -> st.Scores:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import task_sources, task_tools
 from harness.cli import compose, main
-from harness.tasks import read_jsonl, resolve_task
+from harness.tasks.spec import read_jsonl, resolve_task
+from harness.tasktools import commands as task_tools
+from harness.tasktools import sources as task_sources
 
 FIXTURES = Path(__file__).parent / "fixtures" / "byod"
 PROMPT = "Question: {question}\\nAnswer with the city name only."  # as typed in a shell: \n is two characters
@@ -152,7 +153,7 @@ def test_saved_dataset_with_existing_splits(tmp_path):
 
 
 def test_built_folder_runs_in_a_stream_end_to_end(jsonl_task, tmp_path):
-    from harness.loop import run_experiment
+    from harness.run.loop import run_experiment
 
     cfg = compose(
         [
@@ -237,7 +238,7 @@ def test_regex_scorer_options_reach_utils(tmp_path):
         )
         == 0
     )
-    from harness.scoring import load_scorer
+    from harness.eval.scoring import load_scorer
 
     score = load_scorer(resolve_task(str(folder)))
     assert score("so... Final: Rome", {"answer": "Rome"}) == 1.0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import task_tools
-from harness.tasks import TASKS_ROOT, TaskDataError, builtin_task_names, read_jsonl, resolve_task
+from harness.tasks.spec import TASKS_ROOT, TaskDataError, builtin_task_names, read_jsonl, resolve_task
+from harness.tasktools import commands as task_tools
 
 STREAM_TASKS = ["tooluse", "science", "knowledge", "dates"]
 GENERAL_TASKS = ["general_mc", "general_ifeval", "general_arith"]
@@ -229,7 +229,7 @@ def test_list_and_show(capsys):
 @pytest.mark.parametrize("name", STREAM_TASKS + GENERAL_TASKS)
 def test_yaml_generation_length_matches_task_yaml(name):
     """The lm-eval YAML and task.yaml agree on the evaluation generation length."""
-    from harness.scoring import lm_eval_task_config
+    from harness.eval.scoring import lm_eval_task_config
 
     spec = resolve_task(name)
     for task in spec.eval_tasks:

@@ -11,7 +11,7 @@ import pytest
 from fast_config import FAST
 from mlflow.entities import ViewType
 
-from harness.tracking import (
+from harness.tracking.store import (
     Tracker,
     flatten_config,
     lm_eval_metrics,
@@ -215,7 +215,7 @@ TINY = FAST  # tests/fast_config.py
 
 
 def test_ordered_tasks():
-    from harness.stream_plan import ordered_tasks
+    from harness.run.stream_plan import ordered_tasks
 
     tasks = ["a", "b", "c"]
     orders = [tuple(ordered_tasks(tasks, k)) for k in range(6)]
@@ -231,8 +231,8 @@ def test_ordered_tasks():
 
 def test_tiny_run_stores_items_live_steps_and_source_tags(tmp_path):
     from harness.cli import compose
-    from harness.loop import run_experiment
-    from harness.tracking import ITEMS_ARTIFACT
+    from harness.run.loop import run_experiment
+    from harness.tracking.store import ITEMS_ARTIFACT
 
     out = run_experiment(
         compose(

@@ -6,70 +6,17 @@
   structured answer's format is decided, against the rest, and the share of the loss those positions carry;
 - the same recitation rate over evaluation outputs (a template that leaked into ordinary answers).
 
-The teacher-forcing probe, which needs a model, lives in harness.probe.
+The teacher-forcing probe, which needs a model, lives in harness.distill.probe; recitation, which the
+report also measures on evaluation answers, in harness.eval.recitation.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 import torch
 
-from harness.tasks import SYSTEM_MARK, USER_MARK
-
-RECITE_N = 4  # words per n-gram of the template's instruction text that count as recitation
-_WORD = re.compile(r"[a-z0-9']+")
-_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens; punctuation and layout are ignored so "question:" matches "question"."""
-    return _WORD.findall(text.lower())
-
-
-def template_sentences(template: str) -> list[str]:
-    """The template's own text: the literal pieces between its placeholders that contain a word, stripped.
-
-    For the paper's template these are "This is an example for a response to the question:" and "Now answer
-    with a response of your own, including the thinking process.": what a teacher might recite.
-    """
-    text = template.replace(SYSTEM_MARK, "\n").replace(USER_MARK, "\n")
-    pieces = (p.strip() for p in _PLACEHOLDER.split(text))
-    return [p for p in pieces if words(p)]
-
-
-def template_ngrams(template: str, n: int = RECITE_N) -> set[tuple[str, ...]]:
-    """Word n-grams of the template's sentences; a sentence shorter than n counts whole (e.g. "Correct
-    answer:"), so a short label is still detected when it is recited."""
-    grams: set[tuple[str, ...]] = set()
-    for sentence in template_sentences(template):
-        w = words(sentence)
-        size = min(n, len(w))
-        grams.update(tuple(w[i : i + size]) for i in range(len(w) - size + 1))
-    return grams
-
-
-def recites(text: str, grams: set[tuple[str, ...]]) -> bool:
-    """Whether `text` contains any of `grams` (word n-grams, possibly of different lengths)."""
-    w = words(text)
-    for size in {len(g) for g in grams}:
-        if any(tuple(w[i : i + size]) in grams for i in range(len(w) - size + 1)):
-            return True
-    return False
-
-
-def recitation_rate(texts: Sequence[str], template: str, n: int = RECITE_N) -> float:
-    """Share of `texts` (rollouts or evaluation answers) that contain an n-gram of the template's own text.
-
-    0.0 for an empty list. Texts are compared as lower-cased words (see `words`).
-    """
-    if not texts:
-        return 0.0
-    grams = template_ngrams(template, n)
-    if not grams:
-        return 0.0
-    return sum(recites(t, grams) for t in texts) / len(texts)
+from harness.eval.recitation import RECITE_N, recitation_rate
 
 
 def repeated_ngram_rate(tokens: Sequence[int] | Sequence[str], n: int = 3) -> float:

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from harness import sharding
 from harness.batching import _output_cache, pad, position_ids
 from harness.models import autocast
+from harness.parallel import sharding
 
 
 @dataclass

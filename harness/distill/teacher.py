@@ -3,7 +3,7 @@
 A teacher is built at the start of every stage from the student *as it is then* (a deep copy in memory),
 so in a continual run it never reverts to the original base model (TRL's SDFTTrainer reloads its teacher
 from `config._name_or_path`, i.e. the original checkpoint; we never read weights from disk here).
-Under FSDP the copy is allocated once, shard by shard like the student (harness.sharding), and overwritten with
+Under FSDP the copy is allocated once, shard by shard like the student (harness.parallel.sharding), and overwritten with
 the student's shards at the start of every stage: the same semantics without a deep copy of sharded modules.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from harness import sharding
 from harness.config import TEACHERS
+from harness.parallel import sharding
 
 
 class Teacher:
@@ -35,7 +35,7 @@ class Teacher:
             self.model = storage
         elif sharding.is_sharded(student):
             raise RuntimeError(
-                f"teacher={kind!r} under FSDP needs the teacher copy that harness.sharding.shard "
+                f"teacher={kind!r} under FSDP needs the teacher copy that harness.parallel.sharding.shard "
                 "allocates (with_teacher=True); it was sharded without one"
             )
         else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from harness.config import as_object
 from harness.methods.base import NonFiniteLossError, StageContext, TrainStats
 
 
@@ -84,8 +85,6 @@ def train_stage(
     schema) is split into what the method may see: its own settings, the trainer section, and the model's
     context length (in `ctx`)."""
     from dataclasses import replace
-
-    from harness.config import as_object
 
     method, trainer = as_object(cfg.method), as_object(cfg.trainer)
     settings = method_spec(method.name).settings(method)

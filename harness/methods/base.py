@@ -4,7 +4,7 @@ A method supplies `micro_step(micro, batch) -> (loss, stats)`: the forward of th
 slice of the step's `batch`), returning its differentiable loss already scaled so that the micro-batches of
 one step add up to the loss of the whole batch (the normaliser may depend on the whole batch, e.g. its
 token count). The loop owns backward (so that under FSDP it runs outside the sharded root's forward, see
-harness.sharding), shuffling, step counting, the optimizer and schedule, clipping, the NaN check, and the
+harness.parallel.sharding), shuffling, step counting, the optimizer and schedule, clipping, the NaN check, and the
 per-step stats; methods never talk to MLflow.
 """
 
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness import sharding
 from harness.config import TrainerConfig
-from harness.distributed import Replicas, micro_batches, replicas
+from harness.methods.optim import build_optimizer, build_scheduler
 from harness.models import autocast
-from harness.optim import build_optimizer, build_scheduler
-from harness.tasks import Item
+from harness.parallel import sharding
+from harness.parallel.distributed import Replicas, micro_batches, replicas
+from harness.tasks.spec import Item
 from harness.timing import synchronized_clock
 
 
@@ -33,7 +33,7 @@ class StageContext:
     replay_items: list[Item] = field(default_factory=list)  # earlier tasks' train items (sft_replay)
     progress: bool = False  # a tqdm bar over optimizer steps
     # called on every process after each optimizer step with (step counted from 1, that step's stats): the
-    # loop logs the stats live and scores the task every `eval.every_steps` (harness.stage_eval.StageHook)
+    # loop logs the stats live and scores the task every `eval.every_steps` (harness.run.stage_eval.StageHook)
     on_step: Callable[[int, dict[str, float]], None] | None = None
     max_length: int = 2048  # model.max_length: the context the harness allows itself (prompt + completion)
     # this process's place among the data-parallel processes (the loop passes the experiment's own)
@@ -112,7 +112,7 @@ def run_stage(
     desc: str = "train",
 ) -> TrainStats:
     """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches
-    per process; under data parallelism (harness.distributed) each process runs its own share of them."""
+    per process; under data parallelism (harness.parallel.distributed) each process runs its own share of them."""
     tcfg = trainer
     dist = ctx.replicas
     device = next(model.parameters()).device

@@ -13,7 +13,7 @@ from typing import Any
 from harness.config import DistillConfig, MethodConfig, TrainerConfig
 from harness.methods import MethodSpec, sdft
 from harness.methods.base import StageContext, TrainStats
-from harness.tasks import Item, TaskSpec
+from harness.tasks.spec import Item, TaskSpec
 
 
 def opsd_settings(method: MethodConfig) -> DistillConfig:

@@ -17,18 +17,18 @@ from typing import Any
 
 import torch
 
-from harness import sharding
 from harness.batching import chat_prompt_ids, completion_hidden, completion_ids, item_name, join, pad
 from harness.config import DistillConfig, MethodConfig, TrainerConfig
 from harness.distill.diagnostics import rollout_health
 from harness.distill.loss import DistillSettings, distillation_loss
+from harness.distill.probe import probe, warn_if_recitable
 from harness.distill.rollout import Rollouts, eos_ids, sample
 from harness.distill.teacher import Teacher
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import SupervisedStep
-from harness.probe import probe, warn_if_recitable
-from harness.tasks import (
+from harness.parallel import sharding
+from harness.tasks.spec import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_SKIP_TOKENS,
     DEFAULT_TEMPLATE,
@@ -285,7 +285,7 @@ def check_rollout_length(
 def stage_probe(
     model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, d: DistillConfig
 ) -> dict[str, float]:
-    """The teacher-forcing probe (harness.probe) on the first `probe_items` train items, before training."""
+    """The teacher-forcing probe (harness.distill.probe) on the first `probe_items` train items, before training."""
     n = min(d.probe_items, len(items))
     if n <= 0 or sharding.is_sharded(model):  # under FSDP the layers are sharded outside a forward: skipped
         return {}

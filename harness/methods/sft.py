@@ -18,7 +18,7 @@ from harness.config import MethodConfig, TrainerConfig
 from harness.distill.fused_head import fused_head_loss
 from harness.methods import MethodSpec, method_options
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
-from harness.tasks import Item, TaskSpec
+from harness.tasks.spec import Item, TaskSpec
 
 
 @dataclass(frozen=True)

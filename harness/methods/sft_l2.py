@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from harness import sharding
 from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import SupervisedSettings, SupervisedStep, settings_with_options
-from harness.tasks import Item, TaskSpec
+from harness.parallel import sharding
+from harness.tasks.spec import Item, TaskSpec
 
 
 @dataclass

@@ -17,7 +17,7 @@ from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
 from harness.methods.sft import SupervisedSettings, settings_with_options, train_supervised
-from harness.tasks import Item, TaskSpec
+from harness.tasks.spec import Item, TaskSpec
 
 
 @dataclass

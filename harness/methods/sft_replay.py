@@ -25,7 +25,7 @@ from harness.methods.base import (
     stage_generator,
 )
 from harness.methods.sft import SupervisedSettings, SupervisedStep
-from harness.tasks import Item, TaskSpec
+from harness.tasks.spec import Item, TaskSpec
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every setting starts from the same base weights, trains one stage on the same first `--items` tooluse train
 items with the same seed, batch, learning rate and number of steps, and is evaluated greedily on the same
-`--eval` tooluse eval items with the task's own scorer (harness.scoring, the path the in-context score uses).
+`--eval` tooluse eval items with the task's own scorer (harness.eval.scoring, the path the in-context score uses).
 The base model and each teacher template's in-context score are evaluated once. Results: one JSON line per
 setting in `results.jsonl` (summary stats, per-step stats, eval answers), appended as each setting ends.
 
@@ -66,12 +66,12 @@ def main() -> None:
     logging.getLogger("harness").addHandler(collect)
 
     from harness.cli import compose
-    from harness.distill.diagnostics import recitation_rate
+    from harness.eval.recitation import recitation_rate
+    from harness.eval.scoring import greedy_responses, load_scorer
     from harness.methods import train_stage
     from harness.methods.base import StageContext
     from harness.models import load_model
-    from harness.scoring import greedy_responses, load_scorer
-    from harness.tasks import TASKS_ROOT, TEACHER_TEMPLATES, load_train_items, resolve_task
+    from harness.tasks.spec import TASKS_ROOT, TEACHER_TEMPLATES, load_train_items, resolve_task
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def main() -> None:
         return sum(scorer(r, d) for r, d in zip(responses, docs, strict=True)) / len(docs), responses
 
     def general() -> dict[str, float]:
-        from harness.evaluation import evaluate, primary_metric
+        from harness.eval.lmeval import evaluate, primary_metric
 
         names_ = ["general_mc", "general_ifeval", "general_arith"]
         res = evaluate(model, tok, names_, [str(TASKS_ROOT)], limit=args.eval, batch_size=16, log_samples=0)

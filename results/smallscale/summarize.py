@@ -39,8 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="results/smallscale")
     args = parser.parse_args()
-    from harness.scoring import load_scorer
-    from harness.tasks import resolve_task
+    from harness.eval.scoring import load_scorer
+    from harness.tasks.spec import resolve_task
 
     out = Path(args.out)
     base = json.loads((out / "base.json").read_text())

@@ -1,0 +1,173 @@
+"""Score a model's greedy answers with a task folder's own scorer: the base score and the in-context score.
+
+The in-context score (the model with the item's demonstration in its context, rendered by the teacher
+template) is the SDFT teacher's ceiling: SDFT cannot teach what its teacher cannot do (docs/design.md §11).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import yaml
+
+from harness.models import autocast
+from harness.tasks.spec import Item, TaskSpec, resolve_template, student_messages, teacher_messages
+
+# greedy_scores cuts a response where the task's lm-eval YAML `until` does, so both paths score the same
+# text; a folder whose YAML names no `until` gets lm-eval's own default, a blank line. (Generation also
+# stops at the EOS token, which is removed from the decoded text.)
+STOP_STRINGS = ("\n\n",)
+
+Scorer = Callable[[str, dict], float]
+
+
+def load_scorer(spec: TaskSpec) -> Scorer:
+    """`score(response, doc)` from the task folder's utils.py, imported by path (folders are not packages)."""
+    path = spec.path / "utils.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: a task folder needs utils.py with score(response, doc) -> float")
+    module_name = f"harness_task_utils_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "score", None)):
+        raise AttributeError(f"{path}: no function score(response, doc)")
+    return module.score
+
+
+class _LmEvalYamlLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs without importing their `!function` helpers."""
+
+
+_LmEvalYamlLoader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+
+def lm_eval_task_config(spec: TaskSpec, task_name: str | None = None) -> dict:
+    """The lm-eval YAML in the task folder that defines `task_name` (default: eval_tasks[0]); {} if none."""
+    wanted = task_name or (spec.eval_tasks[0] if spec.eval_tasks else spec.name)
+    for path in sorted(spec.path.glob("*.yaml")):
+        if path.name == "task.yaml":
+            continue
+        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_LmEvalYamlLoader) or {}
+        if isinstance(config, dict) and config.get("task") == wanted:
+            return config
+    return {}
+
+
+def task_stop_strings(spec: TaskSpec) -> tuple[str, ...]:
+    until = (lm_eval_task_config(spec).get("generation_kwargs") or {}).get("until")
+    if isinstance(until, str):
+        return (until,)
+    return tuple(until) if until else STOP_STRINGS
+
+
+def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> str:
+    cut = len(text)
+    for stop in stops:
+        pos = text.find(stop)
+        if pos != -1:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+def doc_to_item(doc: dict) -> Item:
+    return Item(
+        prompt=doc["prompt"],
+        demonstration=doc.get("demonstration", ""),
+        privileged=doc.get("privileged"),
+        id=doc.get("id"),
+    )
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    stops: Sequence[str] = STOP_STRINGS,
+) -> list[str]:
+    """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings."""
+    if tokenizer.padding_side != "left":
+        raise ValueError("greedy_generate needs a left-padded tokenizer (harness.models.prepare_tokenizer)")
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    texts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+    ]
+    # batches of similar lengths (longest first), so short prompts are not padded to long ones; order restored
+    order = sorted(
+        range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
+    )
+    out: list[str] = [""] * len(texts)
+    try:
+        with autocast(model):  # the model's compute dtype (harness.models.Precision)
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                enc = tokenizer(
+                    [texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                # a row ends at a stop string (HF's stop_strings), the batch when every row has
+                generated = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}),
+                )
+                new_tokens = generated[:, enc["input_ids"].shape[1] :]
+                for i, text in zip(
+                    index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+                ):
+                    out[i] = cut_at_stop(text, stops)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def greedy_responses(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+) -> list[str]:
+    """The greedy responses behind greedy_scores (useful to inspect what the model wrote)."""
+    if mode == "base":
+        conversations = [student_messages(doc_to_item(d)) for d in docs]
+    elif mode == "in_context":
+        chosen = resolve_template(template, spec)
+        conversations = [teacher_messages(doc_to_item(d), chosen) for d in docs]
+    else:
+        raise ValueError(f"mode must be 'base' or 'in_context', got {mode!r}")
+    limit = max_new_tokens or spec.eval_max_gen_toks or spec.max_new_tokens or 256
+    return greedy_generate(model, tokenizer, conversations, limit, batch_size, task_stop_strings(spec))
+
+
+def greedy_scores(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+) -> list[float]:
+    """Per-doc scores of greedy answers: mode "base" = the prompt alone (the student), "in_context" = the
+    teacher prompt with the item's own demonstration (and privileged context), i.e. the SDFT teacher."""
+    responses = greedy_responses(model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size)
+    scorer = load_scorer(spec)
+    return [float(scorer(r, d)) for r, d in zip(responses, docs, strict=True)]

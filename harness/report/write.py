@@ -1,0 +1,71 @@
+"""`harness report`: every table, plot and report.html of one experiment, read from MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.config import results_path, tracking_uri
+from harness.report import render
+from harness.report.runs import RunResult, group_runs, load_runs
+from harness.report.sections import build_sections
+from harness.tracking.store import Tracker
+
+
+def _write_items(runs: list[RunResult], out: Path) -> None:
+    """Every run's item-level results in one file beside the report (`items.csv.gz`: stream, method, seed,
+    order, run_id, then the stage runs' columns), so the report's statistics can be recomputed from the results
+    folder alone, without the MLflow store."""
+    frames = [
+        r.items.assign(stream=r.stream, method=r.method, seed=r.seed, order=r.order, run_id=r.run_id)
+        for r in runs
+        if r.items is not None
+    ]
+    if not frames:
+        return
+    items = pd.concat(frames, ignore_index=True)
+    first = ["stream", "method", "seed", "order", "run_id", "stage", "task"]
+    items = items[first + [c for c in items.columns if c not in first and c != "run"]]
+    items.to_csv(out / "items.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
+
+
+def write_report(cfg: Any) -> Path:
+    """Write every table, plot and report.html for `cfg.experiment_name`; returns the output folder."""
+    uri = tracking_uri(cfg)
+    tracker = Tracker(uri, cfg.experiment_name, create=False)
+    runs = load_runs(tracker)
+    skipped = len(tracker.parents(complete_only=False)) - len(runs)
+    if not runs:
+        raise ValueError(
+            f"experiment {cfg.experiment_name!r} in {uri} has no complete runs yet "
+            f"({skipped} incomplete); finish or resume them with `harness run` first"
+        )
+    out = results_path(cfg) / cfg.experiment_name
+    out.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    sections, summary = build_sections(cfg.experiment_name, runs, groups, skipped, out)
+    summary.round(10).to_csv(out / "summary.csv", index=False)  # drop float noise like 0.22499999999999998
+    pd.DataFrame(
+        [
+            {
+                "run_id": r.run_id,
+                "stream": r.stream,
+                "method": r.method,
+                "seed": r.seed,
+                "order": r.order,
+                "tasks": " -> ".join(r.tasks),
+                "model": r.model,
+                "group": g.label,
+                "item_level": r.items is not None,
+            }
+            for g in groups
+            for r in g.runs
+        ]
+    ).to_csv(out / "runs.csv", index=False)
+    _write_items(runs, out)
+    (out / "summary.md").write_text(render.markdown(sections))
+    (out / "summary.tex").write_text(render.latex(sections))
+    (out / "report.html").write_text(render.html_page(cfg.experiment_name, sections))
+    return out

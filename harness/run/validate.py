@@ -1,0 +1,51 @@
+"""The composed config checked once and turned into the schema's dataclasses.
+
+This sits above the schema (harness.config) because one check needs the method registry: the schema is a
+leaf that knows no method, and `validate` asks `harness.methods` which names and options exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness import config
+from harness.config import Config
+from harness.methods import method_names, method_options
+
+ROLLOUT_SOURCES = ("student", "teacher", "mix")
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Checks that types cannot express. Raises ValueError naming the key and the valid values."""
+    c: Any = cfg
+    config.check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
+    config.check_settings(c)
+    config.one_of("method.name", c.method.name, method_names())
+    method_options(c.method.name, c.method.options)
+    config.one_of("method.distill.teacher", c.method.distill.teacher, config.TEACHERS)
+    config.one_of("method.distill.divergence", c.method.distill.divergence, config.DIVERGENCES)
+    config.one_of("method.distill.support", c.method.distill.support, config.SUPPORTS)
+    config.one_of("checkpoints", c.checkpoints, ("all", "last", "none"))
+    # the remedy knobs whose valid values are names; their numeric ranges are in config.RANGES
+    config.one_of("method.distill.rollout_source", c.method.distill.rollout_source, ROLLOUT_SOURCES)
+    config.one_of("method.distill.short_rollouts", c.method.distill.short_rollouts, ("warn", "error"))
+    if c.trainer.batch_size % c.trainer.grad_accum:
+        raise ValueError(
+            f"trainer.batch_size={c.trainer.batch_size} is not divisible by trainer.grad_accum={c.trainer.grad_accum}"
+        )
+    if not c.stream.tasks:
+        raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
+    config.one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
+    if c.eval.backend == "vllm":
+        config.check_vllm(c)
+
+
+def typed(cfg: DictConfig | Config) -> Config:
+    """The composed config as the schema's dataclasses, validated: what the harness passes around after
+    Hydra. Conversion happens once, so the values below it are the declared types (no casts needed)."""
+    if isinstance(cfg, Config):
+        return cfg
+    validate(cfg)
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

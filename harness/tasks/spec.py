@@ -1,0 +1,263 @@
+"""Task specs: where a task lives, its training items, and how prompts are shown to student and teacher.
+
+A task is a folder (docs/design.md §3): `train.jsonl`, `eval.jsonl`, lm-eval YAML(s), `task.yaml` with
+per-task settings. Built-in tasks live in the repository's `tasks/`; a stream may also name a path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS_ROOT = Path(__file__).resolve().parents[2] / "tasks"
+
+# Teacher-context templates. {prompt}: the student's last user message; {demonstration}: the expert answer;
+# {privileged}: the teacher-only context followed by a blank line, or "" when the item has none.
+TEACHER_TEMPLATES: dict[str, str] = {
+    # as published with SDFT (arXiv 2601.19897)
+    "paper": (
+        "{privileged}{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+        "Now answer with a response of your own, including the thinking process."
+    ),
+    # the paper's template without "including the thinking process": a 135M model otherwise starts
+    # explaining instead of answering in the task's format (docs/design.md §11)
+    "plain": (
+        "{privileged}{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+        "Now answer with a response of your own."
+    ),
+    # OPSD: the teacher sees a verified solution and is asked to solve the problem itself
+    "solution": (
+        "{privileged}{prompt}\n\nHere is a verified solution to this problem:\n{demonstration}\n\n"
+        "Now solve the problem yourself and give your answer."
+    ),
+    # Templates meant to be hard to recite: a teacher that samples the template's own sentence instead of
+    # an answer teaches the student to say it (the paper's sentence is a likely continuation for a small
+    # model). `harness tasks probe` ranks them per task by how much likelier the demonstration is than the
+    # template's text under teacher forcing.
+    # the demonstration introduced by a short label, no instruction sentence to continue
+    "label": "{privileged}{prompt}\n\nCorrect answer:\n{demonstration}",
+    # the demonstration first, then the question: the turn ends on the question, as the student's does
+    "demo_first": "{privileged}Example of a correct answer:\n{demonstration}\n\nQuestion:\n{prompt}",
+    # the demonstration in a system message (text before <<user>> goes there): the user turn is the student's
+    "system": "<<system>>Reference answer for the next question:\n{demonstration}<<user>>{privileged}{prompt}",
+}
+# A template that starts with SYSTEM_MARK puts the text up to USER_MARK into the system message (prepended
+# to the item's own system message, if any) and the rest into the last user message.
+SYSTEM_MARK, USER_MARK = "<<system>>", "<<user>>"
+DEFAULT_TEMPLATE = "paper"
+DEFAULT_SKIP_TOKENS = 3
+DEFAULT_MAX_NEW_TOKENS = 256
+
+Messages = list[dict[str, str]]
+
+
+class TaskDataError(ValueError):
+    """A problem in a task's files; the message names the file and line."""
+
+
+@dataclass
+class Item:
+    prompt: str | Messages
+    demonstration: str
+    privileged: str | None = None
+    id: str | None = None
+    source: str = ""  # "file:line", for error messages
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    path: Path
+    category: str = "skill"
+    description: str = ""
+    eval_tasks: list[str] = field(default_factory=list)  # lm-eval task names defined in this folder
+    metric: str = "exact_match"  # lm-eval metric of eval_tasks[0] that fills the accuracy matrix
+    teacher_template: str | None = None
+    skip_tokens: int | None = None
+    max_new_tokens: int | None = None
+    eval_max_gen_toks: int | None = None
+
+    @property
+    def train_file(self) -> Path:
+        return self.path / "train.jsonl"
+
+    @property
+    def eval_file(self) -> Path:
+        return self.path / "eval.jsonl"
+
+
+def builtin_task_names() -> list[str]:
+    return sorted(p.parent.name for p in TASKS_ROOT.glob("*/task.yaml"))
+
+
+def resolve_task(name_or_path: str) -> TaskSpec:
+    """A built-in task by name, or a user's folder by path. Unknown names list the valid ones."""
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / "task.yaml").is_file() or (candidate / "train.jsonl").is_file():
+        folder = candidate.resolve()
+    elif (TASKS_ROOT / name_or_path / "task.yaml").is_file():
+        folder = TASKS_ROOT / name_or_path
+    else:
+        raise ValueError(
+            f"unknown task {name_or_path!r}: built-in tasks are {', '.join(builtin_task_names())}; "
+            "or give the path of a folder with train.jsonl, eval.jsonl, task.yaml and an lm-eval YAML"
+        )
+    meta: dict[str, Any] = {}
+    if (folder / "task.yaml").is_file():
+        meta = _read_task_yaml(folder / "task.yaml")
+    known = set(TaskSpec.__dataclass_fields__) - {"path"}
+    unknown = set(meta) - known
+    if unknown:
+        raise TaskDataError(
+            f"{folder / 'task.yaml'}: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}"
+        )
+    meta.setdefault("name", folder.name)
+    meta.setdefault("eval_tasks", [meta["name"]])
+    return TaskSpec(path=folder, **meta)
+
+
+def _read_task_yaml(path: Path) -> dict[str, Any]:
+    """task.yaml as a mapping; a syntax error names file:line (yaml's own message spans several lines)."""
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise TaskDataError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise TaskDataError(f"{where}: YAML syntax error: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(meta, dict):
+        raise TaskDataError(
+            f"{path}: must be a mapping of settings (name: ..., eval_tasks: [...]), got {type(meta).__name__}"
+        )
+    return meta
+
+
+def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> list[Item]:
+    """Parse and check every line; errors say file:line and what is wrong."""
+    if not path.is_file():
+        raise TaskDataError(f"{path}: file not found")
+    items: list[Item] = []
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is reported with its file:line
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TaskDataError(
+                    f"{where}: not UTF-8 text (byte {err.start} of the line); save the file as UTF-8"
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TaskDataError(f"{where}: malformed JSON: {err.msg} (column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise TaskDataError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
+            missing = [k for k in require if k not in obj]
+            if missing:
+                raise TaskDataError(f"{where}: missing field(s) {missing}; required: {list(require)}")
+            prompt = obj.get("prompt")
+            if not _is_prompt(prompt):
+                raise TaskDataError(
+                    f"{where}: 'prompt' must be a non-empty string or a list of chat messages"
+                )
+            demo = obj.get("demonstration", "")
+            if "demonstration" in require and (not isinstance(demo, str) or not demo.strip()):
+                raise TaskDataError(f"{where}: 'demonstration' must be a non-empty string")
+            privileged = obj.get("privileged")
+            if privileged is not None and not isinstance(privileged, str):
+                raise TaskDataError(f"{where}: 'privileged' must be a string when present")
+            items.append(
+                Item(prompt, demo, privileged, None if obj.get("id") is None else str(obj["id"]), where)
+            )
+    if not items:
+        raise TaskDataError(f"{path}: no items (the file is empty)")
+    return items
+
+
+def _is_prompt(prompt: Any) -> bool:
+    if isinstance(prompt, str):
+        return bool(prompt.strip())
+    if isinstance(prompt, list) and prompt:
+        return (
+            all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in prompt
+            )
+            and prompt[-1]["role"] == "user"
+        )
+    return False
+
+
+def check_unique_tasks(stream: str, names: list[str]) -> None:
+    """A task may appear once per stream: the accuracy matrix has one column per task."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"stream '{stream}' repeats task(s) {repeated}: a task may appear once per stream "
+            "(the accuracy matrix has one column per task); copy the folder under another name to revisit it"
+        )
+
+
+def load_train_items(spec: TaskSpec, limit: int | None = None) -> list[Item]:
+    items = read_jsonl(spec.train_file)
+    return items[:limit] if limit else items
+
+
+# --- chat formatting -------------------------------------------------------------------------------------
+
+
+def student_messages(item: Item) -> Messages:
+    """The student sees the prompt alone."""
+    if isinstance(item.prompt, str):
+        return [{"role": "user", "content": item.prompt}]
+    return [dict(m) for m in item.prompt]
+
+
+def resolve_template(template: str | None, spec: TaskSpec | None = None) -> str:
+    """A template name or literal string; None falls back to the task's setting, then the paper's."""
+    chosen = template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
+    if chosen in TEACHER_TEMPLATES:
+        return TEACHER_TEMPLATES[chosen]
+    if "{demonstration}" not in chosen:
+        raise ValueError(
+            f"teacher template {chosen!r} is neither a known name ({', '.join(TEACHER_TEMPLATES)}) "
+            "nor a format string containing {demonstration}"
+        )
+    return chosen
+
+
+def teacher_messages(item: Item, template: str) -> Messages:
+    """The teacher sees the prompt rewritten to show the demonstration (and the privileged context).
+
+    System messages and earlier turns stay; only the last user message is rewritten.
+    """
+    messages = student_messages(item)
+    privileged = f"{item.privileged.strip()}\n\n" if item.privileged else ""
+    system = None
+    if template.startswith(SYSTEM_MARK):
+        system, _, template = template[len(SYSTEM_MARK) :].partition(USER_MARK)
+    fill = {"prompt": messages[-1]["content"], "demonstration": item.demonstration, "privileged": privileged}
+    messages[-1] = {"role": "user", "content": template.format(**fill)}
+    if system is not None:
+        text = system.format(**fill)
+        if messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": f"{text}\n\n{messages[0]['content']}"}
+        else:
+            messages.insert(0, {"role": "system", "content": text})
+    return messages
+
+
+def effective_setting(method_value: Any, task_value: Any, default: Any) -> Any:
+    """A method setting wins only where the user set it; else the task's; else the default."""
+    if method_value is not None:
+        return method_value
+    if task_value is not None:
+        return task_value
+    return default
