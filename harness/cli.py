@@ -91,9 +91,10 @@ def compose(overrides: list[str], check: bool = True):
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.config import register_configs  # lazy: per command
-    from harness.run.preflight import check_overrides, hydra_error_line  # lazy: per command
+    from harness.run.preflight import check_overrides, hydra_error_line, open_options  # lazy: per command
     from harness.run.validate import validate  # lazy: loads torch through the method registry
 
+    overrides = open_options(overrides)
     check_overrides(overrides)
     register_configs()
     try:
@@ -239,7 +240,9 @@ def _run(argv: list[str]) -> int:
             print(f"harness run: error: {err}", file=sys.stderr)
             sys.exit(1)
 
-    sys.argv = ["harness run", *argv]
+    from harness.run.preflight import open_options  # lazy: per command
+
+    sys.argv = ["harness run", *open_options(argv)]
     _main()
     if failures:
         if sweep["dir"] and not sweep["kept"]:  # every job failed before it started: nothing to keep

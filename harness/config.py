@@ -8,7 +8,6 @@ harness.run.validate adds those that need the method registry and turns the node
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -91,10 +90,20 @@ class DistillConfig:
 
 
 @dataclass
+class SupervisedConfig:
+    """What the SFT family (sft, dft, sft_l2, sft_ls, sft_replay, ...) shares: memory, not results."""
+
+    loss_chunk_size: int = 128  # demonstration positions per chunk of the LM head and its loss
+
+
+@dataclass
 class MethodConfig:
     name: str = "sdft"
+    # the two families' shared sections; they stay in the schema for every method so that a sweep across
+    # families (`-m method=sft,sdft method.distill.temperature=0.7,1.0`) composes for each job, while a
+    # method's run key hashes only the sections it `reads` (harness.methods.MethodSpec)
+    sft: SupervisedConfig = field(default_factory=SupervisedConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    replay_fraction: float = 0.0  # sft_replay: share of each batch drawn from earlier tasks
     # settings of a method that has its own options dataclass (harness.methods.MethodSpec.options); checked
     # against it at start-up, so a new method adds knobs without touching this schema
     options: dict[str, Any] = field(default_factory=dict)
@@ -227,7 +236,7 @@ RANGES: dict[str, Range] = {
     "model.max_length": COUNT,
     "model.random_init_layers": COUNT,
     "model.random_init_hidden": Range(4),  # four attention heads
-    "method.replay_fraction": Range(0, 1, high_open=True),
+    "method.sft.loss_chunk_size": COUNT,
     "method.distill.ema_rate": Range(0, 1, low_open=True),
     "method.distill.jsd_beta": FRACTION,
     "method.distill.topk": COUNT,
@@ -374,27 +383,6 @@ def tracking_uri(cfg: Any) -> str:
     return f"sqlite:///{results_path(cfg) / 'mlflow.db'}"
 
 
-def _is_typed(cfg: Any) -> bool:
-    """Whether `cfg` is already a dataclass instance of the schema (not an OmegaConf node)."""
-    return dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
-
-
-def as_object(section: Any) -> Any:
-    """One section of the config as its schema dataclass (e.g. `cfg.trainer` -> TrainerConfig)."""
-    if _is_typed(section):
-        return section
-    return OmegaConf.to_object(section)
-
-
-def to_container(cfg: Any) -> dict:
-    """A plain dict of a config section, whether a dataclass of the schema or an OmegaConf node."""
-    if _is_typed(cfg):
-        return dataclasses.asdict(cfg)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def to_yaml(cfg: Any) -> str:
-    """The resolved config as YAML (the text a run records as its config)."""
-    if _is_typed(cfg):
-        cfg = OmegaConf.structured(cfg)
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def to_yaml(cfg: Config) -> str:
+    """The resolved, typed config as YAML (the text a run records as its config)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)

@@ -293,7 +293,9 @@ CASES = {
     ),
     "lr-zero": _cli("trainer.lr=0", expected=r"trainer.lr=0(\.0)?: must be > 0"),
     "replay-fraction-one": _cli(
-        "method.replay_fraction=1", expected=r"method.replay_fraction=1(\.0)?: must be in \[0, 1\)"
+        "method=sft_replay",
+        "method.options.replay_fraction=1",
+        expected=r"method.options.replay_fraction=1(\.0)?: must be in \[0, 1\)",
     ),
     "eval-backend-unknown": _cli(
         "eval.backend=tgi", expected=r"eval.backend='tgi' is not known; valid values: hf, vllm"

@@ -32,13 +32,14 @@ def _cfg(**distill):
     cfg = OmegaConf.structured(Config)
     cfg.model.max_length = 256
     cfg.method.distill.update({"loss_chunk_size": 7, **distill})
+    cfg.method.sft.loss_chunk_size = 7  # several chunks per batch, SFT as SDFT
     cfg.trainer.update({"batch_size": 2, "max_steps": 2, "warmup_steps": 0, "lr": 1e-3})
     return cfg
 
 
 def _supervised_step(model, tok) -> SupervisedStep:
     cfg = _cfg()
-    return SupervisedStep(model, tok, cfg.method.distill.loss_chunk_size, cfg.model.max_length)
+    return SupervisedStep(model, tok, cfg.method.sft.loss_chunk_size, cfg.model.max_length)
 
 
 def _flat_grad(model: torch.nn.Module) -> torch.Tensor:

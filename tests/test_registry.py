@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from harness.cli import compose
-from harness.config import to_container
 from harness.methods import get_method, method_names, method_spec, needs_teacher_copy, result_relevant
+from harness.run.validate import typed
 from harness.tracking.store import run_key
 
 
 def test_every_method_module_is_registered_with_a_config():
-    from pathlib import Path
-
     from harness.cli import CONF_DIR
 
     names = set(method_names())
-    assert {"sft", "sdft", "dft", "opsd", "sft_replay", "sft_l2"} <= names
+    assert _declared_in_source() == names  # every `METHOD = MethodSpec(name=...)` of the package, no more
     configured = {
         compose([f"method={p.stem}"]).method.name for p in (Path(CONF_DIR) / "method").glob("*.yaml")
     }
@@ -27,19 +28,33 @@ def test_every_method_module_is_registered_with_a_config():
         assert callable(get_method(name))
 
 
+def _declared_in_source() -> set[str]:
+    """The `name=` of every module-level `METHOD = MethodSpec(...)` in harness/methods/, read from the source
+    (a second way to find the methods, independent of the registry's import scan)."""
+    import harness.methods
+
+    found = set()
+    for path in Path(harness.methods.__file__).parent.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if targets == ["METHOD"] and isinstance(node.value, ast.Call):
+                found.update(k.value.value for k in node.value.keywords if k.arg == "name")
+    return found
+
+
 def test_sweep_over_a_distillation_knob_trains_sft_once():
     """`-m method=sft,sdft method.distill.temperature=0.7,1.0`: one SFT run key, two SDFT run keys."""
     keys: dict[str, set[str]] = {"sft": set(), "sdft": set()}
     for method, temperature in itertools.product(("sft", "sdft"), (0.7, 1.0)):
         cfg = compose([f"method={method}", f"method.distill.temperature={temperature}"])
-        keys[method].add(run_key(result_relevant(to_container(cfg))))
+        keys[method].add(run_key(result_relevant(asdict(typed(cfg)))))
     assert len(keys["sft"]) == 1 and len(keys["sdft"]) == 2
     assert not keys["sft"] & keys["sdft"]
 
 
 def test_a_setting_sft_reads_still_changes_its_key():
-    base, other = (compose(["method=sft", f"method.distill.loss_chunk_size={n}"]) for n in (64, 128))
-    assert run_key(result_relevant(to_container(base))) != run_key(result_relevant(to_container(other)))
+    base, other = (compose(["method=sft", f"method.sft.loss_chunk_size={n}"]) for n in (64, 128))
+    assert run_key(result_relevant(asdict(typed(base)))) != run_key(result_relevant(asdict(typed(other))))
 
 
 def test_teacher_copy_is_declared_by_the_method():
@@ -94,10 +109,8 @@ def test_a_method_settings_see_exactly_the_keys_its_run_key_covers(name):
     """A method receives only `MethodSpec.settings(method section)`. Changing any key outside `reads` must
     leave those settings unchanged (else two runs with one run key could differ), and changing a key inside
     `reads` must change them (else the key splits runs that are the same)."""
-    from harness.config import as_object
-
     spec = method_spec(name)
-    method = as_object(compose([f"method={name}"]).method)
+    method = typed(compose([f"method={name}"])).method
     settings = spec.settings(method)
     leaves = list(_leaves(method))
     assert leaves, "the method section has keys"
@@ -107,3 +120,35 @@ def test_a_method_settings_see_exactly_the_keys_its_run_key_covers(name):
             assert changed != settings, f"{name}: {dotted} is in `reads` but its settings ignore it"
         else:
             assert changed == settings, f"{name}: {dotted} is outside `reads` but changes its settings"
+
+
+def test_an_option_left_out_of_the_yaml_is_set_on_the_command_line_and_recorded():
+    """conf/method/sft_l2.yaml names no option: `method.options.weight=...` still works without `+`, and the
+    typed config records every option, so spelling out a default changes neither params nor run key."""
+    given = typed(compose(["method=sft_l2", "method.options.weight=0.25"]))
+    assert given.method.options == {"weight": 0.25}
+    default = typed(compose(["method=sft_l2"]))
+    assert default.method.options == {"weight": 0.01}  # L2Settings' default, declared once
+    spelled = typed(compose(["method=sft_l2", "method.options.weight=0.01"]))
+    assert run_key(result_relevant(asdict(default))) == run_key(result_relevant(asdict(spelled)))
+    with pytest.raises(ValueError, match="method.options.wieght is not an option of 'sft_l2'; valid: weight"):
+        compose(["method=sft_l2", "method.options.wieght=0.25"])
+
+
+def test_a_method_that_cannot_shard_is_refused_at_start_up(monkeypatch):
+    """Under FSDP, a method declaring supports_fsdp=False stops in the loop's preparation, before the model
+    loads (load_model would fail the test if reached)."""
+    import harness.run.loop as loop
+    from harness.methods import check_shardable
+    from harness.parallel.distributed import Replicas
+    from tests.fast_config import FAST_ONE_TASK
+
+    unshardable = sorted(n for n in method_names() if not method_spec(n).supports_fsdp)
+    assert "sft_l2" in unshardable  # its anchor is a whole copy of the weights
+    monkeypatch.setattr(loop, "replicas", lambda: Replicas(rank=0, world=1, sharded=True))
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    cfg = compose([*FAST_ONE_TASK, "method=sft_l2"])
+    with pytest.raises(ValueError, match=r"method 'sft_l2' does not support FSDP; .*sft\b"):
+        loop._prepare(cfg)
+    for name in method_names():  # only a sharded run is refused; every method runs unsharded
+        check_shardable(name, sharded=False)

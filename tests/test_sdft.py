@@ -284,7 +284,7 @@ def test_sft_anchor_adds_weighted_cross_entropy(tiny_model, monkeypatch) -> None
     anchored = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_weight=0.5)
     loss0, _ = base(ITEMS2, ITEMS2)
     loss1, stats = anchored(ITEMS2, ITEMS2)
-    ce, _ = SupervisedStep(model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length)(
+    ce, _ = SupervisedStep(model, tok, _cfg().method.sft.loss_chunk_size, _cfg().model.max_length)(
         ITEMS2, ITEMS2
     )
     assert loss1.item() == pytest.approx(loss0.item() + 0.5 * ce.item(), rel=1e-5)
@@ -296,7 +296,7 @@ def test_sft_warmup_runs_supervised_steps_first(tiny_model, monkeypatch) -> None
 
     model, tok = tiny_model
     step = _step(tiny_model, monkeypatch, COMPLETIONS, [True, False], sft_warmup_steps=2)
-    ce, _ = SupervisedStep(model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length)(
+    ce, _ = SupervisedStep(model, tok, _cfg().method.sft.loss_chunk_size, _cfg().model.max_length)(
         ITEMS2, ITEMS2
     )
     for _ in range(2):

@@ -33,7 +33,7 @@ ITEMS = [
 def _cfg(chunk: int = 5):
     cfg = OmegaConf.structured(Config)
     cfg.model.max_length = 256
-    cfg.method.distill.loss_chunk_size = chunk  # several chunks per batch
+    cfg.method.sft.loss_chunk_size = chunk  # several chunks per batch
     return cfg
 
 
@@ -67,7 +67,7 @@ def test_supervised_loss_and_grads_match_transformers(tiny_model, weighted: bool
     step = SupervisedStep(
         model,
         tok,
-        cfg.method.distill.loss_chunk_size,
+        cfg.method.sft.loss_chunk_size,
         cfg.model.max_length,
         token_dft if weighted else _nll(),
     )

@@ -37,9 +37,7 @@ def _cfg(weight: float = 0.5, steps: int = 2, lr: float = 1e-2):
 def test_loss_is_cross_entropy_plus_half_weight_squared_distance(tiny_model):
     model, tok = tiny_model
     model = copy.deepcopy(model).train()
-    step = AnchoredStep(
-        model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length, weight=0.5
-    )
+    step = AnchoredStep(model, tok, _cfg().method.sft.loss_chunk_size, _cfg().model.max_length, weight=0.5)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():  # move the weights away from the anchor by a known amount
         for p in model.parameters():
@@ -79,9 +77,7 @@ def test_penalty_is_split_across_micro_batches(tiny_model):
     """Two micro-batches of one step carry one penalty in all, as accumulation and DDP sums require."""
     model, tok = tiny_model
     model = copy.deepcopy(model).train()
-    step = AnchoredStep(
-        model, tok, _cfg().method.distill.loss_chunk_size, _cfg().model.max_length, weight=2.0
-    )
+    step = AnchoredStep(model, tok, _cfg().method.sft.loss_chunk_size, _cfg().model.max_length, weight=2.0)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from functools import cache
 from typing import Any
 
-from harness.config import as_object
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import Config, MethodConfig
 from harness.methods.base import NonFiniteLossError, StageContext, TrainStats
 
 
@@ -32,17 +34,22 @@ class MethodSpec:
     teacher_copy: whether the method may hold a second set of weights (EMA or frozen teacher); the
         `live` teacher setting turns it off (see `needs_teacher_copy`).
     options: a dataclass for the free-form `method.options` mapping of this method (None: it takes none);
-        its fields' types and defaults are the method's own schema, checked at start-up.
+        its own fields' types and defaults are the method's schema, declared once there (the YAML names
+        only what differs), and checked at start-up. Fields it inherits from a family's settings (e.g.
+        SupervisedSettings.loss_chunk_size) are not options: `settings` fills them from their section.
     settings: builds the method's own settings object from the typed `method:` section; it may read only
-        the keys in `reads` (tests/test_registry.py checks this for every method), so the run key covers
-        everything the method can see.
+        the keys in `reads` and `options` (tests/test_registry.py checks this for every method), so the run
+        key covers everything the method can see.
+    supports_fsdp: whether the method can train fully sharded; the loop refuses one that cannot at start-up
+        (before any weights load) instead of failing inside the first stage.
     """
 
     name: str
-    settings: Callable[[Any], Any]
+    settings: Callable[[MethodConfig], Any]
     reads: tuple[str, ...] = ()
     teacher_copy: bool = False
     options: type | None = None
+    supports_fsdp: bool = True
 
 
 @cache
@@ -79,17 +86,27 @@ def get_method(name: str) -> Callable[..., TrainStats]:
 
 
 def train_stage(
-    model: Any, tokenizer: Any, items: list, spec: Any, cfg: Any, ctx: StageContext
+    model: Any, tokenizer: Any, items: list, spec: Any, cfg: Config | DictConfig, ctx: StageContext
 ) -> TrainStats:
-    """Train one stage with the method `cfg.method.name`: the config (typed, or an OmegaConf node of the
-    schema) is split into what the method may see: its own settings, the trainer section, and the model's
-    context length (in `ctx`)."""
+    """Train one stage with the method `cfg.method.name`: the config is split into what the method may see:
+    its own settings, the trainer section, and the model's context length (in `ctx`). The loop passes the
+    typed Config; tests and benchmarks may pass the schema's OmegaConf node, whose two sections are typed here."""
     from dataclasses import replace
 
-    method, trainer = as_object(cfg.method), as_object(cfg.trainer)
+    method, trainer = _typed_section(cfg.method), _typed_section(cfg.trainer)
     settings = method_spec(method.name).settings(method)
     ctx = replace(ctx, max_length=cfg.model.max_length)
     return get_method(method.name)(model, tokenizer, items, spec, settings, trainer, ctx)
+
+
+def _typed_section(section: Any) -> Any:
+    return OmegaConf.to_object(section) if isinstance(section, DictConfig) else section
+
+
+def option_names(options: type) -> list[str]:
+    """The fields an options dataclass declares itself; inherited ones (a family's settings) are not options."""
+    inherited = {f.name for base in options.__mro__[1:] if is_dataclass(base) for f in fields(base)}
+    return [f.name for f in fields(options) if f.name not in inherited]
 
 
 def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
@@ -97,17 +114,13 @@ def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
 
     Raises ValueError naming the unknown key or the bad value and the valid keys.
     """
-    from dataclasses import fields
-
-    from omegaconf import OmegaConf
-
     spec = method_spec(name)
     given = dict(options or {})
     if spec.options is None:
         if given:
             raise ValueError(f"method.options={given}: method {name!r} takes no options")
         return None
-    valid = [f.name for f in fields(spec.options)]
+    valid = option_names(spec.options)
     unknown = sorted(set(given) - set(valid))
     if unknown:
         raise ValueError(
@@ -117,6 +130,25 @@ def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.options), given))
     except Exception as err:  # OmegaConf's type errors name the key; keep their first line
         raise ValueError(f"method.options for {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def option_values(name: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every option of method `name` with its value, defaults filled in: what a run records and hashes, so
+    that naming a default in the YAML or leaving it out gives the same run key and the same logged params."""
+    typed = method_options(name, options)
+    if typed is None:
+        return {}
+    return {key: getattr(typed, key) for key in option_names(type(typed))}
+
+
+def check_shardable(name: str, sharded: bool) -> None:
+    """Refuse, at start-up, a fully sharded (FSDP) run of a method that cannot train sharded."""
+    if sharded and not method_spec(name).supports_fsdp:
+        shardable = [n for n, (spec, _) in registry().items() if spec.supports_fsdp]
+        raise ValueError(
+            f"method {name!r} does not support FSDP; launch it with DDP (conf/accelerate/ddp.yaml) or one "
+            f"process, or pick a method that shards: {', '.join(shardable)}"
+        )
 
 
 def needs_teacher_copy(method: Mapping[str, Any]) -> bool:
@@ -149,9 +181,12 @@ __all__ = [
     "NonFiniteLossError",
     "StageContext",
     "TrainStats",
+    "check_shardable",
     "get_method",
     "method_names",
     "method_options",
+    "option_names",
+    "option_values",
     "method_spec",
     "needs_teacher_copy",
     "registry",

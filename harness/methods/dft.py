@@ -7,10 +7,16 @@ from typing import Any
 from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
-from harness.methods.sft import SupervisedSettings, supervised_settings, token_dft, train_supervised
+from harness.methods.sft import (
+    SUPERVISED_READS,
+    SupervisedSettings,
+    supervised_settings,
+    token_dft,
+    train_supervised,
+)
 from harness.tasks.spec import Item, TaskSpec
 
-METHOD = MethodSpec(name="dft", settings=supervised_settings, reads=("distill.loss_chunk_size",))
+METHOD = MethodSpec(name="dft", settings=supervised_settings, reads=SUPERVISED_READS)
 
 
 def train(

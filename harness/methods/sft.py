@@ -7,8 +7,7 @@ demonstration positions only, chunked (harness.distill.fused_head).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,27 +23,27 @@ from harness.tasks.spec import Item, TaskSpec
 @dataclass(frozen=True)
 class SupervisedSettings:
     """What SFT-like methods read from `method:`: how many positions the chunked LM head covers at once
-    (memory, not results: losses agree across chunk sizes to float rounding)."""
+    (`method.sft.loss_chunk_size`; memory, not results: losses agree across chunk sizes to float rounding).
+    A variant with knobs of its own subclasses this with those fields and declares it as its
+    `MethodSpec.options`: the one place each default is written."""
 
     loss_chunk_size: int = 128
 
 
 def supervised_settings(method: MethodConfig) -> SupervisedSettings:
-    return SupervisedSettings(loss_chunk_size=method.distill.loss_chunk_size)
+    return SupervisedSettings(loss_chunk_size=method.sft.loss_chunk_size)
 
 
-def settings_with_options(settings_type: type) -> Callable[[MethodConfig], Any]:
-    """A `MethodSpec.settings` for an SFT variant with its own `method.options`: `settings_type` (a
-    SupervisedSettings subclass whose extra fields are named as the options) filled from both."""
-
-    def build(method: MethodConfig) -> Any:
-        options = method_options(method.name, method.options)
-        return settings_type(loss_chunk_size=method.distill.loss_chunk_size, **asdict(options))
-
-    return build
+def settings_with_options(method: MethodConfig) -> Any:
+    """`MethodSpec.settings` of an SFT variant whose options dataclass subclasses SupervisedSettings: its
+    `method.options`, typed, with the family's chunk size filled in."""
+    return replace(method_options(method.name, method.options), loss_chunk_size=method.sft.loss_chunk_size)
 
 
-METHOD = MethodSpec(name="sft", settings=supervised_settings, reads=("distill.loss_chunk_size",))
+SUPERVISED_READS = ("sft",)  # the family's shared section (harness.config.SupervisedConfig)
+
+
+METHOD = MethodSpec(name="sft", settings=supervised_settings, reads=SUPERVISED_READS)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

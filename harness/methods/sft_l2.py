@@ -18,26 +18,27 @@ import torch
 from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
-from harness.methods.sft import SupervisedSettings, SupervisedStep, settings_with_options
+from harness.methods.sft import (
+    SUPERVISED_READS,
+    SupervisedSettings,
+    SupervisedStep,
+    settings_with_options,
+)
 from harness.parallel import sharding
 from harness.tasks.spec import Item, TaskSpec
 
 
-@dataclass
-class L2Options:
-    weight: float = 0.01  # strength of the pull towards the stage's starting weights
-
-
 @dataclass(frozen=True)
 class L2Settings(SupervisedSettings):
-    weight: float = 0.01
+    weight: float = 0.01  # option: strength of the pull towards the stage's starting weights
 
 
 METHOD = MethodSpec(
     name="sft_l2",
-    settings=settings_with_options(L2Settings),
-    reads=("distill.loss_chunk_size",),
-    options=L2Options,
+    settings=settings_with_options,
+    reads=SUPERVISED_READS,
+    options=L2Settings,
+    supports_fsdp=False,  # the anchor is a whole copy of the weights
 )
 
 

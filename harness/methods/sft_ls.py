@@ -16,29 +16,28 @@ import torch
 from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats
-from harness.methods.sft import SupervisedSettings, settings_with_options, train_supervised
+from harness.methods.sft import (
+    SUPERVISED_READS,
+    SupervisedSettings,
+    settings_with_options,
+    train_supervised,
+)
 from harness.tasks.spec import Item, TaskSpec
 
 
-@dataclass
-class SmoothingOptions:
-    epsilon: float = 0.1  # probability mass moved from the demonstration token to the uniform distribution
+@dataclass(frozen=True)
+class SmoothingSettings(SupervisedSettings):
+    epsilon: float = (
+        0.1  # option: probability mass moved from the demonstration token to the uniform distribution
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon < 1.0:
             raise ValueError(f"epsilon={self.epsilon}: must be in [0, 1)")
 
 
-@dataclass(frozen=True)
-class SmoothingSettings(SupervisedSettings):
-    epsilon: float = 0.1
-
-
 METHOD = MethodSpec(
-    name="sft_ls",
-    settings=settings_with_options(SmoothingSettings),
-    reads=("distill.loss_chunk_size",),
-    options=SmoothingOptions,
+    name="sft_ls", settings=settings_with_options, reads=SUPERVISED_READS, options=SmoothingSettings
 )
 
 

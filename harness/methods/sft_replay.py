@@ -1,4 +1,4 @@
-"""SFT with replay: a share `method.replay_fraction` of every batch is drawn from earlier tasks' items.
+"""SFT with replay: a share `method.options.replay_fraction` of every batch is drawn from earlier tasks' items.
 
 Same number of steps and batch size as SFT on the stage's task (so the compute matches SFT's); the
 stage's own items fill the rest of each batch, reshuffled every epoch. With no earlier items (stage 1) it
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.config import MethodConfig, TrainerConfig
+from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import (
     StageContext,
@@ -24,23 +24,26 @@ from harness.methods.base import (
     run_stage,
     stage_generator,
 )
-from harness.methods.sft import SupervisedSettings, SupervisedStep
+from harness.methods.sft import (
+    SUPERVISED_READS,
+    SupervisedSettings,
+    SupervisedStep,
+    settings_with_options,
+)
 from harness.tasks.spec import Item, TaskSpec
 
 
 @dataclass(frozen=True)
 class ReplaySettings(SupervisedSettings):
-    replay_fraction: float = 0.0  # share of each batch drawn from earlier tasks' items
+    replay_fraction: float = 0.25  # option: share of each batch drawn from earlier tasks' items
 
-
-def replay_settings(method: MethodConfig) -> ReplaySettings:
-    return ReplaySettings(
-        loss_chunk_size=method.distill.loss_chunk_size, replay_fraction=method.replay_fraction
-    )
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_fraction < 1.0:  # at least one item of the stage's own task per batch
+            raise ValueError(f"method.options.replay_fraction={self.replay_fraction}: must be in [0, 1)")
 
 
 METHOD = MethodSpec(
-    name="sft_replay", settings=replay_settings, reads=("replay_fraction", "distill.loss_chunk_size")
+    name="sft_replay", settings=settings_with_options, reads=SUPERVISED_READS, options=ReplaySettings
 )
 
 

@@ -15,18 +15,18 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig
 
-from harness.config import Config, ensure_writable, results_path, to_container, to_yaml, tracking_uri
+from harness.config import Config, ensure_writable, results_path, to_yaml, tracking_uri
 from harness.eval.lmeval import stream_eval_names
 from harness.eval.metrics import all_metrics
+from harness.methods import check_shardable, result_relevant, train_stage
 from harness.methods import needs_teacher_copy as declared
-from harness.methods import result_relevant, train_stage
 from harness.methods.base import NonFiniteLossError, StageContext
 from harness.models import load_model, precision_summary
 from harness.parallel import sharding
@@ -94,7 +94,7 @@ def _seed_everything(seed: int) -> None:
 def needs_teacher_copy(cfg: Config) -> bool:
     """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
 
-    return declared(to_container(cfg.method))
+    return declared(asdict(cfg.method))
 
 
 def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
@@ -208,6 +208,7 @@ def _prepare(composed: DictConfig | Config) -> ExperimentRun:
     check_run(composed)  # the whole config and every task, before the model loads or MLflow is touched
     cfg = typed(composed)  # from here on the schema's dataclasses, with their declared types
     dist = replicas()
+    check_shardable(cfg.method.name, dist.sharded)
     if dist.sharded:
         check_fsdp_batch(cfg.trainer.batch_size, cfg.trainer.grad_accum, dist.world)
     plan = plan_stream(cfg)  # bad task data fails here, before the model loads
@@ -247,9 +248,7 @@ def _open_parent(run: ExperimentRun, opened: dict[str, Any]) -> None:
     precision = precision_summary(run.model)
     # only the method settings it reads, and the compute precision `model.dtype` resolved to on this machine
     # (`auto` is bf16 on one CPU and float32 on another: not the same run)
-    run.key = run_key(
-        {**result_relevant(to_container(cfg)), "resolved_compute": precision["precision/compute"]}
-    )
+    run.key = run_key({**result_relevant(asdict(cfg)), "resolved_compute": precision["precision/compute"]})
     run.ckpt_dir = checkpoint_dir(cfg, run.key)
     if not dist.is_main:
         return
@@ -266,7 +265,7 @@ def _open_parent(run: ExperimentRun, opened: dict[str, Any]) -> None:
         "run_key": run.key,
         "precision": precision["precision/compute"],
     }
-    params = flatten_config(to_container(cfg))
+    params = flatten_config(asdict(cfg))
     params["stream_tasks"] = json.dumps([s.name for s in plan.specs])
     params["suite_tasks"] = json.dumps(plan.suite_tasks)
     params["world_size"] = str(dist.world)

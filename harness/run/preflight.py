@@ -113,6 +113,16 @@ def _values(override: Any) -> list[Any] | None:
     return None
 
 
+OPTIONS_PREFIX = "method.options."
+
+
+def open_options(argv: list[str]) -> list[str]:
+    """`method.options.KEY=V` as `++method.options.KEY=V`: a method's YAML names only the options that differ
+    from its dataclass's defaults, so the key may be absent from the composed mapping, and Hydra sets a key
+    that is absent only when told to add it. The method's dataclass checks the key at start-up."""
+    return [f"++{a}" if a.startswith(OPTIONS_PREFIX) else a for a in argv]
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Refuse, before Hydra composes, what Hydra would accept silently or explain in many lines."""
     from hydra.core.override_parser.types import OverrideType

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness.config import Config, results_path, to_container
+from harness.config import Config, results_path
 from harness.eval.lmeval import (
     evaluate,
     item_frame,
@@ -104,8 +105,8 @@ def _base_cache_key(model, plan: StreamPlan, cfg: Config, dist: Replicas) -> str
     if not cfg.eval.reuse_base or dist.active or cfg.eval.backend != "hf":
         return None
     return base_eval_cache.cache_key(
-        to_container(cfg.model),
-        to_container(cfg.eval),
+        asdict(cfg.model),
+        asdict(cfg.eval),
         precision_summary(model)["precision/compute"],
         stream_eval_names(plan.specs) + plan.suite_tasks,
         plan.include_paths,

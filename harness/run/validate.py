@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import config
 from harness.config import Config
-from harness.methods import method_names, method_options
+from harness.methods import method_names, method_options, option_values
 
 ROLLOUT_SOURCES = ("student", "teacher", "mix")
 
@@ -48,4 +48,8 @@ def typed(cfg: DictConfig | Config) -> Config:
     if isinstance(cfg, Config):
         return cfg
     validate(cfg)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    out: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    # every option with its value (the YAML names only those that differ from the method's defaults): the
+    # run records them all as params, and its run key does not depend on whether a default was spelled out
+    out.method.options = option_values(out.method.name, out.method.options)
+    return out
