@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 TOP_HELP = """usage: harness <command> [args]
 
@@ -171,29 +174,39 @@ def _run(argv: list[str]) -> int:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     _check_results_dir(argv)
-    from omegaconf import OmegaConf
-
     if not any(
         a.startswith("-") and a not in ("-m", "--multirun") for a in argv
     ):  # Hydra's flags: Hydra's way
-        # Everything that can be checked is checked here, before Hydra creates an output folder. A sweep's
-        # command line is checked for every job; each job's config and tasks are checked when it starts, so
-        # that one job's mistake does not stop the others.
-        for job in _sweep_jobs(overrides) if multirun else [overrides]:
-            cfg = compose(job, check=not multirun)
-        if not multirun:
-            if cfg.print_config:
-                print(OmegaConf.to_yaml(cfg, resolve=True))
-                return 0
-            from harness.run.preflight import check_run  # lazy: per command
+        if _check_before_hydra(overrides, multirun):
+            return 0
+    return _run_jobs(argv, overrides, multirun)
 
-            check_run(cfg)
+
+def _check_before_hydra(overrides: list[str], multirun: bool) -> bool:
+    """Everything that can be checked, before Hydra creates an output folder. A sweep's command line is
+    checked for every job; each job's config and tasks are checked when it starts, so that one job's mistake
+    does not stop the others. True when the command is done (print_config)."""
+    from omegaconf import OmegaConf
+
+    for job in _sweep_jobs(overrides) if multirun else [overrides]:
+        cfg = compose(job, check=not multirun)
+    if multirun:
+        return False
+    if cfg.print_config:
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+        return True
+    from harness.run.preflight import check_run  # lazy: per command
+
+    check_run(cfg)
+    return False
+
+
+def _run_jobs(argv: list[str], overrides: list[str], multirun: bool) -> int:
+    """Hydra runs the job (or each job of a sweep); a user-fixable failure is one line, and a sweep goes on."""
     import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig
 
-    from harness.config import register_configs, results_path  # lazy: per command
+    from harness.config import register_configs  # lazy: per command
+    from harness.run.preflight import open_options  # lazy: per command
 
     register_configs()
     failures: list[str] = []
@@ -202,45 +215,7 @@ def _run(argv: list[str]) -> int:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        hc = HydraConfig.get()
-        output = Path(hc.runtime.output_dir)
-        # jobs of the basic launcher run here, one after the other; other launchers (submitit) run them in
-        # parallel elsewhere and report a failed job themselves
-        in_process = hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(
-            "BasicLauncher"
-        )
-        sweep["jobs"] += 1
-        sweep["dir"] = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
-        sweep["results"] = results_path(cfg)
-        try:
-            if cfg.print_config:
-                print(OmegaConf.to_yaml(cfg, resolve=True))
-                _remove_output(output, results_path(cfg))
-                return
-            from harness.run.loop import run_experiment  # lazy: per command
-
-            run_experiment(cfg)
-            sweep["kept"] += 1
-        except Exception as err:
-            from harness.run.loop import StageFailedError  # lazy: per command
-
-            if getattr(err, "parent_run_id", None) is None:
-                _remove_output(output, results_path(cfg))  # nothing ran: no output folder
-            else:
-                sweep["kept"] += 1
-            if not isinstance(err, (*USER_ERRORS, StageFailedError)):
-                raise
-            # Hydra would print its own traceback for any exception; a user-fixable problem gets one line.
-            if in_process:
-                label = ",".join(o for o in hc.overrides.task if o.split("=", 1)[0] in swept) or "defaults"
-                print(f"harness run: job {hc.job.num} ({label}): error: {err}", file=sys.stderr)
-                failures.append(f"job {hc.job.num} ({label}): {err}")
-                return  # the sweep goes on with the next job
-            # SystemExit passes through Hydra (it catches Exception only)
-            print(f"harness run: error: {err}", file=sys.stderr)
-            sys.exit(1)
-
-    from harness.run.preflight import open_options  # lazy: per command
+        _job(cfg, swept, sweep, failures)
 
     sys.argv = ["harness run", *open_options(argv)]
     _main()
@@ -252,6 +227,53 @@ def _run(argv: list[str]) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _job(cfg: DictConfig, swept: set[str], sweep: dict[str, Any], failures: list[str]) -> None:
+    """One Hydra job: the experiment, or print_config; a failure that left nothing behind removes its folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from harness.config import results_path  # lazy: per command
+
+    hc = HydraConfig.get()
+    output = Path(hc.runtime.output_dir)
+    # jobs of the basic launcher run here, one after the other; other launchers (submitit) run them in
+    # parallel elsewhere and report a failed job themselves
+    in_process = hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(
+        "BasicLauncher"
+    )
+    sweep["jobs"] += 1
+    sweep["dir"] = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+    sweep["results"] = results_path(cfg)
+    try:
+        if cfg.print_config:
+            print(OmegaConf.to_yaml(cfg, resolve=True))
+            _remove_output(output, results_path(cfg))
+            return
+        from harness.run.loop import run_experiment  # lazy: per command
+
+        run_experiment(cfg)
+        sweep["kept"] += 1
+    except Exception as err:
+        from harness.run.loop import StageFailedError  # lazy: per command
+
+        if getattr(err, "parent_run_id", None) is None:
+            _remove_output(output, results_path(cfg))  # nothing ran: no output folder
+        else:
+            sweep["kept"] += 1
+        if not isinstance(err, (*USER_ERRORS, StageFailedError)):
+            raise
+        # Hydra would print its own traceback for any exception; a user-fixable problem gets one line.
+        if in_process:
+            label = ",".join(o for o in hc.overrides.task if o.split("=", 1)[0] in swept) or "defaults"
+            print(f"harness run: job {hc.job.num} ({label}): error: {err}", file=sys.stderr)
+            failures.append(f"job {hc.job.num} ({label}): {err}")
+            return  # the sweep goes on with the next job
+        # SystemExit passes through Hydra (it catches Exception only)
+        print(f"harness run: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _report(argv: list[str]) -> int:

@@ -87,7 +87,7 @@ def _stage_figures(results: Path) -> tuple[dict[str, float], dict[str, list[floa
     return stage.data.metrics, series
 
 
-def main(argv: list[str]) -> int:
+def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="harness bench parallel", description=__doc__)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--modes", default="ddp,fsdp", help="comma-separated multi-process modes: ddp, fsdp")
@@ -102,14 +102,18 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2:
         raise ValueError("--steps must be at least 2: the first step is warm-up and not timed")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in LAUNCH_CONFIGS]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in args.modes if m not in LAUNCH_CONFIGS]
     if unknown:
         raise ValueError(f"--modes: unknown {unknown}; valid: {', '.join(LAUNCH_CONFIGS)}")
+    return args
 
+
+def main(argv: list[str]) -> int:
+    args = _arguments(argv)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
-        for mode in ["single", *modes]:
+        for mode in ["single", *args.modes]:
             results = Path(tmp) / mode
             _launch(args, results, mode)
             metrics, series = _stage_figures(results)
@@ -138,7 +142,17 @@ def main(argv: list[str]) -> int:
         "threads": args.threads,
         "runs": list(rows.values()),
     }
-    lines = [
+    lines = _markdown(args, list(rows.values()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "parallel.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "parallel.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+def _markdown(args: argparse.Namespace, rows: list[dict]) -> list[str]:
+    return [
         f"# Multi-process training: 1 process vs {args.processes} (DDP replicas, FSDP shards)",
         "",
         f"{args.method} on {args.model}, task {args.task}, global batch {args.batch}, {args.new_tokens}-token "
@@ -151,7 +165,7 @@ def main(argv: list[str]) -> int:
             f"| {r['mode']} | {r['processes']} | {r['threads_per_process']} | {r['median_step_s']:.2f} | "
             f"{r['speedup']:.2f}x | {r['state_mib']:.0f} | {r['state_ratio']:.2f} | {r['peak_mem_mib']:.0f} | "
             f"{r['max_loss_gap']:.1e} |"
-            for r in rows.values()
+            for r in rows
         ),
         "",
         "Training state: what the most loaded process stores for the student's weights, gradients and AdamW",
@@ -161,9 +175,3 @@ def main(argv: list[str]) -> int:
         "rollouts). Loss gap: largest per-step difference from the single process (same micro-batches and",
         "seeds, so ~0).",
     ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "parallel.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "parallel.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    print("\n".join(lines))
-    return 0

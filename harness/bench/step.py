@@ -31,7 +31,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,42 +38,13 @@ from typing import Any
 import torch
 
 from harness.batching import chat_prompt_ids
+from harness.bench.fixed_batch import PROMPTS, TEMPLATE, items
 from harness.bench.measure import PeakMemory, memory_bandwidth, pin_malloc
-from harness.config import Config, ModelConfig
+from harness.bench.trl_step import run_trl
+from harness.config import DTYPE_NAMES, Config, ModelConfig
 from harness.distill.rollout import sample
 from harness.methods import StageContext, train_stage
 from harness.models import Precision, load_model, precision_of, set_precision
-from harness.tasks.spec import TEACHER_TEMPLATES, Item
-
-PROMPTS = [
-    "Explain why the sky is blue.",
-    "Write a short poem about autumn leaves.",
-    "What are the main causes of inflation?",
-    "Describe how a bicycle works.",
-    "Give three tips for learning a new language.",
-    "Summarise the plot of a detective story you invent.",
-    "How do vaccines train the immune system?",
-    "Compare cats and dogs as pets.",
-]
-DEMOS = [
-    "Sunlight scatters off air molecules; blue light scatters most, so the sky looks blue.",
-    "Red and gold they fall, / whispering down the garden wall.",
-    "Demand outpacing supply, rising costs, and growth of the money supply.",
-    "Pedals turn a chain that drives the rear wheel; gears trade force for speed.",
-    "Practise daily, speak with natives, and learn words in context.",
-    "A detective traces a stolen violin to the orchestra's own conductor.",
-    "They show the body a harmless piece of a pathogen so it learns to fight it.",
-    "Cats are independent and low-maintenance; dogs are social and need walks.",
-]
-TEMPLATE = "paper"
-
-
-def _items():
-
-    return [
-        Item(prompt=p, demonstration=d, id=str(i), source=f"bench:{i}")
-        for i, (p, d) in enumerate(zip(PROMPTS, DEMOS, strict=True))
-    ]
 
 
 def _cfg(method: str, steps: int, new_tokens: int, rollouts: int = 1):
@@ -131,91 +101,9 @@ def run_ours(
     model.generation_config.min_new_tokens = new_tokens  # fixed-length rollouts (see module docstring)
     cfg = _cfg(method, steps, new_tokens, rollouts)
     with PeakMemory(device) as mem:
-        stats = train_stage(model, tok, _items(), None, cfg, StageContext())
+        stats = train_stage(model, tok, items(), None, cfg, StageContext())
     del model
     return {"steps": stats.steps, "peak_mib": mem.mib}
-
-
-def run_trl(
-    base_model,
-    tok,
-    steps: int,
-    new_tokens: int,
-    device,
-    compute: torch.dtype = torch.float32,
-    rollouts: int = 1,
-) -> dict[str, Any]:
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
-
-    # our paper template, with TRL's {privileged_context} standing for the demonstration (no passage here)
-    template = (
-        TEACHER_TEMPLATES[TEMPLATE]
-        .replace("{privileged}", "")
-        .replace("{demonstration}", "{privileged_context}")
-    )
-    data = Dataset.from_list(
-        [
-            {"prompt": [{"role": "user", "content": p}], "privileged_context": d}
-            for p, d in zip(PROMPTS, DEMOS, strict=True)
-        ]
-    )
-    times: list[float] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
-
-    model = copy.deepcopy(base_model)
-    bf16 = compute == torch.bfloat16
-    with tempfile.TemporaryDirectory() as out, PeakMemory(device) as mem:
-        args = SDFTConfig(
-            # TRL counts its batch in completions: 8 prompts x `rollouts` generations each
-            output_dir=out,
-            per_device_train_batch_size=8 * rollouts,
-            gradient_accumulation_steps=1,
-            max_steps=steps,
-            learning_rate=1e-5,
-            lr_scheduler_type="cosine",
-            warmup_steps=0,
-            weight_decay=0.0,
-            max_grad_norm=1.0,
-            num_generations=rollouts,
-            max_completion_length=new_tokens,
-            temperature=1.0,
-            top_p=1.0,
-            top_k=0,
-            generation_kwargs={"min_new_tokens": new_tokens},
-            teacher_model_kind="ema",
-            teacher_update_rate=0.01,
-            distillation_mode="full_logits",
-            distillation_alpha=0.0,
-            num_loss_tokens_to_skip=3,
-            distillation_is_clip=None,
-            teacher_prompt_template=template,
-            gradient_checkpointing=False,
-            bf16=bf16,
-            fp16=False,
-            use_cpu=device.type == "cpu",
-            report_to=[],
-            save_strategy="no",
-            logging_steps=10**6,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            seed=0,
-        )
-        trainer = SDFTTrainer(
-            model=model, args=args, train_dataset=data, processing_class=tok, callbacks=[Timer()]
-        )
-        trainer.train()
-        del trainer
-    del model
-    return {"steps": [{"step_s": t} for t in times], "peak_mib": mem.mib}
 
 
 def decode_floor(
@@ -256,10 +144,11 @@ def _median(steps: list[dict[str, float]], key: str, warmup: int) -> float:
     return float(statistics.median(vals)) if vals else float("nan")
 
 
-PRECISION_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# the canonical compute dtypes of harness.config's one table of precision names
+PRECISION_NAMES = {name: getattr(torch, name) for name in dict.fromkeys(DTYPE_NAMES.values())}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="harness bench step", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="timed optimizer steps per method")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
@@ -275,55 +164,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-decode-floor", action="store_true", help="skip the decode-floor measurement")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    unknown = [p for p in precisions if p not in PRECISION_NAMES]
+    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    unknown = [p for p in args.precisions if p not in PRECISION_NAMES]
     if unknown:
         parser.error(f"--precisions: {unknown} not known; valid: {', '.join(PRECISION_NAMES)}")
-    rollouts = [int(r) for r in args.rollouts.split(",")]
+    args.rollouts = [int(r) for r in args.rollouts.split(",")]
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     pin_malloc()
     torch.set_num_threads(args.threads)
 
     model, tok = load_model(ModelConfig())
     device = next(model.parameters()).device
     default = precision_of(model)  # what model.dtype=auto chose here: the headline ratios use it
-    default_name = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[default.compute]
-    steps = args.warmup + args.reps
+    default_name = str(default.compute).removeprefix("torch.")
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, float]] = {}
-    for prec in precisions:
+    for prec in args.precisions:
         compute = PRECISION_NAMES[prec]
         if not args.no_decode_floor:
             floors[prec] = decode_floor(model, tok, device, compute)
             print(prec, "decode", json.dumps(floors[prec]), flush=True)
         for name in args.methods.split(","):
-            for n in rollouts if name != "sft" else [1]:
-                torch.manual_seed(0)
-                t0 = time.perf_counter()
-                if name == "trl":
-                    res = run_trl(model, tok, steps, args.new_tokens, device, compute, n)
-                else:
-                    res = run_ours(name, model, tok, steps, args.new_tokens, device, compute, n)
-                row = {
-                    "method": name,
-                    "precision": prec,
-                    "rollouts": n,
-                    "step_s": _median(res["steps"], "step_s", args.warmup),
-                    "peak_mib": res["peak_mib"],
-                    "wall_s": time.perf_counter() - t0,
-                }
-                for s in res["steps"]:  # the student's forward (method) and backward (run_stage) together
-                    if "student_s" in s:
-                        s["student_s"] += s.get("backward_s", 0.0)
-                for key in ("gen_s", "teacher_s", "student_s", "completion_len", "tokens_per_s"):
-                    if any(key in s for s in res["steps"]):
-                        row[key] = _median(res["steps"], key, args.warmup)
-                row["all_step_s"] = [s["step_s"] for s in res["steps"]]
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "all_step_s"}), flush=True)
+            for n in args.rollouts if name != "sft" else [1]:
+                rows.append(_measure(args, name, prec, n, model, tok, device))
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "all_step_s"}), flush=True)
                 gc.collect()
 
-    table = ratios(rows, precisions, rollouts)
+    table = ratios(rows, args.precisions, args.rollouts)
     headline = table.get(f"{default_name}/r1", {})
     machine = (
         f"{platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
@@ -350,6 +221,35 @@ def main(argv: list[str] | None = None) -> int:
     (out / "step.md").write_text(_markdown(payload))
     print(json.dumps({"default": default_name, **headline, "ratios": table}, indent=2))
     return 0
+
+
+def _measure(
+    args: argparse.Namespace, name: str, prec: str, n: int, model: Any, tok: Any, device: Any
+) -> dict[str, Any]:
+    """One method at one precision and rollout count: median step time, peak memory and phase times."""
+    compute, steps = PRECISION_NAMES[prec], args.warmup + args.reps
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    if name == "trl":
+        res = run_trl(model, tok, steps, args.new_tokens, device, compute, n)
+    else:
+        res = run_ours(name, model, tok, steps, args.new_tokens, device, compute, n)
+    row = {
+        "method": name,
+        "precision": prec,
+        "rollouts": n,
+        "step_s": _median(res["steps"], "step_s", args.warmup),
+        "peak_mib": res["peak_mib"],
+        "wall_s": time.perf_counter() - t0,
+    }
+    for s in res["steps"]:  # the student's forward (method) and backward (run_stage) together
+        if "student_s" in s:
+            s["student_s"] += s.get("backward_s", 0.0)
+    for key in ("gen_s", "teacher_s", "student_s", "completion_len", "tokens_per_s"):
+        if any(key in s for s in res["steps"]):
+            row[key] = _median(res["steps"], key, args.warmup)
+    row["all_step_s"] = [s["step_s"] for s in res["steps"]]
+    return row
 
 
 def ratios(

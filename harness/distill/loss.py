@@ -8,6 +8,7 @@ at a time, so neither model's full [B, C, V] logits ever exist (harness.distill.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,31 +60,17 @@ def distillation_loss(
     per_seq = trained.sum(-1, keepdim=True).clamp(min=1.0)
     weights = (trained / per_seq / batch_total)[keep]
     tokens = completion_ids[keep]
-    t_hidden = teacher_hidden[keep].detach()
-    temp = float(settings.temperature)
     fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
     trained_value = torch.zeros_like(fkl)  # the trained divergence per token, for the loss profile
-
-    # Both heads run in float32 even under bf16 mixed precision: the distillation signal is a small difference
-    # between two sets of logits (KL ~0.1 nat per token here), and bf16 logits are rounded to 0.06-0.125 at
-    # |logit| 8-16. Measured on the real model (tests/test_learning.py's 4-step check, seeds 0-2): with bf16
-    # heads the demonstrations' log-probability did not rise (-0.07, -0.01, +0.02), with float32 ones it did.
-    # The decoder still runs in bf16; the heads are ~1/5 of the model's FLOPs. The teacher's head is cast
-    # once here, not per chunk; the chunk loop runs with autocast off (harness.distill.fused_head).
-    t_compute = head_compute_dtype(t_hidden.device, teacher_head.weight.dtype, floor=torch.float32)
-    t_weight = teacher_head.weight.detach().to(t_compute)
-    t_bias = getattr(teacher_head, "bias", None)
-    t_bias = t_bias.detach().to(t_compute) if t_bias is not None else None
+    teacher_logits = _teacher_logits(teacher_hidden[keep].detach(), teacher_head, settings.temperature)
 
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = (
-                torch.nn.functional.linear(t_hidden[start:end].to(t_compute), t_weight, t_bias) / temp
-            )
-        student_logits = student_logits / temp
+            t_logits = teacher_logits(start, end)
+        student_logits = student_logits / float(settings.temperature)
         value = token_divergence(
             student_logits,
-            teacher_logits,
+            t_logits,
             kind=settings.divergence,
             beta=settings.beta,
             support=settings.support,
@@ -97,7 +84,7 @@ def distillation_loss(
         else:
             with torch.no_grad():
                 fkl[start:end] = kl(
-                    torch.log_softmax(teacher_logits.float(), -1),
+                    torch.log_softmax(t_logits.float(), -1),
                     torch.log_softmax(student_logits.detach().float(), -1),
                 )
         return value
@@ -106,17 +93,49 @@ def distillation_loss(
         student_hidden[keep], student_head, weights, per_token, settings.chunk_size, floor=torch.float32
     )
     position = torch.arange(completion_ids.shape[1], device=tokens.device).expand_as(completion_ids)[keep]
-    trained_flat = trained[keep].bool()
+    return loss, _diagnostics(fkl, trained_value, weights, position, trained[keep].bool())
+
+
+def _teacher_logits(
+    t_hidden: torch.Tensor, teacher_head: torch.nn.Module, temperature: float
+) -> Callable[[int, int], torch.Tensor]:
+    """The teacher's tempered logits of positions [start, end), computed chunk by chunk from its hidden states.
+
+    Both heads run in float32 even under bf16 mixed precision: the distillation signal is a small difference
+    between two sets of logits (KL ~0.1 nat per token here), and bf16 logits are rounded to 0.06-0.125 at
+    |logit| 8-16. Measured on the real model (tests/test_learning.py's 4-step check, seeds 0-2): with bf16
+    heads the demonstrations' log-probability did not rise (-0.07, -0.01, +0.02), with float32 ones it did.
+    The decoder still runs in bf16; the heads are ~1/5 of the model's FLOPs. The teacher's head is cast
+    once here, not per chunk; the chunk loop runs with autocast off (harness.distill.fused_head).
+    """
+    compute = head_compute_dtype(t_hidden.device, teacher_head.weight.dtype, floor=torch.float32)
+    weight = teacher_head.weight.detach().to(compute)
+    bias = getattr(teacher_head, "bias", None)
+    bias = bias.detach().to(compute) if bias is not None else None
+    temp = float(temperature)
+
+    def logits(start: int, end: int) -> torch.Tensor:
+        return torch.nn.functional.linear(t_hidden[start:end].to(compute), weight, bias) / temp
+
+    return logits
+
+
+def _diagnostics(
+    fkl: torch.Tensor,
+    trained_value: torch.Tensor,
+    weights: torch.Tensor,
+    position: torch.Tensor,
+    trained: torch.Tensor,
+) -> dict[str, float]:
     first = position < FIRST_TOKENS
-    diag = {
-        "kl": _mean(fkl[trained_flat]),
+    return {
+        "kl": _mean(fkl[trained]),
         "kl_first": _mean(fkl[first]),
         "kl_rest": _mean(fkl[~first]),
-        "loss_tokens": float(trained_flat.sum()),
+        "loss_tokens": float(trained.sum()),
         # share of the loss carried by the first FIRST_TOKENS positions (harness.distill.diagnostics)
         "loss_share_first": position_profile(trained_value, weights, position, FIRST_TOKENS)["share_first"],
     }
-    return loss, diag
 
 
 def _mean(x: torch.Tensor) -> float:

@@ -104,45 +104,52 @@ def probe(
         pairs += [(teacher, demo), (student, demo)]
         pairs += [(teacher, s) for s in sentences] + [(student, s) for s in sentences]
     scored = completion_logprobs(model, tokenizer, pairs, batch_size)
+    rows = [_item_row(scored, first, n_sent, first_k) for first, n_sent in layout]
+    result = _mean_result(rows)
+    result.seconds = time.perf_counter() - started
+    return result
 
-    rows = []
-    for first, n_sent in layout:
-        t_demo, s_demo = scored[first], scored[first + 1]
-        t_sent = scored[first + 2 : first + 2 + n_sent]
-        s_sent = scored[first + 2 + n_sent : first + 2 + 2 * n_sent]
-        k = min(first_k, len(t_demo))
-        row = {
-            "teacher_demo_lp": float(t_demo.mean()),
-            "student_demo_lp": float(s_demo.mean()),
-            "teacher_demo_sum": float(t_demo.sum()),
-            "student_demo_sum": float(s_demo.sum()),
-            "first_gap": float((t_demo[:k].exp() - s_demo[:k].exp()).mean()),
-        }
-        if n_sent:
-            best = max(range(n_sent), key=lambda j: float(t_sent[j].sum()))  # likeliest to be recited
-            row.update(
-                {
-                    "teacher_template_lp": float(t_sent[best].mean()),
-                    "student_template_lp": float(s_sent[best].mean()),
-                    "teacher_template_sum": float(t_sent[best].sum()),
-                    "template_more_likely": float(float(t_sent[best].sum()) > row["teacher_demo_sum"]),
-                }
-            )
-        else:  # a template with no text of its own cannot be recited
-            row.update(
-                {
-                    "teacher_template_lp": -math.inf,
-                    "student_template_lp": -math.inf,
-                    "teacher_template_sum": -math.inf,
-                    "template_more_likely": 0.0,
-                }
-            )
-        rows.append(row)
 
+def _item_row(scored: list[Any], first: int, n_sent: int, first_k: int) -> dict[str, float]:
+    """One item's figures from its scored pairs: demonstration under teacher and student, then its sentences."""
+    t_demo, s_demo = scored[first], scored[first + 1]
+    t_sent = scored[first + 2 : first + 2 + n_sent]
+    s_sent = scored[first + 2 + n_sent : first + 2 + 2 * n_sent]
+    k = min(first_k, len(t_demo))
+    row = {
+        "teacher_demo_lp": float(t_demo.mean()),
+        "student_demo_lp": float(s_demo.mean()),
+        "teacher_demo_sum": float(t_demo.sum()),
+        "student_demo_sum": float(s_demo.sum()),
+        "first_gap": float((t_demo[:k].exp() - s_demo[:k].exp()).mean()),
+    }
+    if n_sent:
+        best = max(range(n_sent), key=lambda j: float(t_sent[j].sum()))  # likeliest to be recited
+        row.update(
+            {
+                "teacher_template_lp": float(t_sent[best].mean()),
+                "student_template_lp": float(s_sent[best].mean()),
+                "teacher_template_sum": float(t_sent[best].sum()),
+                "template_more_likely": float(float(t_sent[best].sum()) > row["teacher_demo_sum"]),
+            }
+        )
+    else:  # a template with no text of its own cannot be recited
+        row.update(
+            {
+                "teacher_template_lp": -math.inf,
+                "student_template_lp": -math.inf,
+                "teacher_template_sum": -math.inf,
+                "template_more_likely": 0.0,
+            }
+        )
+    return row
+
+
+def _mean_result(rows: list[dict[str, float]]) -> ProbeResult:
     def mean(key: str) -> float:
         return sum(r[key] for r in rows) / len(rows) if rows else float("nan")
 
-    result = ProbeResult(
+    return ProbeResult(
         items=len(rows),
         teacher_demo_lp=mean("teacher_demo_lp"),
         student_demo_lp=mean("student_demo_lp"),
@@ -155,8 +162,6 @@ def probe(
         template_more_likely=mean("template_more_likely"),
         margin=mean("teacher_demo_lp") - mean("teacher_template_lp"),
     )
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def warn_if_recitable(result: ProbeResult, task: str, template_name: str) -> str | None:

@@ -10,51 +10,19 @@ import functools
 import inspect
 import json
 import logging
-import math
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.eval.results import EvalResult, from_lm_eval
 from harness.models import autocast, precision_of
 from harness.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalResult:
-    metrics: dict[str, dict[str, float]]  # lm-eval task -> {"exact_match,none": 0.5, ...}
-    samples: list[dict[str, Any]] = field(default_factory=list)  # a few generations per task
-    n_items: dict[str, int] = field(default_factory=dict)  # items actually scored per task
-    raw: dict[str, Any] = field(default_factory=dict)  # lm-eval's results/configs, JSON-safe
-    # every scored item (not only `samples`): task, doc_id, filter, prompt, generation, target, scores
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-
-# Entries of lm-eval's per-task results that are bookkeeping, not scores.
-NON_SCORE_KEYS = ("alias", "sample_len", "sample_count", "samples")
-
-
-def score_keys(task_metrics: dict[str, Any]) -> list[str]:
-    return [k for k in task_metrics if "stderr" not in k and k.split(",")[0] not in NON_SCORE_KEYS]
-
-
-def primary_metric(task_metrics: dict[str, float], preferred: str | None = None) -> float:
-    """The score that goes into the accuracy matrix: `preferred` if given, else the first score metric."""
-    keys = score_keys(task_metrics)
-    if preferred:
-        for key in keys:
-            if key.split(",")[0] == preferred:
-                return float(task_metrics[key])
-        raise KeyError(f"metric {preferred!r} not in lm-eval output {keys}")
-    if not keys:
-        raise KeyError("lm-eval returned no metric")
-    return float(task_metrics[keys[0]])
 
 
 def make_task_manager(include_paths: list[str | Path], builtin_index: bool = False) -> Any:
@@ -99,61 +67,25 @@ def evaluate(
     """
     if not task_names:
         return EvalResult(metrics={})
-    from lm_eval import simple_evaluate
-
-    if not builtin_index:
-        # Our tasks read local JSON files; never let datasets/hub reach for the network.
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # lm-eval logs every context it builds at INFO; one line per stage from the loop is what users read.
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    _prepare_environment(builtin_index, allow_code_execution)
     was_training = model.training
     model.eval()
-    if allow_code_execution:
-        os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # HF evaluate's code_eval refuses to run code without it
-    context = _context_length(model, max_length)
-    device = next(model.parameters()).device
-    if backend == "vllm":
-        if vllm_snapshot is None:
-            raise ValueError(
-                "eval.backend=vllm evaluates a snapshot of the stage's weights: pass vllm_snapshot "
-                "(a folder written by harness.eval.lmeval.write_snapshot)"
-            )
-        lm = _vllm_lm(Path(vllm_snapshot), seed, vllm_gpu_memory, context, device)
-    else:
-        from lm_eval.models.huggingface import HFLM
-
-        hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
-        lm = HFLM(
-            pretrained=model,
-            tokenizer=tokenizer,
-            batch_size=hf_batch,
-            max_length=context,
-            **_hflm_precision(HFLM, model),
-        )
-    gen_kwargs = {"do_sample": False}
-    if max_gen_toks:
-        gen_kwargs["max_gen_toks"] = int(max_gen_toks)
+    lm = _language_model(
+        model,
+        tokenizer,
+        backend,
+        batch_size,
+        auto_batch_size,
+        max_length,
+        seed,
+        vllm_gpu_memory,
+        vllm_snapshot,
+    )
     try:
         # the model's compute dtype for the whole run: autocast casts each weight once, not once per batch
         with _as_single_process(), autocast(model):
-            out = simple_evaluate(
-                model=lm,
-                tasks=list(task_names),
-                task_manager=make_task_manager(include_paths, builtin_index),
-                limit=limit,
-                apply_chat_template=True,
-                gen_kwargs=gen_kwargs,
-                use_cache=None,
-                cache_requests=False,
-                log_samples=True,
-                bootstrap_iters=0,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-                verbosity="ERROR",
-                confirm_run_unsafe_code=allow_code_execution,
+            out = _simple_evaluate(
+                lm, task_names, include_paths, builtin_index, limit, max_gen_toks, seed, allow_code_execution
             )
     finally:
         model.train(was_training)
@@ -164,91 +96,87 @@ def evaluate(
             f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
             f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})"
         )
-    metrics = {
-        task: {k: float(v) for k, v in vals.items() if isinstance(v, (int, float)) and not _is_nan(v)}
-        for task, vals in out["results"].items()
-    }
-    samples: list[dict[str, Any]] = []
-    n_items: dict[str, int] = {}
-    items: list[dict[str, Any]] = []
-    for task, rows in (out.get("samples") or {}).items():
-        n_items[task] = len({row.get("doc_id") for row in rows})  # a task with 2 filters logs each doc twice
-        items += [_item(task, row, _metric_names(out, task)) for row in rows]
-        for row in rows[:log_samples]:
-            samples.append(
-                {
-                    "task": task,
-                    "doc_id": row.get("doc_id"),
-                    "prompt": _first_arg(row),
-                    "response": _first_response(row),
-                    "target": str(row.get("target", "")),
-                    **{m: row[m] for m in _metric_names(out, task) if m in row},
-                }
+    return from_lm_eval(out, limit, max_gen_toks, log_samples)
+
+
+def _simple_evaluate(
+    lm: Any,
+    task_names: list[str],
+    include_paths: list[str | Path],
+    builtin_index: bool,
+    limit: int | None,
+    max_gen_toks: int | None,
+    seed: int,
+    allow_code_execution: bool,
+) -> dict | None:
+    """lm-eval's run: greedy, chat template, no request cache, every sample logged, seeds fixed."""
+    from lm_eval import simple_evaluate
+
+    gen_kwargs: dict[str, Any] = {"do_sample": False}
+    if max_gen_toks:
+        gen_kwargs["max_gen_toks"] = int(max_gen_toks)
+    return simple_evaluate(
+        model=lm,
+        tasks=list(task_names),
+        task_manager=make_task_manager(include_paths, builtin_index),
+        limit=limit,
+        apply_chat_template=True,
+        gen_kwargs=gen_kwargs,
+        use_cache=None,
+        cache_requests=False,
+        log_samples=True,
+        bootstrap_iters=0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        verbosity="ERROR",
+        confirm_run_unsafe_code=allow_code_execution,
+    )
+
+
+def _prepare_environment(builtin_index: bool, allow_code_execution: bool) -> None:
+    if not builtin_index:
+        # Our tasks read local JSON files; never let datasets/hub reach for the network.
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # lm-eval logs every context it builds at INFO; one line per stage from the loop is what users read.
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    if allow_code_execution:
+        os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # HF evaluate's code_eval refuses to run code without it
+
+
+def _language_model(
+    model: Any,
+    tokenizer: Any,
+    backend: str,
+    batch_size: int,
+    auto_batch_size: bool,
+    max_length: int | None,
+    seed: int,
+    vllm_gpu_memory: float,
+    vllm_snapshot: Path | None,
+) -> Any:
+    """lm-eval's model object: HFLM on the live model, or vLLM on the stage's snapshot."""
+    context = _context_length(model, max_length)
+    device = next(model.parameters()).device
+    if backend == "vllm":
+        if vllm_snapshot is None:
+            raise ValueError(
+                "eval.backend=vllm evaluates a snapshot of the stage's weights: pass vllm_snapshot "
+                "(a folder written by harness.eval.lmeval.write_snapshot)"
             )
-    raw = {
-        "results": out["results"],
-        "n-samples": out.get("n-samples", {}),
-        "versions": out.get("versions", {}),
-        "config": {"limit": limit, "max_gen_toks": max_gen_toks},
-    }
-    return EvalResult(metrics=metrics, samples=samples, n_items=n_items, raw=_json_safe(raw), items=items)
+        return _vllm_lm(Path(vllm_snapshot), seed, vllm_gpu_memory, context, device)
+    from lm_eval.models.huggingface import HFLM
 
-
-def _item(task: str, row: dict, metric_names: list[str]) -> dict[str, Any]:
-    """One lm-eval logged sample, reduced to what item-level statistics and the report need."""
-    doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
-    scores = {}
-    for name in metric_names:
-        try:
-            scores[name] = float(row[name])
-        except (KeyError, TypeError, ValueError):  # absent, or a corpus-level metric's tuple (e.g. bleu)
-            continue
-    return {
-        "task": task,
-        "doc_id": row.get("doc_id"),
-        "item_id": doc.get("id"),
-        "filter": row.get("filter"),
-        "prompt": _first_arg(row),
-        "generation": _first_response(row),
-        "target": str(row.get("target", "")),
-        "scores": scores,
-    }
-
-
-ITEM_COLUMNS = ("task", "doc_id", "item_id", "metric", "score", "generation", "target", "prompt")
-
-
-def item_frame(result: EvalResult, preferred: dict[str, str | None] | None = None):
-    """Every scored item as a frame with ITEM_COLUMNS: `score` is the item's value of the task's primary
-    metric, the one that enters R or G (`preferred[task]`, else the first score metric, as
-    `primary_metric` picks it), so that its mean over a task's items is the logged score."""
-    import pandas as pd
-
-    preferred = preferred or {}
-    rows = []
-    for row in result.items:
-        task = row["task"]
-        keys = score_keys(result.metrics.get(task, {}))
-        want = preferred.get(task)
-        key = next((k for k in keys if want and k.split(",")[0] == want), keys[0] if keys else None)
-        if key is None:
-            continue
-        metric, _, filt = key.partition(",")
-        if (row.get("filter") or "none") != (filt or "none") or metric not in row["scores"]:
-            continue
-        rows.append(
-            {
-                "task": task,
-                "doc_id": row["doc_id"],
-                "item_id": row.get("item_id"),
-                "metric": metric,
-                "score": row["scores"][metric],
-                "generation": row["generation"],
-                "target": row["target"],
-                "prompt": row["prompt"],
-            }
-        )
-    return pd.DataFrame(rows, columns=list(ITEM_COLUMNS))
+    hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
+    return HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=hf_batch,
+        max_length=context,
+        **_hflm_precision(HFLM, model),
+    )
 
 
 def _context_length(model: Any, max_length: int | None) -> int | None:
@@ -381,57 +309,5 @@ def _as_single_process():
             os.environ["LOCAL_RANK"] = saved
 
 
-def merge_results(parts: list[EvalResult]) -> EvalResult:
-    """One result from several processes' results on disjoint eval tasks."""
-    merged = EvalResult(metrics={})
-    for part in parts:
-        merged.metrics.update(part.metrics)
-        merged.samples.extend(part.samples)
-        merged.items.extend(part.items)
-        merged.n_items.update(part.n_items)
-        for key, value in part.raw.items():
-            if isinstance(value, dict) and key != "config":
-                merged.raw.setdefault(key, {}).update(value)
-            else:
-                merged.raw.setdefault(key, value)
-    return merged
-
-
 def stream_eval_names(specs: list[TaskSpec]) -> list[str]:
     return [name for spec in specs for name in spec.eval_tasks]
-
-
-def _metric_names(out: dict, task: str) -> list[str]:
-    return [k.split(",")[0] for k in score_keys(out["results"].get(task, {}))]
-
-
-def _first_arg(row: dict) -> str:
-    args = row.get("arguments")
-    try:
-        if isinstance(args, dict):
-            first = next(iter(args.values()))
-            return str(first.get("arg_0", first)) if isinstance(first, dict) else str(first)
-        return str(args[0][0])
-    except (TypeError, IndexError, KeyError, StopIteration):
-        return ""
-
-
-def _first_response(row: dict) -> str:
-    resp = row.get("filtered_resps") or row.get("resps") or [""]
-    while isinstance(resp, (list, tuple)) and resp:
-        resp = resp[0]
-    return str(resp)
-
-
-def _is_nan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -113,25 +114,17 @@ def run_stage(
 ) -> TrainStats:
     """Optimizer steps over `batches` (one list of items per step), split into `grad_accum` micro-batches
     per process; under data parallelism (harness.parallel.distributed) each process runs its own share of them."""
-    tcfg = trainer
-    dist = ctx.replicas
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    optimizer = build_optimizer(model, tcfg)
-    scheduler = build_scheduler(optimizer, tcfg.warmup_steps, len(batches))
-    accum = tcfg.grad_accum
-    checkpointing = tcfg.gradient_checkpointing
-    if checkpointing:
+    optimizer = build_optimizer(model, trainer)
+    scheduler = build_scheduler(optimizer, trainer.warmup_steps, len(batches))
+    if trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
     steps: list[dict[str, float]] = []
     state_mib = 0.0
-    bar = None
-    if ctx.progress and dist.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(batches), desc=f"stage {ctx.stage} {desc}", unit="step")
+    bar = _progress_bar(ctx, len(batches), desc)
     clock = synchronized_clock(device)  # an asynchronous device's phases are timed after it caught up
     start = clock()
     try:
@@ -139,30 +132,9 @@ def run_stage(
             t0 = clock()
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
-            losses, merged = [], {}
-            mine = range(dist.rank * accum, (dist.rank + 1) * accum)
-            for index, micro in enumerate(micro_batches(batch, accum, dist.world)):
-                if index not in mine or not micro:
-                    continue
-                torch.manual_seed(micro_seed(ctx, step, index))
-                # forward in the compute dtype (rollouts, teacher, student); backward below runs outside
-                # autocast and reuses its dtypes, gradients land in the float32 master weights
-                with autocast(model):
-                    micro_loss, stats = sharding.run(model, micro_step, micro, batch)
-                t_back = clock()
-                (micro_loss * sharding.gradient_scale(model)).backward()
-                stats = {**stats, "backward_s": clock() - t_back}
-                losses.append(micro_loss.item())
-                for key, value in stats.items():
-                    merged.setdefault(key, []).append(value)
-            if dist.active:  # every process needs the same loss (NaN check) and the same summed gradients
-                losses, merged = _gather_stats(dist.gather((losses, merged)))
-                dist.sum_gradients(model)
-            loss = float(sum(losses))
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(step, loss)
+            loss, merged = _forward_backward(model, trainer, ctx, step, batch, micro_step, clock)
             grad_norm = sharding.to_float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.max_grad_norm)
             )
             optimizer.step()
             scheduler.step()
@@ -170,11 +142,7 @@ def run_stage(
                 after_step()
             if step == 0:  # gradients and optimizer state both exist now
                 state_mib = training_state_mib(model, optimizer)
-            record = {"loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
-            record.update(_merge(merged))
-            record["step_s"] = clock() - t0
-            if "completion_tokens" in record:
-                record["tokens_per_s"] = record["completion_tokens"] / record["step_s"]
+            record = _step_record(loss, lr, float(grad_norm), merged, clock() - t0)
             if ctx.on_step is not None:
                 ctx.on_step(step + 1, record)
             steps.append(record)
@@ -185,13 +153,83 @@ def run_stage(
         if bar is not None:
             bar.close()
         optimizer.zero_grad(set_to_none=True)
-        if checkpointing:
+        if trainer.gradient_checkpointing:
             model.gradient_checkpointing_disable()
         model.eval()
+    return _stage_stats(model, ctx, steps, time.perf_counter() - start, device, state_mib)
+
+
+def _progress_bar(ctx: StageContext, total: int, desc: str) -> Any:
+    if not (ctx.progress and ctx.replicas.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"stage {ctx.stage} {desc}", unit="step")
+
+
+def _forward_backward(
+    model: torch.nn.Module,
+    trainer: TrainerConfig,
+    ctx: StageContext,
+    step: int,
+    batch: list[Item],
+    micro_step: MicroStep,
+    clock: Callable[[], float],
+) -> tuple[float, dict[str, list[float]]]:
+    """This process's micro-batches of one step: forward, backward, and the step's loss and stats gathered
+    from every process (each needs the same loss for the NaN check, and the same summed gradients)."""
+    dist, accum = ctx.replicas, trainer.grad_accum
+    losses: list[float] = []
+    merged: dict[str, list[float]] = {}
+    mine = range(dist.rank * accum, (dist.rank + 1) * accum)
+    for index, micro in enumerate(micro_batches(batch, accum, dist.world)):
+        if index not in mine or not micro:
+            continue
+        torch.manual_seed(micro_seed(ctx, step, index))
+        # forward in the compute dtype (rollouts, teacher, student); backward below runs outside
+        # autocast and reuses its dtypes, gradients land in the float32 master weights
+        with autocast(model):
+            micro_loss, stats = sharding.run(model, micro_step, micro, batch)
+        t_back = clock()
+        (micro_loss * sharding.gradient_scale(model)).backward()
+        stats = {**stats, "backward_s": clock() - t_back}
+        losses.append(micro_loss.item())
+        for key, value in stats.items():
+            merged.setdefault(key, []).append(value)
+    if dist.active:
+        losses, merged = _gather_stats(dist.gather((losses, merged)))
+        dist.sum_gradients(model)
+    loss = float(sum(losses))
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(step, loss)
+    return loss, merged
+
+
+def _step_record(
+    loss: float, lr: float, grad_norm: float, merged: dict[str, list[float]], step_s: float
+) -> dict[str, float]:
+    record = {"loss": loss, "lr": lr, "grad_norm": grad_norm}
+    record.update(_merge(merged))
+    record["step_s"] = step_s
+    if "completion_tokens" in record:
+        record["tokens_per_s"] = record["completion_tokens"] / record["step_s"]
+    return record
+
+
+def _stage_stats(
+    model: torch.nn.Module,
+    ctx: StageContext,
+    steps: list[dict[str, float]],
+    seconds: float,
+    device: torch.device,
+    state_mib: float,
+) -> TrainStats:
+    """The replicas checked equal, then the stage's summary with the most loaded process's memory."""
+    dist = ctx.replicas
     dist.check_in_sync(model, f"stage {ctx.stage}")
-    summary = summarize(steps, time.perf_counter() - start)
+    summary = summarize(steps, seconds)
     per_process = dist.gather((peak_memory_mib(device), state_mib))
-    summary["peak_mem_mib"] = max(peak for peak, _ in per_process)  # the most loaded process
+    summary["peak_mem_mib"] = max(peak for peak, _ in per_process)
     summary["state_mib"] = max(state for _, state in per_process)
     return TrainStats(steps, summary)
 

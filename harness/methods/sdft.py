@@ -175,13 +175,7 @@ class DistillStep:
         clock = synchronized_clock(device)  # phase times of an asynchronous device need a synchronisation
         t0 = clock()
         out, from_teacher = self.rollouts(students, teachers)
-        lengths = out.lengths
-        for it, prompt, n in zip(rows, teachers, lengths.tolist(), strict=True):
-            if len(prompt) + n > self.max_length:
-                raise ValueError(
-                    f"item {item_name(it)}: teacher prompt ({len(prompt)} tokens) + completion ({n} tokens) "
-                    f"exceeds model.max_length={self.max_length}; the teacher context would be truncated"
-                )
+        self._check_teacher_context(rows, teachers, out.lengths)
         t1 = clock()
 
         t_ids, t_mask = pad(teachers, self.tokenizer.pad_token_id, "left")
@@ -190,6 +184,39 @@ class DistillStep:
             teacher_hidden = completion_hidden(self.teacher.model, teacher_batch)
         t2 = clock()
 
+        loss, stats = self._student_loss(out, teacher_hidden, batch, device)
+        if self.sft is not None and self.sft_weight > 0:
+            sft_loss, stats["sft_ce"] = self._sft_anchor(micro, batch)
+            loss = loss + self.sft_weight * sft_loss
+        t3 = clock()
+        texts, token_rows = self.decode(out)
+        stats.update(
+            {
+                "teacher_rollout_frac": float(from_teacher.float().mean()),
+                "gen_s": t1 - t0,
+                # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
+                "teacher_s": t2 - t1,
+                "student_s": t3 - t2,  # forward only; run_stage adds backward_s
+                **rollout_health(token_rows, texts, self.template),
+            }
+        )
+        self._log_sample(texts, out, from_teacher)
+        return loss, stats
+
+    def _check_teacher_context(
+        self, rows: list[Item], teachers: list[list[int]], lengths: torch.Tensor
+    ) -> None:
+        for it, prompt, n in zip(rows, teachers, lengths.tolist(), strict=True):
+            if len(prompt) + n > self.max_length:
+                raise ValueError(
+                    f"item {item_name(it)}: teacher prompt ({len(prompt)} tokens) + completion ({n} tokens) "
+                    f"exceeds model.max_length={self.max_length}; the teacher context would be truncated"
+                )
+
+    def _student_loss(
+        self, out: Rollouts, teacher_hidden: torch.Tensor, batch: list[Item], device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The student's forward on the rollouts and the distillation loss (clipped rows masked if asked)."""
         student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(
             device
         )
@@ -211,41 +238,33 @@ class DistillStep:
         )
         if all_masked:  # nothing to learn from; keep the graph (and the diagnostics of what was sampled)
             loss = loss * 0.0
-        stats: dict[str, float] = {}
-        if self.sft is not None and self.sft_weight > 0:
-            sft_loss, sft_stats = self.sft(micro, batch)
-            loss = loss + self.sft_weight * sft_loss
-            total = sum(len(self.sft.encode(it)[1]) for it in batch)
-            stats["sft_ce"] = (
-                float(sft_loss.detach()) * total / max(sft_stats["train_tokens"], 1.0)
-            )  # this micro's mean
-        t3 = clock()
-        texts, token_rows = self.decode(out)
-        stats.update(
-            {
-                "completion_len": float(lengths.float().mean()),
-                "clipped_frac": float(out.truncated.float().mean()),
-                "masked_frac": float(out.truncated.float().mean()) if masked else 0.0,
-                "teacher_rollout_frac": float(from_teacher.float().mean()),
-                "completion_tokens": float(lengths.sum()),
-                "gen_s": t1 - t0,
-                "teacher_s": t2
-                - t1,  # the teacher's decoder; its LM head runs chunked inside the loss (student_s)
-                "student_s": t3 - t2,  # forward only; run_stage adds backward_s
-                **rollout_health(token_rows, texts, self.template),
-                **diag,
-            }
-        )
+        truncated = float(out.truncated.float().mean())
+        return loss, {
+            "completion_len": float(out.lengths.float().mean()),
+            "clipped_frac": truncated,
+            "masked_frac": truncated if masked else 0.0,
+            "completion_tokens": float(out.lengths.sum()),
+            **diag,
+        }
+
+    def _sft_anchor(self, micro: list[Item], batch: list[Item]) -> tuple[torch.Tensor, float]:
+        """The SFT anchor's loss (normalised by the whole batch) and this micro-batch's mean cross-entropy
+        per demonstration token."""
+        assert self.sft is not None
+        sft_loss, sft_stats = self.sft(micro, batch)
+        total = sum(len(self.sft.encode(it)[1]) for it in batch)
+        return sft_loss, float(sft_loss.detach()) * total / max(sft_stats["train_tokens"], 1.0)
+
+    def _log_sample(self, texts: list[str], out: Rollouts, from_teacher: torch.Tensor) -> None:
         if self.steps_done % 4 == 0 and texts:  # a sample in the log shows what is being distilled
             log.info(
                 "step %d rollout (%s, %d tokens%s): %r",
                 self.steps_done,
                 "teacher" if bool(from_teacher[0]) else "student",
-                int(lengths[0]),
+                int(out.lengths[0]),
                 ", clipped" if bool(out.truncated[0]) else "",
                 texts[0][:300],
             )
-        return loss, stats
 
     def decode(self, out: Rollouts) -> tuple[list[str], list[list[int]]]:
         """Each completion as text and as token ids, without the closing EOS."""

@@ -293,6 +293,40 @@ def facts(runs: list[RunResult], skipped: int) -> list[str]:
     return out
 
 
+def _group_sections(ss: StreamStats, g: Group, out: Path, figs: list[tuple[Path, str]]) -> list[Section]:
+    """One method group's accuracy matrices (one per task order; CSV, Markdown and a heatmap, which joins
+    `figs`) and its general-suite table."""
+    s = slug(ss.stream)
+    sections = []
+    for order, members in g.orders().items():
+        table, mean = matrix_table(ss, g, order, members)
+        name = f"{s}_{slug(g.label)}" + ("" if len(ss.orders) == 1 else f"_order{slug(order)}")
+        mean.to_csv(out / f"matrix_{name}.csv")
+
+        (out / f"matrix_{name}.md").write_text(
+            f"{table.caption}, stream {ss.stream} (%, mean over {len(members)} run(s))\n\n{md_table(table)}\n"
+        )
+        heat = out / f"heatmap_{name}.png"
+        plots.heatmap(
+            mean,
+            heat,
+            f"{table.caption.split(' (')[0]}, stream {ss.stream} (mean of {len(members)} run(s))",
+        )
+        figs.append((heat, table.caption.split(" (")[0]))
+        sec = Section(
+            table.caption + " (% mean [95% interval])", level=3, tables=[Table(table.header, table.rows)]
+        )
+        if len(members[0].extra.columns):
+            sec.notes.append("† further eval task of a stream task (logged beside the accuracy matrix)")
+        sections.append(sec)
+    gt = general_table(ss, g)
+    if gt is not None:
+        sections.append(
+            Section(gt.caption + " (% mean [95% interval])", level=3, tables=[Table(gt.header, gt.rows)])
+        )
+    return sections
+
+
 def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dict]]:
     csv, cells = summary_rows(ss)
     header = (
@@ -320,32 +354,7 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
         figs += plots.stream_figures(ss, order, out, tag)
     figs += plots.shared_figures(ss, out, s)
     for g in ss.groups:
-        for order, members in g.orders().items():
-            table, mean = matrix_table(ss, g, order, members)
-            name = f"{s}_{slug(g.label)}" + ("" if len(ss.orders) == 1 else f"_order{slug(order)}")
-            mean.to_csv(out / f"matrix_{name}.csv")
-
-            (out / f"matrix_{name}.md").write_text(
-                f"{table.caption}, stream {ss.stream} (%, mean over {len(members)} run(s))\n\n{md_table(table)}\n"
-            )
-            heat = out / f"heatmap_{name}.png"
-            plots.heatmap(
-                mean,
-                heat,
-                f"{table.caption.split(' (')[0]}, stream {ss.stream} (mean of {len(members)} run(s))",
-            )
-            figs.append((heat, table.caption.split(" (")[0]))
-            sec = Section(
-                table.caption + " (% mean [95% interval])", level=3, tables=[Table(table.header, table.rows)]
-            )
-            if len(members[0].extra.columns):
-                sec.notes.append("† further eval task of a stream task (logged beside the accuracy matrix)")
-            sections.append(sec)
-        gt = general_table(ss, g)
-        if gt is not None:
-            sections.append(
-                Section(gt.caption + " (% mean [95% interval])", level=3, tables=[Table(gt.header, gt.rows)])
-            )
+        sections += _group_sections(ss, g, out, figs)
     sections[-1].figures = figs
     diagnostics = diagnostics_section(ss.stream, ss.groups)
     if diagnostics is not None:

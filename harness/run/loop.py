@@ -25,8 +25,7 @@ from omegaconf import DictConfig
 from harness.config import Config, ensure_writable, results_path, to_yaml, tracking_uri
 from harness.eval.lmeval import stream_eval_names
 from harness.eval.metrics import all_metrics
-from harness.methods import check_shardable, result_relevant, train_stage
-from harness.methods import needs_teacher_copy as declared
+from harness.methods import check_shardable, needs_teacher_copy, result_relevant, train_stage
 from harness.methods.base import NonFiniteLossError, StageContext
 from harness.models import load_model, precision_summary
 from harness.parallel import sharding
@@ -89,12 +88,6 @@ def _seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
-
-
-def needs_teacher_copy(cfg: Config) -> bool:
-    """Whether the method distils from a second set of weights (an EMA or frozen teacher)."""
-
-    return declared(asdict(cfg.method))
 
 
 def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
@@ -219,7 +212,7 @@ def _prepare(composed: DictConfig | Config) -> ExperimentRun:
         plan.include_paths,
         dist.world,
         dist.sharded,
-        needs_teacher_copy(cfg),
+        needs_teacher_copy(asdict(cfg.method)),
     )
     ensure_writable(results_path(cfg))
     _seed_everything(cfg.seed)
@@ -285,7 +278,7 @@ def _resume(run: ExperimentRun) -> int:
     )
     loaded = resume_from > 0 and load_checkpoint(run.model, run.ckpt_dir, resume_from)
     if run.dist.sharded:
-        sharding.shard(run.model, with_teacher=needs_teacher_copy(run.cfg))
+        sharding.shard(run.model, with_teacher=needs_teacher_copy(asdict(run.cfg.method)))
     if resume_from > 0 and loaded:
         log.info("resuming after stage %d from %s", resume_from, run.ckpt_dir)
     elif resume_from > 0:

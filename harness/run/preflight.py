@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import CONF_DIR, Config, tracking_uri
+from harness.config import CONF_DIR, Config, ModelConfig, tracking_uri
 from harness.models import EMBEDDED_NAME
 from harness.run.validate import validate
 from harness.tasks.checks import check_stream, check_suite
@@ -185,7 +185,7 @@ def hydra_error_line(err: BaseException) -> str:
 _checked: set[str] = set()  # configs already checked in this process (the CLI checks, then the loop again)
 
 
-def check_run(cfg: Any) -> None:
+def check_run(cfg: Config | DictConfig) -> None:
     """Every check of the module docstring, for one composed config. Cheap on a second call."""
     key = OmegaConf.to_yaml(cfg, resolve=True) if isinstance(cfg, DictConfig) else None
     if key is not None and key in _checked:
@@ -200,7 +200,7 @@ def check_run(cfg: Any) -> None:
         _checked.add(key)
 
 
-def check_tracking(cfg: Any) -> None:
+def check_tracking(cfg: Config | DictConfig) -> None:
     """A tracking server answers (in seconds, not after MLflow's minutes of retries)."""
     from urllib.parse import urlparse
 
@@ -248,7 +248,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def check_model(model: Any) -> None:
+def check_model(model: ModelConfig) -> None:
     """`model.name` is the embedded model, a model folder, or a hub id that is cached or downloadable.
 
     Offline, transformers would retry the hub for about a minute before failing with a message about repo
@@ -260,20 +260,7 @@ def check_model(model: Any) -> None:
         return
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"model.name={name}: a file, not a model folder (config.json and weights)")
-        if not (path / "config.json").is_file():
-            raise ValueError(
-                f"model.name={name}: the folder has no config.json; a Hugging Face model folder "
-                "holds config.json, the weights and the tokenizer (save_pretrained writes them)"
-            )
-        if not any(
-            (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-        ):
-            raise ValueError(
-                f"model.name={name}: the folder has no tokenizer (tokenizer.json or "
-                "tokenizer_config.json); save the tokenizer beside the model (tokenizer.save_pretrained)"
-            )
+        _check_model_folder(name, path)
         return
     if (
         name.startswith(("/", "./", "../", "~"))
@@ -308,6 +295,21 @@ def check_model(model: Any) -> None:
         raise ValueError(
             f"model.name={name}: not in the local Hugging Face cache, and the hub cannot be reached; "
             "download it on a machine with network, give a local folder, or use the embedded model"
+        )
+
+
+def _check_model_folder(name: str, path: Path) -> None:
+    if not path.is_dir():
+        raise ValueError(f"model.name={name}: a file, not a model folder (config.json and weights)")
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"model.name={name}: the folder has no config.json; a Hugging Face model folder "
+            "holds config.json, the weights and the tokenizer (save_pretrained writes them)"
+        )
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise ValueError(
+            f"model.name={name}: the folder has no tokenizer (tokenizer.json or "
+            "tokenizer_config.json); save the tokenizer beside the model (tokenizer.save_pretrained)"
         )
 
 

@@ -13,14 +13,8 @@ from typing import Any
 import torch
 
 from harness.config import Config, results_path
-from harness.eval.lmeval import (
-    evaluate,
-    item_frame,
-    merge_results,
-    primary_metric,
-    stream_eval_names,
-    write_snapshot,
-)
+from harness.eval.lmeval import evaluate, stream_eval_names, write_snapshot
+from harness.eval.results import item_frame, merge_results, primary_metric
 from harness.eval.scoring import greedy_scores
 from harness.models import precision_of, precision_summary, set_precision
 from harness.parallel import sharding

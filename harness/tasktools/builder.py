@@ -134,6 +134,24 @@ def write_folder(
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "train.jsonl", selection.train)
     write_jsonl(folder / "eval.jsonl", selection.eval)
+    _write_task_yaml(folder, settings)
+    _write_lm_eval_yaml(folder, settings)
+    (folder / "utils.py").write_text(
+        UTILS_TEMPLATE.format(
+            name=name,
+            scorer=settings.scorer,
+            options=settings.scorer_options,
+            doc=_wrap(scorers.describe(settings.scorer)),
+        )
+    )
+    (folder / "README.md").write_text(
+        _readme(settings, selection, source_lines, command, calibration=["(pending)"])
+    )
+
+
+def _write_task_yaml(folder: Path, settings: TaskSettings) -> None:
+    """task.yaml: the fields of harness.tasks.spec.TaskSpec (null ones left out)."""
+    name = settings.name
     meta = {
         "name": name,
         "category": settings.category,
@@ -148,6 +166,11 @@ def write_folder(
     (folder / "task.yaml").write_text(
         yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False, allow_unicode=True)
     )
+
+
+def _write_lm_eval_yaml(folder: Path, settings: TaskSettings) -> None:
+    """The lm-eval task YAML: the local eval.jsonl, greedy generation, the folder's own scorer."""
+    name = settings.name
     lm_eval = {
         "task": name,
         "dataset_path": "json",
@@ -170,17 +193,6 @@ def write_folder(
     # lm-eval's `!function` tag must stay a bare tag, which safe_dump would quote
     text = re.sub(r"'(!function [\w.]+)'", r"\1", text)
     (folder / f"{name}.yaml").write_text(f"# lm-eval task written by harness tasks new: {name}\n{text}")
-    (folder / "utils.py").write_text(
-        UTILS_TEMPLATE.format(
-            name=name,
-            scorer=settings.scorer,
-            options=settings.scorer_options,
-            doc=_wrap(scorers.describe(settings.scorer)),
-        )
-    )
-    (folder / "README.md").write_text(
-        _readme(settings, selection, source_lines, command, calibration=["(pending)"])
-    )
 
 
 def _wrap(text: str, width: int = 110) -> str:

@@ -43,8 +43,14 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
     parser.add_argument("name", help="task name (also its lm-eval task name): letters, digits, _")
+    _source_arguments(parser)
+    _column_arguments(parser)
+    _task_arguments(parser)
+    _output_arguments(parser)
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source")
     src.add_argument(
         "--from", dest="source", help="JSON/JSONL/CSV/TSV/parquet file, save_to_disk folder, or hub id"
@@ -76,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["columns", *ADAPTERS],
         help="columns: map columns below; others: the SDFT paper's data sets (harness.tasktools.paper_data)",
     )
+
+
+def _column_arguments(parser: argparse.ArgumentParser) -> None:
     cols = parser.add_argument_group(
         "column mapping (a column name, or a template like '{question}\\n{choices:letters}')"
     )
@@ -85,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--answer", default=None, help="what the scorer compares with (default: the demonstration)"
     )
     cols.add_argument("--privileged", default=None, help="teacher-only context (optional)")
+
+
+def _task_arguments(parser: argparse.ArgumentParser) -> None:
     task = parser.add_argument_group("task")
     task.add_argument("--scorer", default=None, help=f"one of {', '.join(scorers.SCORERS)} (default: exact)")
     task.add_argument(
@@ -107,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument(
         "--until", action="append", default=None, help="stop string for evaluation (repeatable)"
     )
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help="folder to write (default: ./NAME)")
     out.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from harness.eval.results import NON_SCORE_KEYS
+
 # MLflow's own limits (mlflow.utils.validation); repeated here so that we truncate instead of crashing.
 MAX_PARAM_VALUE = 6000
 MAX_KEY = 250
@@ -22,7 +24,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 
 ITEMS_ARTIFACT = (
-    "items.csv.gz"  # per stage run: one row per (eval task, item); harness.eval.lmeval.item_frame
+    "items.csv.gz"  # per stage run: one row per (eval task, item); harness.eval.results.item_frame
 )
 
 ROLE = "harness.role"
@@ -71,8 +73,6 @@ def sanitize_metric_key(key: str) -> str:
 def lm_eval_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     """`<task>/<metric>` -> value for every numeric entry of lm-eval's `results["results"]` (or of the
     per-task mapping itself). Non-numeric entries (`alias`, stderr `"N/A"`) and bookkeeping are skipped."""
-    from harness.eval.lmeval import NON_SCORE_KEYS  # lazy: loads torch only when needed
-
     per_task = results.get("results", results)
     out: dict[str, float] = {}
     for task, values in per_task.items():

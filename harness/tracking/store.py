@@ -21,8 +21,8 @@ Parent runs carry MLflow's source tags (`mlflow.source.name/type`, `mlflow.sourc
 as `mlflow.start_run` would set them. Stage runs may carry `items.csv.gz` (every eval item's score, see
 `ITEMS_ARTIFACT`); `read_items` reads it back.
 
-Helpers: `sanitize_metric_key` (lm-eval's `acc,none` -> `acc`), `lm_eval_metrics` (lm-eval results ->
-`<task>/<metric>` floats), `flatten_config` (nested config -> dotted string params), `run_key`.
+The contract's names and helpers (`run_key`, `flatten_config`, ...) live in harness.tracking.keys; artifact
+writing in harness.tracking.artifacts.
 """
 
 from __future__ import annotations
@@ -41,12 +41,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from harness.durable import fsync_dir, fsync_file
+from harness.tracking.artifacts import log_artifacts, read_artifact_text
 from harness.tracking.keys import (  # noqa: F401 (re-exported: the contract's names live with the Tracker)
     COMPLETE,
     ERROR,
     ITEMS_ARTIFACT,
-    MAX_KEY,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VALUE,
     MAX_PARAMS_TAGS_PER_BATCH,
@@ -390,72 +389,12 @@ class Tracker:
 
     # ---- artifacts -----------------------------------------------------------------------------
     def log_artifacts(self, run_id: str, artifacts: Mapping[str, Any]) -> None:
-        """name -> str (text) | bytes | dict/list (JSON) | DataFrame (CSV) | Path (file copied).
-        A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean.
-        In a local artifact store the copies are on disk (fsynced) when this returns."""
-        written: list[Path] = []  # where each artifact lands, relative to the run's artifact folder
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, obj in artifacts.items():
-                rel = Path(name)
-                if rel.is_absolute() or ".." in rel.parts:
-                    raise ValueError(f"artifact name {name!r} must be a relative path inside the run")
-                if isinstance(obj, Path):
-                    self.client.log_artifact(
-                        run_id, str(obj), rel.parent.as_posix() if rel.parent.parts else None
-                    )
-                    written.append(rel.parent / obj.name)
-                    continue
-                local = Path(tmp) / rel.name
-                if isinstance(obj, bytes):
-                    local.write_bytes(obj)
-                elif isinstance(obj, str):
-                    local.write_text(obj, encoding="utf-8")
-                elif isinstance(obj, pd.DataFrame):
-                    # a plain 0..n-1 index carries no information; a named one (stage) does
-                    keep_index = not isinstance(obj.index, pd.RangeIndex) or obj.index.name is not None
-                    local.write_text(obj.to_csv(index=keep_index), encoding="utf-8")
-                elif isinstance(obj, (dict, list)):
-                    local.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
-                else:
-                    raise TypeError(f"artifact {name!r}: unsupported type {type(obj).__name__}")
-                self.client.log_artifact(
-                    run_id, str(local), rel.parent.as_posix() if rel.parent.parts else None
-                )
-                local.unlink()
-                written.append(rel)
-        self._sync_local(run_id, written)
-
-    def _sync_local(self, run_id: str, written: list[Path]) -> None:
-        """fsync artifacts copied into a local store (MLflow copies without syncing): a run is set FINISHED
-        after its artifacts, and after a power loss a FINISHED run must not point at a half-written file."""
-        uri = self.client.get_run(run_id).info.artifact_uri or ""
-        if urlparse(uri).scheme not in ("", "file"):
-            return  # a server or object store: durability is its business
-        from urllib.request import url2pathname
-
-        root = Path(url2pathname(urlparse(uri).path))  # file URIs percent-encode spaces
-        for rel in written:
-            if (root / rel).is_file():
-                fsync_file(root / rel)
-        for folder in {(root / rel).parent for rel in written}:
-            if folder.is_dir():
-                fsync_dir(folder)
+        """name -> str (text) | bytes | dict/list (JSON) | DataFrame (CSV) | Path (file copied); see
+        harness.tracking.artifacts.log_artifacts."""
+        log_artifacts(self.client, run_id, artifacts)
 
     def read_artifact_text(self, run_id: str, name: str) -> str:
-        """The text of one artifact (downloads it to a temporary folder first)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(run_id, name, tmp)
-            return Path(path).read_text(encoding="utf-8")
+        return read_artifact_text(self.client, run_id, name)
 
     def read_artifact_csv(self, run_id: str, name: str) -> pd.DataFrame:
         return pd.read_csv(io.StringIO(self.read_artifact_text(run_id, name)), index_col=0)
-
-
-def _json_default(obj: Any) -> Any:
-    # lm-eval results hold numpy scalars, dtypes and callables: keep what is a number, name the rest
-    if hasattr(obj, "item"):
-        try:
-            return obj.item()
-        except (TypeError, ValueError):
-            pass
-    return str(obj)

@@ -102,7 +102,8 @@ def main() -> None:
         return sum(scorer(r, d) for r, d in zip(responses, docs, strict=True)) / len(docs), responses
 
     def general() -> dict[str, float]:
-        from harness.eval.lmeval import evaluate, primary_metric
+        from harness.eval.lmeval import evaluate
+        from harness.eval.results import primary_metric
 
         names_ = ["general_mc", "general_ifeval", "general_arith"]
         res = evaluate(model, tok, names_, [str(TASKS_ROOT)], limit=args.eval, batch_size=16, log_samples=0)
