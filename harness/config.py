@@ -274,8 +274,10 @@ RANGES: dict[str, Range] = {
     "eval.every_steps_items": COUNT,
 }
 
-# Precisions `harness.models.resolve_dtype` knows.
-DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
+# The one table of precision names: what `model.dtype` may say -> the torch dtype it means (harness.models
+# resolves it; the step benchmark takes the canonical names). "auto" picks one of them per device.
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPES = ("auto", *DTYPE_NAMES)
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 # What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.
@@ -292,7 +294,7 @@ TRACKING_SCHEMES = (
 )
 
 
-def _lookup(c: Any, dotted: str) -> Any:
+def _lookup(c: Config | DictConfig, dotted: str) -> Any:
     """The value at a dotted key of a DictConfig or a Config object; KeyError when the schema lacks it."""
     for part in dotted.split("."):
         if isinstance(c, DictConfig):
@@ -304,7 +306,7 @@ def _lookup(c: Any, dotted: str) -> Any:
     return c
 
 
-def check_ranges(c: Any) -> None:
+def check_ranges(c: Config | DictConfig) -> None:
     """Every knob of RANGES within its range (a key this schema lacks is skipped: another schema version)."""
     for key, allowed in RANGES.items():
         try:
@@ -317,7 +319,7 @@ def check_ranges(c: Any) -> None:
             raise ValueError(f"{key}={value}: must be {allowed.describe()}")
 
 
-def check_settings(c: Any) -> None:
+def check_settings(c: Config | DictConfig) -> None:
     """The string knobs whose valid values are a pattern rather than a list in the schema."""
     device = str(c.model.device)
     if not DEVICE_PATTERN.fullmatch(device):
@@ -339,7 +341,7 @@ def check_settings(c: Any) -> None:
         raise ValueError("stream.tasks and suite.tasks may not hold empty names")
 
 
-def check_vllm(c: Any) -> None:
+def check_vllm(c: Config | DictConfig) -> None:
     """The vLLM backend needs the extra and a GPU; say so before any model is loaded."""
     import importlib.util
 
@@ -359,7 +361,7 @@ def one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
         raise ValueError(f"{key}={value!r} is not known; valid values: {', '.join(valid)}")
 
 
-def results_path(cfg: Any) -> Path:
+def results_path(cfg: Config | DictConfig) -> Path:
     """`results_dir` as an absolute path (Hydra may change the working directory; we never rely on it)."""
     return Path(cfg.results_dir).expanduser().resolve()
 
@@ -377,7 +379,7 @@ def ensure_writable(folder: Path) -> None:
         ) from None
 
 
-def tracking_uri(cfg: Any) -> str:
+def tracking_uri(cfg: Config | DictConfig) -> str:
     if cfg.tracking_uri:
         return str(cfg.tracking_uri)
     return f"sqlite:///{results_path(cfg) / 'mlflow.db'}"

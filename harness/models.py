@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from harness.config import DTYPE_NAMES, ModelConfig
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -47,12 +49,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-DTYPE_NAMES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 # Set on a loaded model: its Precision (read by `autocast`); deep copies carry it along.
 PRECISION_ATTR = "harness_precision"
 
@@ -139,7 +135,7 @@ def resolve_precision(dtype: str, device: torch.device) -> Precision:
         )
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"model.dtype={dtype!r} is not known; valid: auto, float32, bfloat16")
-    compute = DTYPE_NAMES[dtype]
+    compute = getattr(torch, DTYPE_NAMES[dtype])
     reason = f"model.dtype={dtype}"
     if compute == torch.bfloat16 and not native_bf16(device)[0]:
         reason += f" ({native_bf16(device)[1]}: emulated, slower than float32)"
@@ -344,7 +340,7 @@ def placement(device: torch.device) -> dict[str, Any]:
     return {"device_map": {"": str(device)}} if device.type == "cuda" else {}
 
 
-def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
+def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, Any]:
     """(model, tokenizer) for a ModelConfig: embedded default, hub id or local path; optionally random init."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -353,7 +349,7 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     dtype = precision.weights  # master weights; compute dtype via autocast (set below)
     source = locate_weights(cfg.name, cfg.cache_dir)
     tokenizer = load_tokenizer(cfg.name, cfg.cache_dir)
-    if getattr(cfg, "random_init", False):
+    if cfg.random_init:
         # Same architecture family and tokenizer, a fraction of the size: fast tests of the machinery.
         config = AutoConfig.from_pretrained(source)
         config.num_hidden_layers = cfg.random_init_layers

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
+from omegaconf import DictConfig
 
-from harness.config import results_path, tracking_uri
+from harness.config import Config, results_path, tracking_uri
 from harness.report import render
 from harness.report.runs import RunResult, group_runs, load_runs
 from harness.report.sections import build_sections
@@ -31,7 +31,7 @@ def _write_items(runs: list[RunResult], out: Path) -> None:
     items.to_csv(out / "items.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
 
 
-def write_report(cfg: Any) -> Path:
+def write_report(cfg: Config | DictConfig) -> Path:
     """Write every table, plot and report.html for `cfg.experiment_name`; returns the output folder."""
     uri = tracking_uri(cfg)
     tracker = Tracker(uri, cfg.experiment_name, create=False)

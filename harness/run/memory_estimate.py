@@ -24,7 +24,10 @@ model on the meta device: exact for any architecture (tied embeddings, biases, M
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 GIB = 2**30
 
@@ -149,7 +152,7 @@ def _suggest(shape: Shape, s: Setting, device_bytes: float) -> str:
     return "What would fit: " + "; or ".join(ideas) + "."
 
 
-def shape_of(config: Any) -> Shape:
+def shape_of(config: PretrainedConfig) -> Shape:
     """The Shape of a transformers model config: parameters counted on the meta device (no memory)."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.config import Config
 from harness.run.memory_estimate import Setting, check, shape_of
 
 CODE_EXECUTION_ENV = "HF_ALLOW_CODE_EVAL"  # what HF `evaluate`'s code_eval metric demands before running code
@@ -139,7 +140,7 @@ def device_line(device: Any, weights_dtype: Any, processes: int, sharded: bool) 
     return f"device: {where}; weights {str(weights_dtype).removeprefix('torch.')}; {layout}"
 
 
-def memory_setting(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, device: Any) -> Any:
+def memory_setting(cfg: Config, processes: int, sharded: bool, teacher_copy: bool, device: Any) -> Any:
     """The memory_estimate.Setting of a run: stored weights in model.dtype (resolved for the device),
     the teacher's copy alike, one micro-batch of this process at the full model.max_length."""
     import torch
@@ -165,7 +166,7 @@ def memory_setting(cfg: Any, processes: int, sharded: bool, teacher_copy: bool, 
 
 
 def check_memory(
-    cfg: Any,
+    cfg: Config,
     processes: int,
     sharded: bool,
     teacher_copy: bool,
@@ -194,7 +195,7 @@ def check_memory(
 
 
 def before_loading(
-    cfg: Any,
+    cfg: Config,
     eval_names: list[str],
     include_paths: list[str],
     processes: int,

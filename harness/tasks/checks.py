@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig
 
+from harness.config import Config
 from harness.tasks.spec import (
     TASKS_ROOT,
     TaskDataError,
@@ -169,7 +171,7 @@ def check_task(spec: TaskSpec) -> None:
             )
 
 
-def check_stream(cfg: Any) -> list[TaskSpec]:
+def check_stream(cfg: Config | DictConfig) -> list[TaskSpec]:
     """Every stream task resolves and is valid, and no two tasks (or a user's and a built-in one) share a
     name: lm-eval would silently keep one of them and the accuracy matrix would show two columns of one."""
     names = [str(n) for n in cfg.stream.tasks]
@@ -197,7 +199,7 @@ def check_stream(cfg: Any) -> list[TaskSpec]:
     return specs
 
 
-def check_suite(cfg: Any, specs: list[TaskSpec]) -> None:
+def check_suite(cfg: Config | DictConfig, specs: list[TaskSpec]) -> None:
     """Every suite task is defined where the evaluation will look: tasks/, the stream's folders,
     suite.include_paths, and lm-eval's own index only with suite.builtin_index=true."""
     wanted = [str(t) for t in cfg.suite.tasks]
