@@ -7,6 +7,7 @@ per-task settings. Built-in tasks live in the repository's `tasks/`; a stream ma
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,45 +138,55 @@ def _read_task_yaml(path: Path) -> dict[str, Any]:
     return meta
 
 
-def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> list[Item]:
-    """Parse and check every line; errors say file:line and what is wrong."""
-    if not path.is_file():
-        raise TaskDataError(f"{path}: file not found")
-    items: list[Item] = []
+def jsonl_records(path: Path, require: tuple[str, ...]) -> Iterator[tuple[str, dict | None, str | None]]:
+    """The one reader of task JSONL files: for each non-blank line `(file:line, record, None)` when the line
+    passes the item schema, else `(file:line, None, what is wrong)`. Callers decide whether the first problem
+    stops them (read_jsonl) or all are listed (harness tasks validate)."""
     with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is reported with its file:line
         for lineno, raw in enumerate(fh, start=1):
             where = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise TaskDataError(
-                    f"{where}: not UTF-8 text (byte {err.start} of the line); save the file as UTF-8"
-                ) from None
+                yield where, None, f"not UTF-8 text (byte {err.start} of the line); save the file as UTF-8"
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise TaskDataError(f"{where}: malformed JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise TaskDataError(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
-            missing = [k for k in require if k not in obj]
-            if missing:
-                raise TaskDataError(f"{where}: missing field(s) {missing}; required: {list(require)}")
-            prompt = obj.get("prompt")
-            if not _is_prompt(prompt):
-                raise TaskDataError(
-                    f"{where}: 'prompt' must be a non-empty string or a list of chat messages"
-                )
-            demo = obj.get("demonstration", "")
-            if "demonstration" in require and (not isinstance(demo, str) or not demo.strip()):
-                raise TaskDataError(f"{where}: 'demonstration' must be a non-empty string")
-            privileged = obj.get("privileged")
-            if privileged is not None and not isinstance(privileged, str):
-                raise TaskDataError(f"{where}: 'privileged' must be a string when present")
-            items.append(
-                Item(prompt, demo, privileged, None if obj.get("id") is None else str(obj["id"]), where)
-            )
+                yield where, None, f"malformed JSON: {err.msg} (column {err.colno})"
+                continue
+            problem = _record_problem(obj, require)
+            yield (where, None, problem) if problem else (where, obj, None)
+
+
+def _record_problem(obj: Any, require: tuple[str, ...]) -> str | None:
+    if not isinstance(obj, dict):
+        return f"each line must be a JSON object, got {type(obj).__name__}"
+    missing = [k for k in require if k not in obj]
+    if missing:
+        return f"missing field(s) {missing}; required: {list(require)}"
+    if not _is_prompt(obj.get("prompt")):
+        return "'prompt' must be a non-empty string or a list of chat messages ending with a user message"
+    demo = obj.get("demonstration", "")
+    if "demonstration" in require and (not isinstance(demo, str) or not demo.strip()):
+        return "'demonstration' must be a non-empty string"
+    if obj.get("privileged") is not None and not isinstance(obj["privileged"], str):
+        return "'privileged' must be a string when present"
+    return None
+
+
+def read_jsonl(path: Path, require: tuple[str, ...] = ("prompt", "demonstration")) -> list[Item]:
+    """Parse and check every line; the first error says file:line and what is wrong."""
+    if not path.is_file():
+        raise TaskDataError(f"{path}: file not found")
+    items: list[Item] = []
+    for where, obj, problem in jsonl_records(path, require):
+        if obj is None:
+            raise TaskDataError(f"{where}: {problem}")
+        item_id = None if obj.get("id") is None else str(obj["id"])
+        items.append(Item(obj["prompt"], obj.get("demonstration", ""), obj.get("privileged"), item_id, where))
     if not items:
         raise TaskDataError(f"{path}: no items (the file is empty)")
     return items

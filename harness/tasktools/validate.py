@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.tasks.spec import (
     TaskSpec,
-    _is_prompt,
+    jsonl_records,
     read_jsonl,
     resolve_task,
 )
@@ -33,42 +33,12 @@ def check_jsonl(
     problems: list[str] = []
     if not path.is_file():
         return rows, [f"{path}: file not found"]
-    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is reported with its file:line
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                problems.append(f"{where}: not UTF-8 text (byte {err.start} of the line)")
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.append(f"{where}: malformed JSON: {err.msg} (column {err.colno})")
-                continue
-            if not isinstance(obj, dict):
-                problems.append(f"{where}: each line must be a JSON object, got {type(obj).__name__}")
-                continue
-            missing = [k for k in require if k not in obj]
-            if missing:
-                problems.append(f"{where}: missing field(s) {missing}; required: {list(require)}")
-                continue
-            if not _is_prompt(obj["prompt"]):
-                problems.append(
-                    f"{where}: 'prompt' must be a non-empty string or a list of chat messages "
-                    "ending with a user message"
-                )
-                continue
-            if not isinstance(obj["demonstration"], str) or not obj["demonstration"].strip():
-                problems.append(f"{where}: 'demonstration' must be a non-empty string")
-                continue
-            if obj.get("privileged") is not None and not isinstance(obj["privileged"], str):
-                problems.append(f"{where}: 'privileged' must be a string when present")
-                continue
-            obj["_where"] = where
-            rows.append(obj)
+    for where, obj, problem in jsonl_records(path, require):
+        if obj is None:
+            problems.append(f"{where}: {problem}")
+            continue
+        obj["_where"] = where
+        rows.append(obj)
     if not rows and not problems:
         problems.append(f"{path}: no items (the file is empty)")
     return rows, problems
