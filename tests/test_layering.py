@@ -163,3 +163,18 @@ def test_the_checks_can_fail():
     edges = {"harness.config": {"harness.methods.base"}, "harness.methods.base": {"harness.config"}}
     assert cycles(edges) == [["harness.config", "harness.methods.base"]]
     assert upward_imports(edges) == ["harness.config -> harness.methods.base"]
+
+
+def test_the_report_imports_no_training_code():
+    """The report reads what tracking wrote (and pure functions of eval and tasks), so it runs on a machine
+    that only holds the MLflow store; docs/ARCHITECTURE.md states this rule."""
+    training = {"distill", "methods", "run", "models", "parallel", "batching"}
+    edges, _ = import_graph()
+    bad = sorted(
+        f"{module} -> {target}"
+        for module, targets in edges.items()
+        if unit_of(module) == "report"
+        for target in targets
+        if unit_of(target) in training
+    )
+    assert bad == []
