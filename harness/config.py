@@ -91,7 +91,8 @@ class DistillConfig:
 
 @dataclass
 class SupervisedConfig:
-    """What the SFT family (sft, dft, sft_l2, sft_ls, sft_replay, ...) shares: memory, not results."""
+    """What the SFT family (methods whose settings are harness.methods.sft.SupervisedSettings or a subclass)
+    shares: memory, not results."""
 
     loss_chunk_size: int = 128  # demonstration positions per chunk of the LM head and its loss
 
