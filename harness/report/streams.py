@@ -1,15 +1,20 @@
-"""One stream's runs bootstrapped once (`StreamStats`): what the report's sections and figures read."""
+"""One stream's runs and their intervals (`StreamStats`): what the report's sections and figures read.
+
+Intervals come from the crossed seed x item estimate (`harness.report.crossed`), which holds its 95% at
+3-5 seeds; `harness.report.stats.Bootstrap` is kept only as the baseline the coverage study compares with.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from harness.report import stats as st
+from harness.report.crossed import Crossed
 from harness.report.runs import BASE_LABEL, Group, RunResult, base_scores, scores_of, seed_order
 
 
 class StreamStats:
-    """The bootstrap of one stream: every group (all orders; and each order apart) and the base model."""
+    """The intervals of one stream: every group (all orders; and each order apart) and the base model."""
 
     def __init__(self, stream: str, groups: list[Group], runs: list[RunResult]) -> None:
         self.stream, self.groups = stream, groups
@@ -27,8 +32,8 @@ class StreamStats:
                     self.extra_strata[self.sub(g.label, order)] = [scores_of(members, order, "extra")]
         base, self.base_n = base_scores([r for g in groups for r in g.runs], self.tasks)
         strata[BASE_LABEL] = [base]
-        self.boot = st.Bootstrap(strata)
-        self.extra_boot = st.Bootstrap(self.extra_strata) if self.extra_strata else None
+        self.boot = Crossed(strata)
+        self.extra_boot = Crossed(self.extra_strata) if self.extra_strata else None
         self.learned = {g.label: self._learned(g.label) for g in groups}
 
     def sub(self, label: str, order: str) -> str:
