@@ -238,6 +238,18 @@ def gain(task: str) -> Statistic:
     return lambda R, G, tasks: R[..., tasks.index(task) + 1, tasks.index(task)] - R[..., 0, tasks.index(task)]
 
 
+def gain_over(task: str, chance: float | None) -> Statistic:
+    """R[j, j] - max(R[0, j], chance): what training on `task` added over the better of the base model and
+    the task's chance level (a constant answer's score). Above 0 at 95% = the task was learned."""
+    floor = 0.0 if chance is None else float(chance)
+
+    def stat(R: np.ndarray, G: np.ndarray, tasks: list[str]) -> np.ndarray:
+        j = tasks.index(task)
+        return R[..., j + 1, j] - np.maximum(R[..., 0, j], floor)
+
+    return stat
+
+
 def general_avg(stage: int) -> Statistic:
     """The general-suite average after `stage` (-1 = the last; NaN without a suite)."""
     return lambda R, G, tasks: (
