@@ -51,9 +51,12 @@ def measure_chance(spec: TaskSpec, docs: list[dict] | None = None) -> Chance:
     return Chance(totals[answer] / len(docs), answer, len(docs))
 
 
-def constant_score(spec: TaskSpec, answer: str) -> float:
-    """The mean score of one declared constant answer (`task.yaml`'s `chance_answer`) over the eval docs."""
-    docs = eval_docs(spec)
+def constant_score(spec: TaskSpec, answer: str, limit: int | None = None) -> float:
+    """The mean score of one declared constant answer (`task.yaml`'s `chance_answer`) over the eval docs
+    (the first `limit` of them, as `eval.limit` evaluates)."""
+    docs = eval_docs(spec)[:limit]
+    if not docs:
+        raise ValueError(f"{spec.eval_file}: no eval items to score the constant answer on")
     if answer.startswith("option ") and all("choices" in d and "gold" in d for d in docs):
         k = int(answer.split()[1])
         return sum(d["gold"] == k for d in docs) / len(docs)
