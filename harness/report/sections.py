@@ -316,7 +316,7 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
     caption = (
         f"Stream \\texttt{{{ss.stream.replace('_', chr(92) + '_')}}}: score on each task right after learning "
         "it / general-suite average at that point, then continual-learning metrics (\\%, mean and 95\\% "
-        "bootstrap interval over runs and eval items)."
+        "interval of the crossed seed $\\times$ item model)."
     )
     tex_header = header[: 2 + len(ss.tasks)] + [d for _, d, _ in METRIC_COLUMNS]
     summary = Table(
