@@ -24,6 +24,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1000)
     parser.add_argument("--boot-reps", type=int, default=400, help="studies for the (slower) bootstrap")
     parser.add_argument("--items", type=int, default=120)
+    parser.add_argument("--designs", nargs="+", default=["items", "seeds"], choices=["items", "seeds"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[3, 5, 10])
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="added to the simulation seeds (a fresh draw)"
+    )
     args = parser.parse_args()
     start = time.time()
     print("# Coverage of 95% intervals on synthetic crossed seed x item data\n")
@@ -34,13 +39,15 @@ def main() -> None:
         f"of a coverage near 95%: about {100 * (0.95 * 0.05 / args.reps) ** 0.5:.1f} points (crossed), "
         f"{100 * (0.95 * 0.05 / args.boot_reps) ** 0.5:.1f} (bootstrap).\n"
     )
-    for spread in ("items", "seeds"):
+    for spread in args.designs:
         design = sim.stream_design(spread)
         print(f"## Design: {spread} variance dominant\n")
         print("| figure | seeds | crossed (report) | percentile bootstrap (old) |")
         print("|---|---|---|---|")
-        for seeds in (3, 5, 10):
-            crossed = sim.coverage(design, seeds, args.items, args.reps, Crossed, seed=seeds)
+        for seeds in args.seeds:
+            crossed = sim.coverage(
+                design, seeds, args.items, args.reps, Crossed, seed=args.first_seed + seeds
+            )
             boot = {}
             if seeds == 3:
                 boot = sim.coverage(
@@ -49,7 +56,7 @@ def main() -> None:
                     args.items,
                     args.boot_reps,
                     lambda g: st.Bootstrap(g, replicates=1000),
-                    seed=100 + seeds,
+                    seed=args.first_seed + 100 + seeds,
                 )
             for name, (cov, half) in crossed.items():
                 old = f"{100 * boot[name][0]:.1f} ({100 * boot[name][1]:.1f})" if name in boot else "—"
