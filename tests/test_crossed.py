@@ -93,3 +93,13 @@ def test_coverage_at_3_seeds_beats_the_percentile_bootstrap(spread: str) -> None
     if spread == "seeds":
         boot = sim.coverage(design, 3, 40, 60, lambda g: st.Bootstrap(g, replicates=300), seed=1)
         assert boot["mean (new-task acc.)"][0] <= 0.88  # the old interval: well below 95% at 3 seeds
+
+
+def test_runs_in_two_task_orders_are_pooled_as_one_sample_of_seeds() -> None:
+    rng = np.random.default_rng(9)
+    x = (rng.random((4, 30)) < 0.5).astype(float)
+    first, second = _scores(x[:2], ["0", "1"]), _scores(x[2:], ["2", "3"])
+    second = st.Scores("1", second.seeds, second.tasks, [], second.columns, second.item_level)
+    split = Crossed({"m": [first, second]}).interval("m", st.new_score("a"))
+    pooled = Crossed({"m": [_scores(x)]}).interval("m", st.new_score("a"))
+    assert (split.mean, split.lo, split.hi) == pytest.approx((pooled.mean, pooled.lo, pooled.hi))

@@ -171,7 +171,12 @@ class Crossed:
             for c, v in z.items():
                 zs.setdefault(c, []).append(v)
         y = np.concatenate(ys)
-        z = {c: np.concatenate(v) for c, v in zs.items() if len(v) == len(ys)}
+        # strata evaluated on different numbers of items (another eval.limit) share their first items
+        z = {
+            c: np.concatenate([a[:, : min(b.shape[1] for b in v)] for a in v])
+            for c, v in zs.items()
+            if len(v) == len(ys)
+        }
         keep = np.isfinite(y)  # a run whose statistic is undefined (NaN score) drops out, as in the mean
         z = {c: v[keep][:, np.isfinite(v[keep]).all(axis=0)] for c, v in z.items()}
         return Part(y[keep], {c: v for c, v in z.items() if v.shape[1] > 1}, sign)
