@@ -30,5 +30,8 @@ def chance_levels(tasks: list[str], runs: list[RunResult]) -> dict[str, float | 
         from harness.eval.chance import eval_docs, measure_chance  # lazy: it loads task scorers (and torch)
 
         # the best constant answer of the items evaluated: on a subset it can differ from the declared one
-        out[t] = measure_chance(spec, eval_docs(spec)[: min(sizes) if sizes else None]).score
+        try:
+            out[t] = measure_chance(spec, eval_docs(spec)[: min(sizes) if sizes else None]).score
+        except (ValueError, OSError, KeyError):  # no usable eval items or scorer here: fall back to the base
+            out[t] = None
     return out
