@@ -178,6 +178,9 @@ def test_tables_and_comparison(report_dir):
         f"({_text(0.65, 0.6)} vs {_text(0.5, 0.4)}; paired difference {_text(0.15, 0.2, signed=True)} covers 0)"
     ) in md
     assert "forgetting (Chaudhry): n/a (not learned) for sdft, sft" in md
+    # issue 25: every report states the base model beside chance, and the power of its figures
+    assert "### Base model and chance: stream `demo`" in md and "### Power: stream `demo`" in md
+    assert "| sft: new-task acc. |" in md and "| sdft minus sft: new-task acc. |" in md
     tex = (report_dir / "summary.tex").read_text()
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lrrrrrrrrr}"):
         assert rule in tex
