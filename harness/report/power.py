@@ -25,6 +25,7 @@ from harness.report.streams import StreamStats
 TARGETS = (0.05, 0.02)
 ITEM_CHOICES = (120, 400, 1000)  # items per task to project to, besides the current count, when larger
 MAX_SEEDS = 500
+MIN_SEEDS = 3  # never plan on 2: a seed variance estimated on 1 degree of freedom (t = 12.7)
 
 
 def projected_half_width(e: Estimate, seeds: int, items: int | None) -> float:
@@ -49,10 +50,10 @@ def _n(e: Estimate, column: str, items: int | None) -> int:
 
 
 def seeds_needed(e: Estimate, target: float, items: int | None) -> int | None:
-    """The fewest seeds (2..MAX_SEEDS) whose projected half-width is <= target; None if none is."""
+    """The fewest seeds (MIN_SEEDS..MAX_SEEDS) whose projected half-width is <= target; None if none is."""
     if projected_half_width(e, MAX_SEEDS, items) > target:
         return None
-    lo, hi = 2, MAX_SEEDS
+    lo, hi = MIN_SEEDS, MAX_SEEDS
     while lo < hi:  # the half-width falls as seeds grow
         mid = (lo + hi) // 2
         if projected_half_width(e, mid, items) <= target:
@@ -137,7 +138,8 @@ def power_section(ss: StreamStats) -> Section:
         "Variance components of each figure estimated once from the item-level scores (moments of the "
         "crossed seed x item design: seed, item and seed-by-item interaction, each counted once); the "
         "half-width at S seeds and n items is t(Satterthwaite df) x sqrt(seed/S + item/n + "
-        "interaction/(S n)). `> 500 seeds` = the seed variance alone is too large: more items do not help."
+        "interaction/(S n)); at least 3 seeds. `> 500 seeds` = out of reach at that item count (the item "
+        "variance alone exceeds the target, or the seed variance does whatever the items)."
     )
     if not rows:
         return Section(f"Power: stream `{ss.stream}`", level=3, text=["Needs at least 2 seeds per group."])
