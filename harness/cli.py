@@ -18,6 +18,7 @@ evaluate every task after every stage, compare forgetting.
 commands:
   run      run an experiment: harness run [hydra overrides] (-m for sweeps)
   report   tables and plots from MLflow: harness report [experiment=NAME] [results_dir=DIR]
+  power    base/chance and power tables of a results folder: harness power FOLDER
   tasks    built-in tasks: harness tasks list | show NAME | validate [PATH...]
   bench    benchmarks: harness bench step
 
@@ -287,6 +288,25 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+POWER_HELP = """usage: harness power FOLDER
+
+Print, for a folder written by `harness report` (its runs.csv and items.csv.gz), each stream's base model
+and chance levels and its power table: every headline figure's and paired comparison's half-width now, its
+variance components (seed, item, seed x item) and the seeds x items that would bring it to +-5 and +-2
+points. The same tables are sections of `harness report`.
+"""
+
+
+def _power(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or len(argv) > 1:
+        print(POWER_HELP)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from harness.report.folder import power_text  # lazy: per command
+
+    print(power_text(Path(argv[0])), end="")
+    return 0
+
+
 def _tasks(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(TASKS_HELP)
@@ -367,7 +387,7 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv[1:])
 
 
-COMMANDS = {"run": _run, "report": _report, "tasks": _tasks, "bench": _bench}
+COMMANDS = {"run": _run, "report": _report, "power": _power, "tasks": _tasks, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,21 +22,16 @@ from harness.eval.scoring import greedy_responses, load_scorer
 from harness.models import load_model
 from harness.tasks.spec import builtin_task_names, resolve_task
 
-CHANCE = {
-    "tooluse": "0",
-    "science": "0",
-    "knowledge": "0",
-    "knowledge_ood": "0",
-    "dates": "0",
-    "general_ifeval": "~0",
-    "general_arith": "~0",
-    "general_mc": "0.25",
-}
+
+def chance(name: str) -> str:
+    """The task's declared chance level (task.yaml `chance`: its best constant answer on the whole eval set)."""
+    spec = resolve_task(name.removesuffix("_ood"))
+    return "n/a" if spec.chance is None or name.endswith("_ood") else f"{spec.chance:.3f}"
 
 
-def read_docs(path, n):
+def read_docs(path, n, start=0):
     docs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return docs[:n]
+    return docs[start : start + n]
 
 
 def lm_eval_results(model, tok, folders: list[str], names: list[str], n: int) -> dict:
@@ -76,6 +71,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="*", default=None)
     parser.add_argument("--n", type=int, default=60)
+    parser.add_argument(
+        "--start", type=int, default=0, help="skip this many eval items (e.g. 120: the new ones)"
+    )
     parser.add_argument("--template", default=None)
     parser.add_argument("--show", type=int, default=0)
     parser.add_argument(
@@ -96,12 +94,12 @@ def main() -> None:
             t = time.time()
             acc = mc_accuracy(model, tok, name, args.n)
             print(
-                f"| {name} | eval.jsonl | {args.n} | {acc:.2f} | n/a | {CHANCE[name]} | n/a |  ({time.time() - t:.0f}s)"
+                f"| {name} | eval.jsonl | {args.n} | {acc:.2f} | n/a | {chance(name)} | n/a |  ({time.time() - t:.0f}s)"
             )
             continue
         scorer = load_scorer(spec)
         for eval_file in sorted(spec.path.glob("eval*.jsonl")):
-            docs = read_docs(eval_file, args.n)
+            docs = read_docs(eval_file, args.n, args.start)
             label = name if eval_file.name == "eval.jsonl" else f"{name}_ood"
             t = time.time()
             row = {}
@@ -116,7 +114,7 @@ def main() -> None:
             ic = f"{row['in_context']:.2f}" if "in_context" in row else "n/a"
             print(
                 f"| {label} | {eval_file.name} | {len(docs)} | {row['base']:.2f} | {ic} | "
-                f"{CHANCE.get(label, '0')} | {template if 'in_context' in row else 'n/a'} |  "
+                f"{chance(label)} | {template if 'in_context' in row else 'n/a'} |  "
                 f"({time.time() - t:.0f}s)",
                 flush=True,
             )

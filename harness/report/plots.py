@@ -1,8 +1,9 @@
 """The report's figures (matplotlib, files only). Each function draws from numbers the caller computed.
 
 Conventions: one colour per group; thin lines = single runs (seeds), the thick line = their mean with its
-95% bootstrap band; dashed lines = the teacher's in-context score on that task (SDFT's ceiling), measured
-before the stage that trains it; a dotted vertical line = the stage that trains the task.
+95% interval band (the crossed seed x item estimate); dashed lines = the teacher's in-context score on
+that task (SDFT's ceiling), measured before the stage that trains it; a dotted vertical line = the stage
+that trains the task.
 """
 
 from __future__ import annotations

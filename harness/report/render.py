@@ -4,9 +4,9 @@
 here computes a number. A table cell is a string, a `stats.Interval` (a score in [0, 1], printed in %), or
 a tuple of those (joined with " / ").
 
-How an interval is printed: `80.0 [70.0, 90.0]` = mean and 95% bootstrap interval, in %. A degenerate
-interval is never printed as a width: `80.0 (single run)` when there is one run and no item-level data,
-`80.0 (no spread)` when every replicate gave the same value (e.g. all items scored 0).
+How an interval is printed: `80.0 [70.0, 90.0]` = mean and 95% interval (`harness.report.crossed`), in %.
+A degenerate interval is never printed as a width: `80.0 (single run)` when there is one run and no
+item-level data, `80.0 (no spread)` when the estimated variance is 0 (e.g. all items scored 0).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ else, so runs logged on a cluster and on a laptop mix.
 Runs are grouped by stream x method x any param that varies between runs of that method (a swept
 `trainer.lr`, say), ignoring the seed, the task order (`stream.order`: runs in several orders are one
 group, with a per-order breakdown) and the keys in `tracking.NON_RESULT_KEYS`. Every number is a mean over
-a group's runs with a 95% percentile-bootstrap interval over runs, then eval items (`harness.report.stats`).
+a group's runs with a 95% interval from the crossed seed x item estimate (`harness.report.crossed`).
 
 This module loads and groups; `harness.report.sections` builds the sections, `harness.report.plots` draws,
 `harness.report.render` writes Markdown / LaTeX / HTML. Everything lands in <results_dir>/<experiment_name>/:

@@ -2,11 +2,13 @@
 writes as Markdown, LaTeX and HTML. Every number comes from `harness.report.stats` on the loaded runs.
 
 Rules that keep the words honest:
-- a task counts as *learned* by a group when the 95% interval of its gain R[j, j] - R[0, j] lies above 0;
+- a task counts as *learned* by a group when the 95% interval of its gain over the higher of the base model
+  and the task's chance level, R[j, j] - max(R[0, j], chance), lies above 0 (`harness.report.baselines`);
   Forgetting and BWT average over learned tasks only, and read "n/a (not learned)" when there are none
   (a method that learned nothing has nothing to forget, which is not "lower forgetting");
 - two groups are compared by their *paired* difference (same items, same seeds); when its interval covers
-  0 the sentence says "not distinguishable";
+  0 the sentence says "not distinguishable", never "as much as"; it adds "equivalent within +-m points"
+  only when the whole interval lies inside the stated margin m (`EQUIVALENCE_MARGIN`);
 - normalized scores are drawn only for tasks where the best group beat the base by more than one eval item
   and more than the half-width of its own interval.
 """
@@ -22,7 +24,9 @@ import pandas as pd
 from harness.eval import metrics as clm
 from harness.report import plots
 from harness.report import stats as st
+from harness.report.baseline_table import baseline_section
 from harness.report.diagnostics import diagnostics_section
+from harness.report.power import power_section
 from harness.report.render import Section, Table, interval_text, md_table
 from harness.report.runs import BASE_LABEL, Group, RunResult, seed_order, slug
 from harness.report.streams import StreamStats
@@ -39,14 +43,17 @@ METRIC_COLUMNS = (
 LEARNED_ONLY = ("bwt", "forgetting")
 NOT_LEARNED = "n/a (not learned)"
 SAMPLES_PER_TASK = 3  # generations shown per task, stage and group in the HTML
+EQUIVALENCE_MARGIN = 0.05  # a difference is called equivalent only when its interval lies inside +-5 points
 
 STATS_NOTE = (
-    "Scores in %; `m [lo, hi]` = mean over runs and its 95% percentile-bootstrap interval, resampling runs "
-    "(within each task order), then eval items (one draw shared by every run: all runs see the same items); "
-    "`(single run)` = one run and no item-level data, `(no spread)` = every resample gave the same value. "
-    "n = independent runs (the base model: distinct stage-0 evaluations). Per task: score right after "
-    "learning it / general-suite average at that point. BWT and Forgetting (Chaudhry) average over the tasks "
-    "a method learned (gain over the base model above 0 at 95%); `n/a (not learned)` when it learned none. "
+    "Scores in %; `m [lo, hi]` = mean over runs and its 95% interval from the crossed seed x item model "
+    "(seed, item and seed-by-item variance estimated by moments from the item-level scores, t reference "
+    "with Satterthwaite degrees of freedom: it holds its 95% at 3 seeds, results/stats/coverage.md); "
+    "`(single run)` = one run and no item-level data, `(no spread)` = no variance at all (e.g. all items 0). "
+    "n = independent runs (the base model: distinct stage-0 evaluations; with n = 1 the interval covers the "
+    "items only). Per task: score right after learning it / general-suite average at that point. BWT and "
+    "Forgetting (Chaudhry) average over the tasks a method learned (gain over max(base model, chance level) "
+    "above 0 at 95%); `n/a (not learned)` when it learned none. "
     "Forgetting: lower is better; the rest: higher (definitions: docs/design.md)."
 )
 
@@ -137,9 +144,15 @@ def _compare(
             f"{a} has the {word} {name}{suffix} ({interval_text(va)} vs {interval_text(vb)} for {b}; "
             f"{kind} difference {interval_text(diff, signed=True)})"
         )
+    margin = round(100 * EQUIVALENCE_MARGIN)
+    equivalent = (
+        f"; equivalent within ±{margin} points (the interval lies inside ±{margin})"
+        if diff.finite and -EQUIVALENCE_MARGIN <= diff.lo and diff.hi <= EQUIVALENCE_MARGIN
+        else ""
+    )
     return (
         f"{a} and {b} are not distinguishable on {name}{suffix} ({interval_text(va)} vs {interval_text(vb)}; "
-        f"{kind} difference {interval_text(diff, signed=True)} covers 0)"
+        f"{kind} difference {interval_text(diff, signed=True)} covers 0{equivalent})"
     )
 
 
@@ -337,14 +350,14 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
     caption = (
         f"Stream \\texttt{{{ss.stream.replace('_', chr(92) + '_')}}}: score on each task right after learning "
         "it / general-suite average at that point, then continual-learning metrics (\\%, mean and 95\\% "
-        "bootstrap interval over runs and eval items)."
+        "interval of the crossed seed $\\times$ item model)."
     )
     tex_header = header[: 2 + len(ss.tasks)] + [d for _, d, _ in METRIC_COLUMNS]
     summary = Table(
         header, cells, latex=True, first_row_apart=True, tex_header=tex_header, tex_caption=caption
     )
     main = Section(f"Stream `{ss.stream}`", text=[comparison_text(ss)], tables=[summary])
-    sections = [main]
+    sections = [main, baseline_section(ss), power_section(ss)]
     if len(ss.orders) > 1:
         sections.append(Section(f"Task orders: stream `{ss.stream}`", level=3, tables=[order_table(ss)]))
     s = slug(ss.stream)

@@ -1,17 +1,30 @@
-"""One stream's runs bootstrapped once (`StreamStats`): what the report's sections and figures read."""
+"""One stream's runs and their intervals (`StreamStats`): what the report's sections and figures read.
+
+Intervals come from the crossed seed x item estimate (`harness.report.crossed`), which holds its 95% at
+3-5 seeds; `harness.report.stats.Bootstrap` is kept only as the baseline the coverage study compares with.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from harness.report import stats as st
+from harness.report.baselines import chance_levels
+from harness.report.crossed import Crossed
 from harness.report.runs import BASE_LABEL, Group, RunResult, base_scores, scores_of, seed_order
 
 
 class StreamStats:
-    """The bootstrap of one stream: every group (all orders; and each order apart) and the base model."""
+    """The intervals of one stream: every group (all orders; and each order apart) and the base model."""
 
-    def __init__(self, stream: str, groups: list[Group], runs: list[RunResult]) -> None:
+    def __init__(
+        self,
+        stream: str,
+        groups: list[Group],
+        runs: list[RunResult],
+        chance: dict[str, float | None] | None = None,
+    ) -> None:
+        """`chance`: each stream task's chance level; None = looked up from the task folders."""
         self.stream, self.groups = stream, groups
         listed = [r for r in runs if r.order == "0"] or runs
         self.tasks = listed[0].tasks  # the stream as listed
@@ -27,15 +40,17 @@ class StreamStats:
                     self.extra_strata[self.sub(g.label, order)] = [scores_of(members, order, "extra")]
         base, self.base_n = base_scores([r for g in groups for r in g.runs], self.tasks)
         strata[BASE_LABEL] = [base]
-        self.boot = st.Bootstrap(strata)
-        self.extra_boot = st.Bootstrap(self.extra_strata) if self.extra_strata else None
+        self.boot = Crossed(strata)
+        self.extra_boot = Crossed(self.extra_strata) if self.extra_strata else None
+        self.chance = chance_levels(self.tasks, runs) if chance is None else chance
         self.learned = {g.label: self._learned(g.label) for g in groups}
 
     def sub(self, label: str, order: str) -> str:
         return label if len(self.orders) == 1 else f"{label} @ order {order}"
 
     def _learned(self, label: str) -> dict[str, st.Interval]:
-        return {t: self.boot.interval(label, st.gain(t)) for t in self.tasks}
+        """Per task, the interval of its gain over max(base, chance) (`harness.report.baselines`)."""
+        return {t: self.boot.interval(label, st.gain_over(t, self.chance.get(t))) for t in self.tasks}
 
     def learned_tasks(self, label: str) -> list[str]:
         return [t for t, iv in self.learned[label].items() if iv.excludes_zero and iv.mean > 0]

@@ -81,6 +81,10 @@ class TaskSpec:
     skip_tokens: int | None = None
     max_new_tokens: int | None = None
     eval_max_gen_toks: int | None = None
+    # the score of the best constant, well-formatted answer on the eval set (`harness.eval.chance`), and that
+    # answer; the report calls a task learned only above max(base model, chance)
+    chance: float | None = None
+    chance_answer: str | None = None
 
     @property
     def train_file(self) -> Path:

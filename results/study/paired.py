@@ -1,66 +1,46 @@
-"""Paired differences between SFT and SDFT with the SFT anchor on the measures the report does not pair.
+"""Paired differences between SFT and SDFT with the SFT anchor on the measures the report's sentence does
+not pair (its power section lists every pair; this prints the intervals).
 
-The report pairs each method with its best-matched rival on new-task accuracy and the final general-suite
-average. This script pairs SFT with the anchored SDFT group (`method.distill.sft_weight=1.0`) on:
+SFT minus the anchored SDFT group (`method.distill.sft_weight=1.0`), same seeds and same items, on:
 - tooluse forgetting: its score after stage 1 minus after stage 2 (the only task learned before the last);
 - science, the second task's score right after learning it;
 - the final general-suite average (the three general tasks, equal weight).
-Both groups ran the same seeds and were scored on the same items, so differences are taken per (seed, item).
-The 95% interval is a percentile bootstrap that resamples seeds, then items (one item draw shared by every
-seed), 4000 draws: the scheme the report uses.
+Intervals: the report's crossed seed x item estimate (`harness.report.crossed`, t reference with
+Satterthwaite df), computed from this folder's runs.csv and items.csv.gz (`harness.report.folder`).
 
-    .venv/bin/python results/study/paired.py
+    PYTHONPATH=$PWD .venv/bin/python results/study/paired.py
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from power import load_items
+from pathlib import Path
+
+from harness.report import stats as st
+from harness.report.folder import load_folder
+from harness.report.render import interval_text
+from harness.report.streams import StreamStats
 
 A, B = "sft", "sdft (method.distill.sft_weight=1.0)"
-GENERAL = ["general_mc", "general_ifeval", "general_arith"]
-DRAWS = 4000
-
-
-def cell(items: pd.DataFrame, group: str, stage: int, task: str) -> pd.DataFrame:
-    """seed x doc_id scores of one (group, stage, task)."""
-    rows = items[(items["group"] == group) & (items["stage"] == stage) & (items["task"] == task)]
-    return rows.pivot_table(index="seed", columns="doc_id", values="score")
-
-
-def bootstrap(diff: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
-    """Mean of a seed x item difference matrix and its seeds-then-items percentile interval."""
-    seeds, n = diff.shape
-    means = np.empty(DRAWS)
-    for k in range(DRAWS):
-        s = rng.integers(0, seeds, seeds)
-        i = rng.integers(0, n, n)
-        means[k] = diff[np.ix_(s, i)].mean()
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(diff.mean()), float(lo), float(hi)
-
-
-def show(name: str, diff: pd.DataFrame, rng: np.random.Generator) -> None:
-    mean, lo, hi = bootstrap(diff.to_numpy(dtype=float), rng)
-    verdict = (
-        "not distinguishable" if lo <= 0 <= hi else ("SFT higher" if mean > 0 else "anchored SDFT higher")
-    )
-    print(f"{name}: SFT minus anchored SDFT {100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] ({verdict})")
 
 
 def main() -> None:
-    items = load_items()
-    rng = np.random.default_rng(0)
-    per_seed = {g: cell(items, g, 1, "tooluse") - cell(items, g, 2, "tooluse") for g in (A, B)}
-    for g, drop in per_seed.items():
-        print(f"{g}: tooluse forgetting per seed", (100 * drop.mean(axis=1)).round(1).to_dict())
-    show("tooluse forgetting", per_seed[A] - per_seed[B], rng)
-    show("science right after learning it", cell(items, A, 2, "science") - cell(items, B, 2, "science"), rng)
-    general = {
-        g: pd.concat([cell(items, g, 2, t).add_prefix(f"{t}:") for t in GENERAL], axis=1) for g in (A, B)
-    }
-    show("final general-suite average", general[A] - general[B], rng)
+    groups = load_folder(Path(__file__).resolve().parent)
+    ss = StreamStats("study", groups, [r for g in groups for r in g.runs])
+    forget = st.cl_metric("forgetting", ["tooluse"])
+    for g in (A, B):
+        print(f"{g}: tooluse forgetting per seed", [round(100 * float(v), 2) for v in ss.boot.per_run(g, forget)])
+    for name, stat in [
+        ("tooluse forgetting", forget),
+        ("science right after learning it", st.new_score("science")),
+        ("final general-suite average", st.general_avg(-1)),
+    ]:
+        d = ss.boot.difference(A, B, stat)
+        verdict = (
+            "not distinguishable"
+            if not d.excludes_zero
+            else ("SFT higher" if d.mean > 0 else "anchored higher")
+        )
+        print(f"{name}: SFT minus anchored SDFT {interval_text(d, signed=True)} ({verdict})")
 
 
 if __name__ == "__main__":

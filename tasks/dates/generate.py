@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 SEED = 31
-N_TRAIN, N_EVAL = 240, 120
+N_TRAIN, N_EVAL = 240, 400  # eval: the first 120 are the original set (issue 25 added 280)
 HERE = Path(__file__).resolve().parent
 
 

@@ -39,6 +39,8 @@ COUNTS = [
     ("How many sides does a hexagon have?", 6),
 ]
 
+N_ITEMS = 250
+
 
 def build() -> list[dict]:
     rng = random.Random(SEED)
@@ -61,6 +63,17 @@ def build() -> list[dict]:
         add(f"What is {a} times {b}?", a * b)
     for question, answer in COUNTS:
         add(question, answer)
+    # issue 25: drawn on after the original 112 items (which stay the prefix), up to N_ITEMS
+    while len(rows) < N_ITEMS:
+        a, b = rng.randint(10, 60), rng.randint(2, 40)
+        op = rng.choice(["+", "-", "times"])
+        if op == "times":
+            a, b = rng.randint(2, 12), rng.randint(2, 12)
+            add(f"What is {a} times {b}?", a * b)
+        elif op == "-":
+            add(f"What is {max(a, b)} - {min(a, b)}?", max(a, b) - min(a, b))
+        else:
+            add(f"What is {a} + {b}?", a + b)
     return [
         {"prompt": f"{q} {SUFFIX}", "demonstration": str(a), "answer": str(a), "id": f"general_arith-{i}"}
         for i, (q, a) in enumerate(rows)

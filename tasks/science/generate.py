@@ -13,7 +13,13 @@ import re
 from pathlib import Path
 
 SEED = 2024
-N_TRAIN, N_EVAL = 240, 120
+N_TRAIN, N_EVAL = 240, 400
+# The first 240 + 120 items are the original sets (drawn with MOLES); issue 25 extended the eval set to 400
+# by drawing on with MORE_MOLES, whose larger space has room for 280 more distinct prompts. The original
+# eval items stay its first 120 lines, so older results remain comparable.
+N_ORIGINAL = 360
+MOLES = [0.5, 2, 3, 4, 5, 10]
+MORE_MOLES = [0.25, 0.5, 1.5, 2, 3, 4, 5, 6, 8, 10, 20]
 HERE = Path(__file__).resolve().parent
 
 MASSES = {"H": 1, "C": 12, "N": 14, "O": 16, "Na": 23, "Mg": 24, "S": 32, "Cl": 35.5, "K": 39, "Ca": 40}
@@ -86,7 +92,7 @@ def table_for(formula: str) -> str:
     return "Molar masses (g/mol): " + ", ".join(f"{el} {fmt(MASSES[el])}" for el in dict.fromkeys(elements))
 
 
-def make_item(rng: random.Random) -> dict:
+def make_item(rng: random.Random, moles_from: list[float] = MOLES) -> dict:
     kind = rng.choice(["mass", "grams", "moles", "convert"])
     if kind == "convert":
         src, dst, factor = rng.choice(CONVERSIONS)
@@ -107,12 +113,12 @@ def make_item(rng: random.Random) -> dict:
         work = f"{formula} = {terms} = {fmt(mass)} g/mol."
         answer = mass
     elif kind == "grams":
-        moles = rng.choice([0.5, 2, 3, 4, 5, 10])
+        moles = rng.choice(moles_from)
         answer = moles * mass
         prompt = f"{table}.\nWhat is the mass in grams of {fmt(moles)} mol of {formula}? {TAG}"
         work = f"{formula} = {terms} = {fmt(mass)} g/mol; {fmt(moles)} × {fmt(mass)} = {fmt(answer)} g."
     else:
-        moles = rng.choice([0.5, 2, 3, 4, 5, 10])
+        moles = rng.choice(moles_from)
         grams = moles * mass
         answer = moles
         prompt = f"{table}.\nHow many moles are in {fmt(grams)} g of {formula}? {TAG}"
@@ -129,7 +135,7 @@ def build() -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     items: list[dict] = []
     while len(items) < N_TRAIN + N_EVAL:
-        item = make_item(rng)
+        item = make_item(rng, MOLES if len(items) < N_ORIGINAL else MORE_MOLES)
         if item["prompt"] in seen:
             continue
         seen.add(item["prompt"])
