@@ -88,6 +88,11 @@ class DistillConfig:
     sample_temperature: float | None = None
     min_p: float = 0.0
     top_k: int = 0
+    # --- CREDIT contrastive teacher baseline (harness.distill.credit); credit_k = 0 is off ---
+    credit_k: int = (
+        0  # other items whose teacher contexts score the same completion; their mean is subtracted
+    )
+    credit_weight: float = 1.0  # weight of the subtracted baseline
 
 
 @dataclass
@@ -244,6 +249,8 @@ RANGES: dict[str, Range] = {
     "method.distill.sample_temperature": POSITIVE,
     "method.distill.min_p": FRACTION,
     "method.distill.top_k": NON_NEGATIVE,
+    "method.distill.credit_k": NON_NEGATIVE,
+    "method.distill.credit_weight": NON_NEGATIVE,
     "trainer.lr": POSITIVE,
     "trainer.epochs": POSITIVE,
     "trainer.max_steps": COUNT,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.distill.credit import contrastive_teacher, reward_term
 from harness.distill.diagnostics import position_profile
 from harness.distill.divergence import kl, token_divergence
 from harness.distill.fused_head import fused_head_loss, head_compute_dtype
@@ -29,6 +30,9 @@ class DistillSettings:
     skip_tokens: int = 3
     temperature: float = 1.0
     chunk_size: int = 128
+    # CREDIT: weight of the contrastive baseline subtracted from the teacher's log-probabilities
+    # (harness.distill.credit); used only when baseline hidden states are passed
+    credit_weight: float = 1.0
 
 
 def loss_mask(completion_mask: torch.Tensor, skip_tokens: int) -> torch.Tensor:
@@ -45,10 +49,15 @@ def distillation_loss(
     completion_mask: torch.Tensor,
     settings: DistillSettings,
     batch_total: int | None = None,
+    baseline_hidden: list[torch.Tensor] | None = None,
+    advantages: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, diagnostics). Hidden states [B, C, H] at the positions predicting completion tokens [B, C].
 
     `batch_total`: number of sequences the batch mean divides by (the whole step's, under accumulation).
+    `baseline_hidden`: CREDIT's contrastive baseline, the teacher's hidden states [B, C, H] under K other
+    items' contexts (harness.distill.credit); `advantages` [B]: a per-sequence reward term (PBSD), each
+    trained token adds -advantage * log p_student(token) (harness.distill.credit.reward_term).
     Diagnostics: `kl` = forward KL(teacher || student) per loss token (whatever the trained divergence),
     `kl_first` / `kl_rest` split at FIRST_TOKENS, `loss_tokens`.
     """
@@ -60,6 +69,12 @@ def distillation_loss(
     weights = (trained / per_seq / batch_total)[keep]
     tokens = completion_ids[keep]
     t_hidden = teacher_hidden[keep].detach()
+    b_hidden = [b[keep].detach() for b in baseline_hidden or []]
+    adv = (
+        None
+        if advantages is None
+        else advantages.to(tokens.device).unsqueeze(1).expand_as(completion_ids)[keep]
+    )
     temp = float(settings.temperature)
     fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
     trained_value = torch.zeros_like(fkl)  # the trained divergence per token, for the loss profile
@@ -75,11 +90,15 @@ def distillation_loss(
     t_bias = getattr(teacher_head, "bias", None)
     t_bias = t_bias.detach().to(t_compute) if t_bias is not None else None
 
+    def teacher_at(hidden: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden[start:end].to(t_compute), t_weight, t_bias) / temp
+
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = (
-                torch.nn.functional.linear(t_hidden[start:end].to(t_compute), t_weight, t_bias) / temp
-            )
+            teacher_logits = teacher_at(t_hidden, start, end)
+            if b_hidden:
+                baselines = [teacher_at(b, start, end) for b in b_hidden]
+                teacher_logits = contrastive_teacher(teacher_logits, baselines, settings.credit_weight)
         student_logits = student_logits / temp
         value = token_divergence(
             student_logits,
@@ -100,6 +119,8 @@ def distillation_loss(
                     torch.log_softmax(teacher_logits.float(), -1),
                     torch.log_softmax(student_logits.detach().float(), -1),
                 )
+        if adv is not None:  # PBSD's reward term rides on the same chunk of student logits
+            value = value + reward_term(student_logits, tokens[start:end], adv[start:end])
         return value
 
     loss = fused_head_loss(
