@@ -13,6 +13,7 @@ the student at the start of every stage (harness.distill.teacher).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -329,12 +330,13 @@ def train(
     trainer: TrainerConfig,
     ctx: StageContext,
     desc: str = "sdft",
-    step_type: type[DistillStep] | None = None,
+    make_step: Callable[..., DistillStep] | None = None,
     teacher: Teacher | None = None,
 ) -> TrainStats:
-    """One SDFT stage. `step_type` (a DistillStep subclass) and `teacher` (a prepared teacher; default: built
-    from the student as `distill.teacher` says) let the other members of the family reuse the stage."""
-    step_type = step_type or DistillStep
+    """One SDFT stage. `make_step` (builds a DistillStep subclass from DistillStep's arguments) and `teacher`
+    (a prepared teacher; default: built from the student as `distill.teacher` says) let the other members
+    of the family reuse the stage."""
+    make_step = make_step or DistillStep
     items = limit_items(items, trainer)
     check_rollout_length(tokenizer, items, spec, d)
     probe_stats = stage_probe(model, tokenizer, items, spec, d)
@@ -342,7 +344,7 @@ def train(
     batches = shuffled_batches(items, trainer, ctx)
     teacher = teacher or Teacher(model, d.teacher, d.ema_rate)  # from the student as it is now, every stage
     try:
-        step = step_type(model, tokenizer, teacher, d, spec, ctx.max_length)
+        step = make_step(model, tokenizer, teacher, d, spec, ctx.max_length)
         step.pool = items
         check_credit(d, items)
         for item in items:  # fail on an over-long teacher prompt before spending any compute
