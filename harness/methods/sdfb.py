@@ -10,11 +10,12 @@ demonstration when no sibling succeeded); the student is distilled towards that 
 Published variant: SDPO, "Reinforcement Learning via Self-Distillation" (Hübotter et al., arXiv
 2601.20802), in its scalar-reward setting, where a successful rollout of the group is the feedback for the
 others. The defaults follow it in: on-policy student rollouts, several per prompt, a successful sibling
-(never the attempt itself) shown to the teacher, no demonstration, reverse KL(student || teacher) per token,
-a teacher that is the model itself kept from drifting by an EMA. They differ in: the verdict is written out
-as text; the attempt itself is in the teacher's context (`options.show_attempt`; SDPO's teacher sees the
-feedback only); the divergence runs over the full vocabulary (SDPO keeps the teacher's top-K logits to save
-memory); our EMA rate is SDFT's 0.01, not tuned for this; there is no GRPO term mixed in.
+shown to the teacher (here never the attempt itself), no demonstration, reverse KL(student || teacher) per token.
+They differ in: the teacher is an EMA of the student at SDFT's rate 0.01 (SDPO also keeps its self-teacher
+from drifting; whether its form and rate match was not checked); the verdict is written out as text; the
+attempt itself is in the teacher's context (`options.show_attempt`; SDPO's teacher may see the feedback
+only); the divergence runs over the full vocabulary (SDPO keeps top-K logits to save memory); there is no
+GRPO term mixed in.
 """
 
 from __future__ import annotations
