@@ -88,11 +88,10 @@ class DistillConfig:
     sample_temperature: float | None = None
     min_p: float = 0.0
     top_k: int = 0
-    # --- CREDIT contrastive teacher baseline (harness.distill.credit); credit_k = 0 is off ---
-    credit_k: int = (
-        0  # other items whose teacher contexts score the same completion; their mean is subtracted
-    )
-    credit_weight: float = 1.0  # weight of the subtracted baseline
+    # --- CREDIT contrastive teacher baseline (harness.distill.credit): the teacher's log-probabilities
+    # under credit_k other items' contexts, averaged, times credit_weight, are subtracted; 0 = off ---
+    credit_k: int = 0
+    credit_weight: float = 1.0
 
 
 @dataclass
