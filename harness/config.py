@@ -87,6 +87,10 @@ class DistillConfig:
     sample_temperature: float | None = None
     min_p: float = 0.0
     top_k: int = 0
+    # --- CREDIT contrastive teacher baseline (harness.distill.credit): the teacher's log-probabilities
+    # under credit_k other items' contexts, averaged, times credit_weight, are subtracted; 0 = off ---
+    credit_k: int = 0
+    credit_weight: float = 1.0
 
 
 @dataclass
@@ -254,6 +258,8 @@ RANGES: dict[str, Range] = {
     "method.distill.sample_temperature": POSITIVE,
     "method.distill.min_p": FRACTION,
     "method.distill.top_k": NON_NEGATIVE,
+    "method.distill.credit_k": NON_NEGATIVE,
+    "method.distill.credit_weight": NON_NEGATIVE,
     "trainer.lr": POSITIVE,
     "trainer.epochs": POSITIVE,
     "trainer.max_steps": COUNT,

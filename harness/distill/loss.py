@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.distill.credit import contrastive_teacher, reward_term
 from harness.distill.diagnostics import position_profile
 from harness.distill.divergence import kl, token_divergence
 from harness.distill.fused_head import fused_head_loss, head_compute_dtype
@@ -30,6 +31,9 @@ class DistillSettings:
     skip_tokens: int = 3
     temperature: float = 1.0
     chunk_size: int = 128
+    # CREDIT: weight of the contrastive baseline subtracted from the teacher's log-probabilities
+    # (harness.distill.credit); used only when baseline hidden states are passed
+    credit_weight: float = 1.0
 
 
 def loss_mask(completion_mask: torch.Tensor, skip_tokens: int) -> torch.Tensor:
@@ -46,10 +50,15 @@ def distillation_loss(
     completion_mask: torch.Tensor,
     settings: DistillSettings,
     batch_total: int | None = None,
+    baseline_hidden: list[torch.Tensor] | None = None,
+    advantages: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, diagnostics). Hidden states [B, C, H] at the positions predicting completion tokens [B, C].
 
     `batch_total`: number of sequences the batch mean divides by (the whole step's, under accumulation).
+    `baseline_hidden`: CREDIT's contrastive baseline, the teacher's hidden states [B, C, H] under K other
+    items' contexts (harness.distill.credit); `advantages` [B]: a per-sequence reward term (PBSD), each
+    trained token adds -advantage * log p_student(token) (harness.distill.credit.reward_term).
     Diagnostics: `kl` = forward KL(teacher || student) per loss token (whatever the trained divergence),
     `kl_first` / `kl_rest` split at FIRST_TOKENS, `loss_tokens`.
     """
@@ -63,10 +72,22 @@ def distillation_loss(
     fkl = torch.zeros(tokens.numel(), dtype=torch.float32, device=tokens.device)
     trained_value = torch.zeros_like(fkl)  # the trained divergence per token, for the loss profile
     teacher_logits = _teacher_logits(teacher_hidden[keep].detach(), teacher_head, settings.temperature)
+    baselines = [
+        _teacher_logits(b[keep].detach(), teacher_head, settings.temperature) for b in baseline_hidden or []
+    ]
+    adv = (
+        None
+        if advantages is None
+        else advantages.to(tokens.device).unsqueeze(1).expand_as(completion_ids)[keep]
+    )
 
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
             t_logits = teacher_logits(start, end)
+            if baselines:
+                t_logits = contrastive_teacher(
+                    t_logits, [b(start, end) for b in baselines], settings.credit_weight
+                )
         student_logits = student_logits / float(settings.temperature)
         value = token_divergence(
             student_logits,
@@ -87,6 +108,8 @@ def distillation_loss(
                     torch.log_softmax(t_logits.float(), -1),
                     torch.log_softmax(student_logits.detach().float(), -1),
                 )
+        if adv is not None:  # PBSD's reward term rides on the same chunk of student logits
+            value = value + reward_term(student_logits, tokens[start:end], adv[start:end])
         return value
 
     loss = fused_head_loss(

@@ -13,6 +13,7 @@ the student at the start of every stage (harness.distill.teacher).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from harness.distill.rollout import Rollouts, eos_ids, sample
 from harness.distill.teacher import Teacher
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
+from harness.methods.contrast import check_credit, credit_baselines
 from harness.methods.sft import SupervisedStep
 from harness.parallel import sharding
 from harness.tasks.spec import (
@@ -66,6 +68,7 @@ def settings_from(d: DistillConfig, spec: TaskSpec | None) -> tuple[DistillSetti
         skip_tokens=skip,
         temperature=d.temperature,
         chunk_size=d.loss_chunk_size,
+        credit_weight=d.credit_weight,
     )
     return settings, resolve_template(d.template, spec), max_new
 
@@ -100,6 +103,8 @@ class DistillStep:
             else None
         )
         self.max_length = max_length
+        self.credit_k = d.credit_k
+        self.pool: list[Item] = []  # the stage's items: CREDIT draws its other contexts from them
         self.steps_done = 0  # optimizer steps so far in this stage (the SFT warm-up counts them)
         self._prompts: dict[int, tuple[list[int], list[int]]] = {}
 
@@ -175,16 +180,17 @@ class DistillStep:
         clock = synchronized_clock(device)  # phase times of an asynchronous device need a synchronisation
         t0 = clock()
         out, from_teacher = self.rollouts(students, teachers)
+        teachers, advantages, judged = self.judge(rows, out, teachers)
         self._check_teacher_context(rows, teachers, out.lengths)
         t1 = clock()
 
-        t_ids, t_mask = pad(teachers, self.tokenizer.pad_token_id, "left")
-        teacher_batch = join(t_ids, t_mask, out.completion_ids, out.completion_mask).to(device)
         with torch.no_grad():
-            teacher_hidden = completion_hidden(self.teacher.model, teacher_batch)
+            teacher_hidden = self.teacher_hidden(teachers, out, device)
+            baselines = credit_baselines(self, rows, out, device) if self.credit_k else None
         t2 = clock()
 
-        loss, stats = self._student_loss(out, teacher_hidden, batch, device)
+        loss, stats = self._student_loss(out, teacher_hidden, batch, device, baselines, advantages)
+        stats.update(judged)
         if self.sft is not None and self.sft_weight > 0:
             sft_loss, stats["sft_ce"] = self._sft_anchor(micro, batch)
             loss = loss + self.sft_weight * sft_loss
@@ -214,9 +220,16 @@ class DistillStep:
                 )
 
     def _student_loss(
-        self, out: Rollouts, teacher_hidden: torch.Tensor, batch: list[Item], device: torch.device
+        self,
+        out: Rollouts,
+        teacher_hidden: torch.Tensor,
+        batch: list[Item],
+        device: torch.device,
+        baselines: list[torch.Tensor] | None = None,
+        advantages: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The student's forward on the rollouts and the distillation loss (clipped rows masked if asked)."""
+        """The student's forward on the rollouts and the distillation loss (clipped rows masked if asked;
+        CREDIT's baselines and PBSD's advantages passed through when given)."""
         student_batch = join(out.prompt_ids, out.prompt_mask, out.completion_ids, out.completion_mask).to(
             device
         )
@@ -235,6 +248,8 @@ class DistillStep:
             mask,
             self.settings,
             batch_total=len(batch) * self.num_rollouts,
+            baseline_hidden=baselines,
+            advantages=advantages,
         )
         if all_masked:  # nothing to learn from; keep the graph (and the diagnostics of what was sampled)
             loss = loss * 0.0
@@ -265,6 +280,24 @@ class DistillStep:
                 ", clipped" if bool(out.truncated[0]) else "",
                 texts[0][:300],
             )
+
+    def judge(
+        self, rows: list[Item], out: Rollouts, teachers: list[list[int]]
+    ) -> tuple[list[list[int]], torch.Tensor | None, dict[str, float]]:
+        """After the rollouts, before the teacher scores them: (teacher prompts, per-row reward advantages
+        or None, stats). SDFT's teacher context is fixed per item; methods whose teacher sees the student's
+        attempt or whose loss uses a reward (harness.methods.scored) override this."""
+        return teachers, None, {}
+
+    def teacher_hidden(self, prompts: list[list[int]], out: Rollouts, device: torch.device) -> torch.Tensor:
+        """The teacher's hidden states [B, C, H] for the rollouts' completions after `prompts`."""
+        t_ids, t_mask = pad(prompts, self.tokenizer.pad_token_id, "left")
+        batch = join(t_ids, t_mask, out.completion_ids, out.completion_mask).to(device)
+        return completion_hidden(self.teacher.model, batch)
+
+    def baseline_prompt(self, other: Item, row: int) -> list[int]:
+        """CREDIT: the teacher context of another item, for row `row`'s completion (its teacher prompt)."""
+        return self.prompts(other)[1]
 
     def decode(self, out: Rollouts) -> tuple[list[str], list[list[int]]]:
         """Each completion as text and as token ids, without the closing EOS."""
@@ -324,15 +357,23 @@ def train(
     trainer: TrainerConfig,
     ctx: StageContext,
     desc: str = "sdft",
+    make_step: Callable[..., DistillStep] | None = None,
+    teacher: Teacher | None = None,
 ) -> TrainStats:
+    """One SDFT stage. `make_step` (builds a DistillStep subclass from DistillStep's arguments) and `teacher`
+    (a prepared teacher; default: built from the student as `distill.teacher` says) let the other members
+    of the family reuse the stage."""
+    make_step = make_step or DistillStep
     items = limit_items(items, trainer)
     check_rollout_length(tokenizer, items, spec, d)
     probe_stats = stage_probe(model, tokenizer, items, spec, d)
     # shuffling from the stage's generator; sampling is seeded per micro-batch by run_stage (micro_seed)
     batches = shuffled_batches(items, trainer, ctx)
-    teacher = Teacher(model, d.teacher, d.ema_rate)  # from the student as it is now, every stage
+    teacher = teacher or Teacher(model, d.teacher, d.ema_rate)  # from the student as it is now, every stage
     try:
-        step = DistillStep(model, tokenizer, teacher, d, spec, ctx.max_length)
+        step = make_step(model, tokenizer, teacher, d, spec, ctx.max_length)
+        step.pool = items
+        check_credit(d, items)
         for item in items:  # fail on an over-long teacher prompt before spending any compute
             step.prompts(item)
         stats = run_stage(model, trainer, ctx, batches, step, after_step=step.after_step, desc=desc)
