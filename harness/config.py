@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,12 @@ class EvalConfig:
     # stage 0 (the untouched model, greedy) is evaluated once per results_dir and reused by every run with the
     # same model, precision, eval settings and task files (harness/run/base_eval_cache.py); false = always evaluate
     reuse_base: bool = True
+    # pass@k on the stream tasks after every stage (harness/eval/passk.py): `samples` sampled answers per eval
+    # item (the first `limit` items) at `pass_temperature`, pass@k for each k here by Chen et al.'s unbiased
+    # estimator, logged as `pass_at_<k>/<task>`; empty = off
+    pass_k: list[int] = field(default_factory=list)
+    samples: int = 10
+    pass_temperature: float = 0.8
 
 
 @dataclass
@@ -263,6 +270,9 @@ RANGES: dict[str, Range] = {
     "eval.vllm_gpu_memory": Range(0, 1, low_open=True, high_open=True),
     "eval.every_steps": NON_NEGATIVE,
     "eval.every_steps_items": COUNT,
+    "eval.pass_k": COUNT,  # each k; k <= eval.samples is checked in harness.run.validate
+    "eval.samples": COUNT,
+    "eval.pass_temperature": POSITIVE,
 }
 
 # Precisions `harness.models.resolve_dtype` knows.
@@ -304,7 +314,9 @@ def check_ranges(c: Any) -> None:
             continue
         if value is None or isinstance(value, bool):
             continue
-        if not allowed.admits(value):
+        # a list knob (eval.pass_k): every element within the range
+        values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not all(allowed.admits(v) for v in values):
             raise ValueError(f"{key}={value}: must be {allowed.describe()}")
 
 

@@ -20,6 +20,7 @@ from harness.eval.lmeval import (
     stream_eval_names,
     write_snapshot,
 )
+from harness.eval.passk import pass_k_metrics
 from harness.eval.scoring import greedy_scores
 from harness.models import precision_of, precision_summary, set_precision
 from harness.parallel import sharding
@@ -160,6 +161,7 @@ def _evaluate_stage(
         metrics["general/avg"] = sum(general) / len(general)
     for task, n in result.n_items.items():
         metrics[f"n_items/{task}"] = float(n)
+    metrics.update(pass_k_metrics(model, tokenizer, plan.specs, cfg.eval, cfg.seed))  # rank 0, whole weights
     return metrics, result
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import config
 from harness.config import Config
+from harness.eval.passk import check_pass_k
 from harness.methods import method_names, method_options
 
 ROLLOUT_SOURCES = ("student", "teacher", "mix")
@@ -38,6 +39,7 @@ def validate(cfg: DictConfig | Config) -> None:
     if not c.stream.tasks:
         raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
     config.one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
+    check_pass_k(c.eval.pass_k, c.eval.samples)
     if c.eval.backend == "vllm":
         config.check_vllm(c)
 
