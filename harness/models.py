@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from harness.lora import add_adapters
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -372,6 +374,7 @@ def load_model(cfg: Any) -> tuple[torch.nn.Module, Any]:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     set_precision(model, precision)
+    add_adapters(model, getattr(cfg, "lora", None))  # model.lora.r > 0: train adapters only
     model.eval()
     return model, tokenizer
 

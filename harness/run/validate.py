@@ -42,6 +42,10 @@ def validate(cfg: DictConfig | Config) -> None:
     check_pass_k(c.eval.pass_k, c.eval.samples)
     if c.eval.backend == "vllm":
         config.check_vllm(c)
+    if c.model.lora.r > 0 and c.eval.backend == "vllm":
+        raise ValueError(
+            "model.lora.r>0 with eval.backend=vllm: the vLLM snapshot has no adapters; use eval.backend=hf"
+        )
 
 
 def typed(cfg: DictConfig | Config) -> Config:
