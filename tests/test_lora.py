@@ -152,3 +152,21 @@ def test_unknown_target_module_is_one_line():
     model, _ = _tiny(None)
     with pytest.raises(ValueError, match=r"model.lora.target_modules=\['nope'\]"):
         add_adapters(copy.deepcopy(model), LoraConfig(r=2, target_modules=["nope"]))
+
+
+def test_memory_estimate_counts_adapters_not_a_second_model():
+    from harness.run.memory_estimate import Estimate, Setting, Shape, adapter_parameters, estimate
+
+    model, _ = _tiny()
+    counted = adapter_parameters(model.config, LORA.r, list(LORA.target_modules))
+    assert counted == sum(p.numel() for p in adapter_parameters_of(model))  # what peft really injected
+    shape = Shape(params=1000, layers=1, hidden=8, intermediate=16)
+    full = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4)
+    lora = Setting(weight_bytes=4, compute_bytes=2, teacher_bytes=4, trainable=10)
+    assert isinstance(estimate(shape, full), Estimate)
+    assert estimate(shape, full).static == 1000 * 4 * 4 + 1000 * 4  # weights, grads, 2 moments + teacher
+    assert estimate(shape, lora).static == (1010 + 3 * 10) * 4 + 10 * 4  # adapters train, teacher = adapters
+
+
+def adapter_parameters_of(model):
+    return list(adapter_parameters(model).values())
