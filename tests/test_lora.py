@@ -170,3 +170,35 @@ def test_memory_estimate_counts_adapters_not_a_second_model():
 
 def adapter_parameters_of(model):
     return list(adapter_parameters(model).values())
+
+
+def test_bench_lora_ratios_pair_each_lora_row_with_its_full_row():
+    from harness.bench.lora_step import lora_label, lora_ratios
+
+    rows = [
+        {"method": "sft", "precision": "float32", "rollouts": 1, "step_s": 2.0, "peak_mib": 400.0},
+        {"method": "sdft", "precision": "float32", "rollouts": 1, "step_s": 5.0, "peak_mib": 1000.0},
+        {"method": "sdft", "precision": "float32", "rollouts": 4, "step_s": 9.0, "peak_mib": 2000.0},
+        {
+            "method": lora_label("sft", 8),
+            "precision": "float32",
+            "rollouts": 1,
+            "step_s": 1.0,
+            "peak_mib": 100.0,
+        },
+        {
+            "method": lora_label("sdft", 8),
+            "precision": "float32",
+            "rollouts": 1,
+            "step_s": 4.0,
+            "peak_mib": 250.0,
+        },
+    ]
+    assert lora_ratios(rows, 8) == {
+        "float32": {
+            "sft_lora_over_full_time": 0.5,
+            "sft_lora_over_full_peak_mem": 0.25,
+            "sdft_lora_over_full_time": 0.8,
+            "sdft_lora_over_full_peak_mem": 0.25,
+        }
+    }
