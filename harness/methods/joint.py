@@ -74,11 +74,13 @@ def reset_to_base(model: torch.nn.Module, ctx: StageContext) -> None:
                 f"method joint cannot resume at stage {ctx.stage}: it retrains from the base weights at "
                 "every stage and a resumed run no longer has them; start the run afresh"
             )
-        model.joint_base = {name: p.detach().clone() for name, p in model.named_parameters()}
+        # what trains (everything, or the LoRA adapters alone); frozen weights never change
+        model.joint_base = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         return
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(base[name])
+            if name in base:
+                p.copy_(base[name])
 
 
 def train(
