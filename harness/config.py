@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,18 @@ DIVERGENCES = ("forward", "reverse", "jsd")
 SUPPORTS = ("full", "topk", "sampled")
 TEACHERS = ("ema", "base", "live")
 EVAL_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters (peft's LoRA) on the named linear layers; r = 0 trains every weight (the default).
+    With r > 0 only the adapters train, the base weights stay frozen for the whole run, and one adapter is
+    trained on through the stages, never merged (harness/lora.py)."""
+
+    r: int = 0
+    alpha: float = 16.0  # the update is (alpha / r) * B A
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 @dataclass
@@ -45,6 +58,7 @@ class ModelConfig:
     random_init: bool = False
     random_init_layers: int = 2
     random_init_hidden: int = 64
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -157,6 +171,12 @@ class EvalConfig:
     # stage 0 (the untouched model, greedy) is evaluated once per results_dir and reused by every run with the
     # same model, precision, eval settings and task files (harness/run/base_eval_cache.py); false = always evaluate
     reuse_base: bool = True
+    # pass@k on the stream tasks after every stage (harness/eval/passk.py): `samples` sampled answers per eval
+    # item (the first `limit` items) at `pass_temperature`, pass@k for each k here by Chen et al.'s unbiased
+    # estimator, logged as `pass_at_<k>/<task>`; empty = off
+    pass_k: list[int] = field(default_factory=list)
+    samples: int = 10
+    pass_temperature: float = 0.8
 
 
 @dataclass
@@ -279,6 +299,12 @@ RANGES: dict[str, Range] = {
     "eval.vllm_gpu_memory": Range(0, 1, low_open=True, high_open=True),
     "eval.every_steps": NON_NEGATIVE,
     "eval.every_steps_items": COUNT,
+    "model.lora.r": NON_NEGATIVE,
+    "model.lora.alpha": POSITIVE,
+    "model.lora.dropout": Range(0, 1, high_open=True),
+    "eval.pass_k": COUNT,  # each k; k <= eval.samples is checked in harness.run.validate
+    "eval.samples": COUNT,
+    "eval.pass_temperature": POSITIVE,
 }
 
 # The one table of precision names: what `model.dtype` may say -> the torch dtype it means (harness.models
@@ -322,7 +348,9 @@ def check_ranges(c: Config | DictConfig) -> None:
             continue
         if value is None or isinstance(value, bool):
             continue
-        if not allowed.admits(value):
+        # a list knob (eval.pass_k): every element within the range
+        values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not all(allowed.admits(v) for v in values):
             raise ValueError(f"{key}={value}: must be {allowed.describe()}")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from harness.config import DTYPE_NAMES, ModelConfig
+from harness.lora import add_adapters
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,7 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, Any]:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     set_precision(model, precision)
+    add_adapters(model, getattr(cfg, "lora", None))  # model.lora.r > 0: train adapters only
     model.eval()
     return model, tokenizer
 

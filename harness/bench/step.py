@@ -39,6 +39,7 @@ import torch
 
 from harness.batching import chat_prompt_ids
 from harness.bench.fixed_batch import PROMPTS, TEMPLATE, items
+from harness.bench.lora_step import lora_label, lora_ratios, with_adapters
 from harness.bench.measure import PeakMemory, memory_bandwidth, pin_malloc
 from harness.bench.trl_step import run_trl
 from harness.config import DTYPE_NAMES, Config, ModelConfig
@@ -95,9 +96,12 @@ def run_ours(
     device,
     compute: torch.dtype = torch.float32,
     rollouts: int = 1,
+    lora_r: int = 0,
 ) -> dict[str, Any]:
 
     model = _with_precision(base_model, compute)
+    if lora_r:
+        model = with_adapters(model, lora_r)
     model.generation_config.min_new_tokens = new_tokens  # fixed-length rollouts (see module docstring)
     cfg = _cfg(method, steps, new_tokens, rollouts)
     with PeakMemory(device) as mem:
@@ -162,6 +166,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rollouts", default="1,4", help="completions per prompt for SDFT and TRL")
     parser.add_argument("--no-decode-floor", action="store_true", help="skip the decode-floor measurement")
+    parser.add_argument("--lora-r", type=int, default=0, help="also SFT and SDFT with LoRA of this rank")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -188,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_decode_floor:
             floors[prec] = decode_floor(model, tok, device, compute)
             print(prec, "decode", json.dumps(floors[prec]), flush=True)
-        for name in args.methods.split(","):
-            for n in args.rollouts if name != "sft" else [1]:
+        lora = [f"{m}+lora" for m in ("sft", "sdft") if args.lora_r and m in args.methods.split(",")]
+        for name in args.methods.split(",") + lora:
+            for n in args.rollouts if name not in ("sft", "sft+lora", "sdft+lora") else [1]:
                 rows.append(_measure(args, name, prec, n, model, tok, device))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "all_step_s"}), flush=True)
                 gc.collect()
@@ -212,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "default_precision_reason": default.reason,
         **headline,
         "ratios": table,
+        "lora_r": args.lora_r,
+        "lora_ratios": lora_ratios(rows, args.lora_r) if args.lora_r else {},
         "decode_floor": floors,
         "results": rows,
     }
@@ -233,9 +241,11 @@ def _measure(
     if name == "trl":
         res = run_trl(model, tok, steps, args.new_tokens, device, compute, n)
     else:
-        res = run_ours(name, model, tok, steps, args.new_tokens, device, compute, n)
+        base, _, with_lora = name.partition("+")
+        r = args.lora_r if with_lora else 0
+        res = run_ours(base, model, tok, steps, args.new_tokens, device, compute, n, r)
     row = {
-        "method": name,
+        "method": lora_label(name.split("+")[0], args.lora_r) if "+" in name else name,
         "precision": prec,
         "rollouts": n,
         "step_s": _median(res["steps"], "step_s", args.warmup),
@@ -311,6 +321,8 @@ def _markdown(p: dict[str, Any]) -> str:
     for setting, entry in p["ratios"].items():
         for key, value in entry.items():
             lines.append(f"| {setting} | {key} | {value:.2f} |")
+    for prec, entry in p.get("lora_ratios", {}).items():  # --lora-r: adapters vs full fine-tuning
+        lines += [f"| {prec} (LoRA r={p['lora_r']}) | {key} | {value:.2f} |" for key, value in entry.items()]
     if p["decode_floor"]:
         lines += [
             "",

@@ -42,13 +42,22 @@ class Teacher:
             grads = [p.grad for p in student.parameters()]
             for p in student.parameters():
                 p.grad = None  # keep gradients out of the copy
-            self.model = copy.deepcopy(student)
+            # frozen weights (the base model under LoRA, harness/lora.py) are shared, not copied: the
+            # teacher's own memory is then the adapters alone
+            frozen = {id(p): p for p in student.parameters() if not p.requires_grad}
+            self.model = copy.deepcopy(student, memo=frozen)
             for p, g in zip(student.parameters(), grads, strict=True):
                 p.grad = g
             self.model.requires_grad_(False)
             self.model.eval()
-        self._teacher_params = [p for p in self.model.parameters()]
-        self._student_params = [p for p in student.parameters()]
+        # the EMA runs over what trains (frozen weights are shared or equal in both copies)
+        pairs = [
+            (t, s)
+            for t, s in zip(self.model.parameters(), student.parameters(), strict=True)
+            if s.requires_grad
+        ]
+        self._teacher_params = [t for t, _ in pairs]
+        self._student_params = [s for _, s in pairs]
 
     @torch.no_grad()
     def update(self) -> None:

@@ -54,6 +54,7 @@ class RunResult:
     in_context: dict[int, float] = field(default_factory=dict)  # stage -> teacher in-context score
     eval_sizes: dict[str, int] = field(default_factory=dict)  # n_items/<task> at stage 0
     train: dict[int, dict[str, float]] = field(default_factory=dict)  # stage -> train/<key> (stage summary)
+    pass_k: dict[int, dict[str, float]] = field(default_factory=dict)  # stage -> pass_at_<k>/<task>
 
     @property
     def tasks(self) -> list[str]:
@@ -138,6 +139,7 @@ def _load_details(tracker: Tracker, run: RunResult) -> None:
         run.train[stage] = {
             k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("train/")
         }
+        run.pass_k[stage] = {k: float(v) for k, v in metrics.items() if k.startswith("pass_at_")}
         if "train/teacher_in_context_acc" in metrics:
             run.in_context[stage] = float(metrics["train/teacher_in_context_acc"])
         if stage == 0:

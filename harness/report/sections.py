@@ -26,6 +26,8 @@ from harness.report import plots
 from harness.report import stats as st
 from harness.report.baseline_table import baseline_section
 from harness.report.diagnostics import diagnostics_section
+from harness.report.pareto import pareto_section
+from harness.report.passk import passk_section
 from harness.report.power import power_section
 from harness.report.render import Section, Table, interval_text, md_table
 from harness.report.runs import BASE_LABEL, Group, RunResult, seed_order, slug
@@ -369,9 +371,9 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
     for g in ss.groups:
         sections += _group_sections(ss, g, out, figs)
     sections[-1].figures = figs
-    diagnostics = diagnostics_section(ss.stream, ss.groups)
-    if diagnostics is not None:
-        sections.append(diagnostics)
+    for extra in (diagnostics_section(ss.stream, ss.groups), pareto_section(ss, out), passk_section(ss)):
+        if extra is not None:
+            sections.append(extra)
     gens = generations_html(ss)
     if gens:
         sections.append(

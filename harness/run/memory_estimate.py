@@ -8,6 +8,7 @@ What a training process keeps for a whole stage (P = the model's parameter count
 | gradients | P x weight bytes (same dtype as the weights) |
 | AdamW moments (exp_avg, exp_avg_sq) | 2 x P x weight bytes (torch keeps them in the parameter's dtype) |
 | teacher copy (teacher=ema or base) | P x teacher bytes (none for teacher=live and for SFT-like methods) |
+| with LoRA (A = adapter parameters) | weights (P + A), gradients and moments 3 x A, teacher copy A only |
 | gradient all-reduce bucket (DDP) | bounded by the bucket size, counted |
 
 FSDP divides every row by N. On top of that, at each stage's evaluation rank 0 holds a whole gathered copy of
@@ -55,6 +56,9 @@ class Setting:
     rows: int = 1  # sequences per micro-batch (prompts x rollouts)
     max_length: int = 2048  # tokens per sequence, at most
     ddp_bucket_bytes: int = 0  # the all-reduce bucket of the data-parallel gradient sum
+    # parameters that train (LoRA: the adapters, harness/lora.py); None = all. Only these have gradients and
+    # AdamW moments, and a teacher copy holds only these (the frozen base is shared with the student)
+    trainable: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,14 @@ class Estimate:
 
 def estimate(shape: Shape, s: Setting) -> Estimate:
     shard = s.processes if s.sharded else 1
-    student = shape.params * s.weight_bytes * 4 / shard  # weights, gradients, two AdamW moments
-    teacher = shape.params * s.teacher_bytes / shard
+    trains = shape.params if s.trainable is None else shape.params + s.trainable  # adapters add weights
+    grads = shape.params if s.trainable is None else s.trainable
+    student = (trains + 3 * grads) * s.weight_bytes / shard  # weights, gradients, two AdamW moments
+    teacher = grads * s.teacher_bytes / shard
     bucket = 0 if s.sharded or s.processes == 1 else s.ddp_bucket_bytes
     static = student + teacher + bucket
-    resident = shape.params * s.weight_bytes / shard + teacher  # what survives the stage's optimizer
-    whole = shape.params * s.weight_bytes if s.sharded else 0.0  # rank 0's gathered copy for evaluation
+    resident = trains * s.weight_bytes / shard + teacher  # what survives the stage's optimizer
+    whole = trains * s.weight_bytes if s.sharded else 0.0  # rank 0's gathered copy for evaluation
     evaluation = resident + whole
     per_token_layer = shape.hidden if s.gradient_checkpointing else 10 * shape.hidden + 3 * shape.intermediate
     tokens = s.rows * s.max_length
@@ -167,6 +173,21 @@ def shape_of(config: PretrainedConfig) -> Shape:
         layers=int(text.num_hidden_layers),
         hidden=hidden,
         intermediate=int(getattr(text, "intermediate_size", None) or 4 * hidden),
+    )
+
+
+def adapter_parameters(config: PretrainedConfig, r: int, target_modules: list[str]) -> int:
+    """LoRA's trainable parameter count: r x (in + out) for every linear layer whose name ends in one of
+    `target_modules` (peft's suffix match), counted on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(
+        r * (m.in_features + m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules
     )
 
 

@@ -15,11 +15,12 @@ harness.run.preflight has checked the config's names and values.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.config import Config
-from harness.run.memory_estimate import Setting, check, shape_of
+from harness.run.memory_estimate import Setting, adapter_parameters, check, shape_of
 
 CODE_EXECUTION_ENV = "HF_ALLOW_CODE_EVAL"  # what HF `evaluate`'s code_eval metric demands before running code
 PAPER_EXTRA = "pip install -e '.[paper]'"
@@ -188,8 +189,12 @@ def check_memory(
 
     from harness.models import locate_weights  # lazy: loads torch only when needed
 
-    shape = shape_of(AutoConfig.from_pretrained(locate_weights(cfg.model.name, cfg.model.cache_dir)))
+    config = AutoConfig.from_pretrained(locate_weights(cfg.model.name, cfg.model.cache_dir))
+    shape = shape_of(config)
     setting = memory_setting(cfg, processes, sharded, teacher_copy, device)
+    if cfg.model.lora.r > 0:  # adapters train; the teacher copy is the adapters alone
+        lora = cfg.model.lora
+        setting = replace(setting, trainable=adapter_parameters(config, lora.r, list(lora.target_modules)))
     _, warning = check(shape, setting, device_bytes)
     return warning
 

@@ -14,6 +14,7 @@ import torch
 
 from harness.config import Config, results_path
 from harness.eval.lmeval import evaluate, stream_eval_names, write_snapshot
+from harness.eval.passk import pass_k_metrics
 from harness.eval.results import item_frame, merge_results, primary_metric
 from harness.eval.scoring import greedy_scores
 from harness.models import precision_of, precision_summary, set_precision
@@ -155,6 +156,7 @@ def _evaluate_stage(
         metrics["general/avg"] = sum(general) / len(general)
     for task, n in result.n_items.items():
         metrics[f"n_items/{task}"] = float(n)
+    metrics.update(pass_k_metrics(model, tokenizer, plan.specs, cfg.eval, cfg.seed))  # rank 0, whole weights
     return metrics, result
 
 

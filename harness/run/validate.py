@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import config
 from harness.config import Config
+from harness.eval.passk import check_pass_k
 from harness.methods import method_names, method_options, option_values
 
 ROLLOUT_SOURCES = ("student", "teacher", "mix")
@@ -38,8 +39,13 @@ def validate(cfg: DictConfig | Config) -> None:
     if not c.stream.tasks:
         raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
     config.one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
+    check_pass_k(c.eval.pass_k, c.eval.samples)
     if c.eval.backend == "vllm":
         config.check_vllm(c)
+    if c.model.lora.r > 0 and c.eval.backend == "vllm":
+        raise ValueError(
+            "model.lora.r>0 with eval.backend=vllm: the vLLM snapshot has no adapters; use eval.backend=hf"
+        )
 
 
 def typed(cfg: DictConfig | Config) -> Config:
