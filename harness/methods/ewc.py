@@ -32,7 +32,7 @@ import torch
 from harness.config import TrainerConfig
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
-from harness.methods.sft import SupervisedSettings, SupervisedStep, settings_with_options
+from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, SupervisedStep, settings_with_options
 from harness.models import autocast
 from harness.parallel import sharding
 from harness.tasks.spec import Item, TaskSpec
@@ -40,24 +40,19 @@ from harness.tasks.spec import Item, TaskSpec
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EWCOptions:
+@dataclass(frozen=True)
+class EWCSettings(SupervisedSettings):
     weight: float = 1000.0  # lambda: strength of the Fisher-weighted pull towards the previous stage's end
     fisher_items: int = 64  # train items of a stage used to estimate its Fisher (0 = all)
 
 
-@dataclass(frozen=True)
-class EWCSettings(SupervisedSettings):
-    weight: float = 1000.0
-    fisher_items: int = 64
-
-
 METHOD = MethodSpec(
     name="ewc",
-    settings=settings_with_options(EWCSettings),
-    reads=("distill.loss_chunk_size",),
+    settings=settings_with_options,
+    reads=SUPERVISED_READS,
     teacher_copy=False,  # the Fisher and anchor are two weight-sized tensors, not a model copy
-    options=EWCOptions,
+    options=EWCSettings,
+    supports_fsdp=False,  # the Fisher and anchor are whole weight-sized tensors
 )
 
 

@@ -30,15 +30,16 @@ from harness.methods.base import (
     run_stage,
     stage_generator,
 )
-from harness.methods.sft import SupervisedSettings, SupervisedStep, supervised_settings
+from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, SupervisedStep, supervised_settings
 from harness.parallel import sharding
 from harness.tasks.spec import Item, TaskSpec
 
 METHOD = MethodSpec(
     name="joint",
     settings=supervised_settings,
-    reads=("distill.loss_chunk_size",),
+    reads=SUPERVISED_READS,
     teacher_copy=True,  # the base weights, kept for the whole run: one more copy in the memory estimate
+    supports_fsdp=False,  # the base weights are a whole copy kept outside the sharded root
 )
 
 

@@ -25,28 +25,23 @@ from harness.distill.fused_head import fused_head_loss
 from harness.distill.teacher import Teacher
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
-from harness.methods.sft import SupervisedSettings, SupervisedStep, settings_with_options
+from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, SupervisedStep, settings_with_options
 from harness.tasks.spec import Item, TaskSpec
-
-
-@dataclass
-class LwFOptions:
-    weight: float = 1.0  # of the KL to the stage's starting model, relative to the new task's CE
-    temperature: float = 2.0  # T of both distributions in the KL
 
 
 @dataclass(frozen=True)
 class LwFSettings(SupervisedSettings):
-    weight: float = 1.0
-    temperature: float = 2.0
+    weight: float = 1.0  # of the KL to the stage's starting model, relative to the new task's CE
+    temperature: float = 2.0  # T of both distributions in the KL
 
 
 METHOD = MethodSpec(
     name="lwf",
-    settings=settings_with_options(LwFSettings),
-    reads=("distill.loss_chunk_size",),
+    settings=settings_with_options,
+    reads=SUPERVISED_READS,
     teacher_copy=True,  # the frozen previous model: one more copy of the weights
-    options=LwFOptions,
+    options=LwFSettings,
+    supports_fsdp=False,  # the frozen previous model is a whole copy outside the sharded root
 )
 
 
