@@ -108,13 +108,14 @@ def compose(overrides: list[str], check: bool = True):
 
 def _check_results_dir(argv: list[str]) -> None:
     """Hydra creates its output folder under results_dir before our code runs and fails there with a
-    traceback; check the folder first so that an unwritable one gets one clear line (the loop checks again)."""
+    traceback (an empty value puts it at the filesystem root); check the folder first, creating nothing."""
     values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
-    if not values or "," in values[-1]:  # the default, or a sweep over folders: left to the loop
+    if not values:  # the default
         return
-    from harness.config import ensure_writable  # lazy: per command
+    from harness.run.preflight import check_results_dir  # lazy: per command
 
-    ensure_writable(Path(values[-1]).expanduser().resolve())
+    for value in values[-1].split(",") if "," in values[-1] else values[-1:]:  # a sweep: every folder
+        check_results_dir(value)
 
 
 MAX_PRECHECKED_JOBS = (

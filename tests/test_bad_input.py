@@ -292,6 +292,15 @@ CASES = {
         expected=r"trainer.batch_size=4 is not divisible by trainer.grad_accum=3",
     ),
     "lr-zero": _cli("trainer.lr=0", expected=r"trainer.lr=0(\.0)?: must be > 0"),
+    # ---- round three: values that used to start a real run ----
+    "lr-nan": _cli("trainer.lr=nan", expected=r"trainer.lr=nan: must be a finite number"),
+    "grad-norm-inf": _cli(
+        "trainer.max_grad_norm=inf", expected=r"trainer.max_grad_norm=inf: must be a finite"
+    ),
+    "method-option-nan": _cli(
+        "method=sft_l2", "method.options.weight=nan", expected=r"method.options.weight=nan: must be a finite"
+    ),
+    "results-dir-empty": lambda tmp: ("run", ["results_dir="], r"results_dir is empty"),
     "replay-fraction-one": _cli(
         "method.replay_fraction=1", expected=r"method.replay_fraction=1(\.0)?: must be in \[0, 1\)"
     ),
@@ -338,8 +347,7 @@ def _left_behind(results: Path) -> list[Path]:
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    results = tmp_path / "results"
-    results.mkdir()
+    results = tmp_path / "results"  # not created: a refused run must not create it either
     command, args, expected = CASES[case](tmp_path)
     if (
         command == "run"
@@ -357,7 +365,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
     err = capsys.readouterr().err
     assert code == (2 if case == "bench-unknown" else 1)  # 2: a command line that names no command
     _assert_one_clear_line(err, expected)
-    assert _left_behind(results) == [], "a mistake must leave no MLflow store and no Hydra output folder"
+    assert not results.exists(), "a mistake must leave no results folder, MLflow store or Hydra output folder"
 
 
 def test_every_numeric_knob_has_a_range():

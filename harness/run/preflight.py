@@ -181,6 +181,7 @@ def check_run(cfg: Any) -> None:
     if key is not None and key in _checked:
         return
     validate(cfg)
+    check_results_dir(str(cfg.results_dir))
     check_tracking(cfg)
     check_device(cfg.model.device)
     check_model(cfg.model)
@@ -188,6 +189,27 @@ def check_run(cfg: Any) -> None:
     check_suite(cfg, specs)
     if key is not None:
         _checked.add(key)
+
+
+def check_results_dir(value: str) -> Path:
+    """`results_dir` is named and could be created and written, checked without creating anything: a
+    refused run leaves no empty folder behind. Returns the absolute folder."""
+    if not value.strip():
+        raise ValueError("results_dir is empty: give a folder, e.g. results_dir=results")
+    folder = Path(value).expanduser().resolve()
+    existing = folder
+    while not existing.exists():  # the nearest folder that exists is where the new ones would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"results_dir {folder} is not writable ({existing} is a file); set results_dir=... to a writable folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"results_dir {folder} is not writable (no write permission in {existing}); "
+            "set results_dir=... to a writable folder"
+        )
+    return folder
 
 
 def check_tracking(cfg: Any) -> None:
