@@ -162,6 +162,18 @@ def _unwritable_results(tmp: Path):
     )
 
 
+def _task_yaml(extra: str, expected: str):
+    """A user task whose task.yaml gains one bad setting (appended: the last value of a key wins in YAML)."""
+
+    def make(tmp: Path):
+        folder = _user_task(tmp)
+        meta = folder / "task.yaml"
+        meta.write_text(meta.read_text() + extra + "\n")
+        return "run", [f"stream.tasks=[{folder}]"], expected.format(file=meta)
+
+    return make
+
+
 def _cli(*args: str, expected: str):
     return lambda tmp: ("run", list(args), expected)
 
@@ -301,6 +313,30 @@ CASES = {
         "method=sft_l2", "method.options.weight=nan", expected=r"method.options.weight=nan: must be a finite"
     ),
     "results-dir-empty": lambda tmp: ("run", ["results_dir="], r"results_dir is empty"),
+    "task-yaml-max-new-tokens-text": _task_yaml(
+        "max_new_tokens: lots", r"{file}:\d+: max_new_tokens: 'lots' must be an integer >= 1"
+    ),
+    "task-yaml-max-new-tokens-negative": _task_yaml(
+        "max_new_tokens: -5", r"{file}:\d+: max_new_tokens: -5 must be an integer >= 1"
+    ),
+    "task-yaml-skip-tokens-float": _task_yaml(
+        "skip_tokens: 1.5", r"{file}:\d+: skip_tokens: 1.5 must be an integer >= 0"
+    ),
+    "task-yaml-category": _task_yaml(
+        "category: banana", r"{file}:\d+: category: 'banana' is not known; valid: skill, knowledge, general"
+    ),
+    "task-yaml-template-name": _task_yaml(
+        "teacher_template: plian", r"{file}:\d+: teacher_template: teacher template 'plian' is neither"
+    ),
+    "task-yaml-template-field": _task_yaml(
+        "teacher_template: '{demonstration} {answer}'", r"{file}:\d+: .*unknown field\(s\) \['answer'\]"
+    ),
+    "task-yaml-eval-tasks-type": _task_yaml(
+        "eval_tasks: mytask", r"{file}:\d+: eval_tasks: 'mytask' must be a list"
+    ),
+    "method-template-unknown": _cli(
+        "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
+    ),
     "replay-fraction-one": _cli(
         "method.replay_fraction=1", expected=r"method.replay_fraction=1(\.0)?: must be in \[0, 1\)"
     ),

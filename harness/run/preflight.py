@@ -28,6 +28,7 @@ from harness.config import CONF_DIR, Config, tracking_uri
 from harness.models import EMBEDDED_NAME
 from harness.run.validate import validate
 from harness.tasks.checks import check_stream, check_suite
+from harness.tasks.spec import template_problem
 
 # Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
@@ -182,6 +183,9 @@ def check_run(cfg: Any) -> None:
         return
     validate(cfg)
     check_results_dir(str(cfg.results_dir))
+    template = cfg.method.distill.template
+    if template is not None and template_problem(str(template)):
+        raise ValueError(f"method.distill.template: {template_problem(str(template))}")
     check_tracking(cfg)
     check_device(cfg.model.device)
     check_model(cfg.model)
