@@ -174,6 +174,30 @@ def _task_yaml(extra: str, expected: str):
     return make
 
 
+def _scorer(body: str, expected: str):
+    """A user task whose utils.py score() is replaced by `body` (one line of Python)."""
+
+    def make(tmp: Path):
+        folder = _user_task(tmp)
+        utils = folder / "utils.py"
+        utils.write_text(utils.read_text() + f"\n\ndef score(response, doc):\n    {body}\n")
+        return "run", [f"stream.tasks=[{folder}]"], expected.format(file=folder / "eval.jsonl")
+
+    return make
+
+
+def _long_item(tmp: Path):
+    folder = _user_task(tmp)
+    long_item = json.dumps({"prompt": "Repeat.", "demonstration": "word " * 2500, "id": "too-long"})
+    (folder / "train.jsonl").write_text(GOOD + "\n" + long_item + "\n")
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        rf"item {folder / 'train.jsonl'}:2 id=too-long: prompt \+ demonstration have \d+ tokens, more than "
+        r"model.max_length=\d+",  # run: the tiny model's 1024; tasks validate: the default 2048
+    )
+
+
 def _cli(*args: str, expected: str):
     return lambda tmp: ("run", list(args), expected)
 
@@ -334,6 +358,18 @@ CASES = {
     "task-yaml-eval-tasks-type": _task_yaml(
         "eval_tasks: mytask", r"{file}:\d+: eval_tasks: 'mytask' must be a list"
     ),
+    "scorer-raises": _scorer(
+        "raise KeyError('answer')", r"{file}:1: score\(demonstration, doc\) raised KeyError: 'answer'"
+    ),
+    "scorer-rejects-demonstration": _scorer(
+        "return 0.0", r"{file}:1: score\(demonstration, doc\) = 0.0, expected 1.0 \(and \d+ more"
+    ),
+    "demonstration-too-long": _long_item,
+    "max-length-tiny": _cli(
+        "model.max_length=10",
+        expected=r"item .*tooluse/train.jsonl:1.*: prompt \+ demonstration have \d+ tokens, more than "
+        r"model.max_length=10",
+    ),
     "method-template-unknown": _cli(
         "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
     ),
@@ -402,6 +438,29 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
     assert code == (2 if case == "bench-unknown" else 1)  # 2: a command line that names no command
     _assert_one_clear_line(err, expected)
     assert not results.exists(), "a mistake must leave no results folder, MLflow store or Hydra output folder"
+
+
+FOLDER_CASES = [
+    c
+    for c in CASES
+    if c.startswith(("task-yaml", "scorer", "demonstration", "jsonl", "malformed", "missing"))
+] + ["eval-file-missing", "eval-task-undefined", "task-name-collision", "empty-train-file"]
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES, ids=FOLDER_CASES)
+def test_tasks_validate_refuses_what_run_refuses(case, tmp_path, capsys):
+    """`harness tasks validate FOLDER` and `harness run stream.tasks=[FOLDER]` agree on every bad folder of
+    the table: validate names the same problem (it prints every problem, run the first)."""
+    import re
+
+    _command, args, expected = CASES[case](tmp_path)
+    folder = args[0].removeprefix("stream.tasks=[").removesuffix("]")
+    capsys.readouterr()
+    assert main(["tasks", "validate", folder]) == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    first = expected.split(r"\(and")[0].rstrip()  # run adds a pointer to `tasks validate` for the rest
+    assert re.search(first, out, flags=re.M), f"{first!r} not in:\n{out}"
 
 
 def test_every_numeric_knob_has_a_range():

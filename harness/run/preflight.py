@@ -25,7 +25,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONF_DIR, Config, tracking_uri
-from harness.models import EMBEDDED_NAME
+from harness.models import EMBEDDED_NAME, load_tokenizer
+from harness.run.task_inputs import check_tasks
 from harness.run.validate import validate
 from harness.tasks.checks import check_stream, check_suite
 from harness.tasks.spec import template_problem
@@ -191,6 +192,7 @@ def check_run(cfg: Any) -> None:
     check_model(cfg.model)
     specs = check_stream(cfg)
     check_suite(cfg, specs)
+    check_tasks(specs, tokenizer_of(cfg.model), cfg.model.max_length, cfg.trainer.max_train_items)
     if key is not None:
         _checked.add(key)
 
@@ -214,6 +216,15 @@ def check_results_dir(value: str) -> Path:
             "set results_dir=... to a writable folder"
         )
     return folder
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The model's tokenizer alone (well under a second), for the length checks before the weights load."""
+    try:
+        return load_tokenizer(str(model.name), model.cache_dir)
+    except (OSError, ValueError) as err:  # transformers: no tokenizer files, a config it cannot read
+        first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        raise ValueError(f"model.name={model.name}: its tokenizer could not be loaded: {first}") from None
 
 
 def check_tracking(cfg: Any) -> None:
