@@ -198,6 +198,29 @@ def _long_item(tmp: Path):
     )
 
 
+@pytest.fixture(scope="module")
+def store_bytes(tmp_path_factory) -> bytes:
+    """The bytes of a fresh MLflow SQLite store (with MLflow's schema), to break in several ways."""
+    from harness.tracking.store import Tracker
+
+    folder = tmp_path_factory.mktemp("store")
+    Tracker(f"sqlite:///{folder / 'mlflow.db'}", "default", folder / "mlartifacts")
+    return (folder / "mlflow.db").read_bytes()
+
+
+def _broken_store(command: str, damage):
+    """A store elsewhere (results_dir must stay absent), damaged by `damage(bytes) -> bytes`."""
+
+    def make(tmp: Path, data: bytes):
+        db = tmp / "store" / "mlflow.db"
+        db.parent.mkdir()
+        db.write_bytes(damage(data))
+        return command, [f"tracking_uri=sqlite:///{db}"], rf"{db}: not a readable MLflow store .*mv {db}"
+
+    make.needs_store = True
+    return make
+
+
 def _cli(*args: str, expected: str):
     return lambda tmp: ("run", list(args), expected)
 
@@ -370,6 +393,10 @@ CASES = {
         expected=r"item .*tooluse/train.jsonl:1.*: prompt \+ demonstration have \d+ tokens, more than "
         r"model.max_length=10",
     ),
+    "store-header-wiped": _broken_store("run", lambda data: b"\0" * 100 + data[100:]),
+    "store-truncated": _broken_store("run", lambda data: data[: len(data) // 2]),
+    "report-store-header-wiped": _broken_store("report", lambda data: b"\0" * 100 + data[100:]),
+    "report-store-truncated": _broken_store("report", lambda data: data[: len(data) // 2]),
     "method-template-unknown": _cli(
         "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
     ),
@@ -417,10 +444,12 @@ def _left_behind(results: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsys, monkeypatch, request):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     results = tmp_path / "results"  # not created: a refused run must not create it either
-    command, args, expected = CASES[case](tmp_path)
+    maker = CASES[case]
+    extra = [request.getfixturevalue("store_bytes")] if getattr(maker, "needs_store", False) else []
+    command, args, expected = maker(tmp_path, *extra)
     if (
         command == "run"
     ):  # `report` opens MLflow read-only (and refuses a missing store); `run` must not open it

@@ -30,6 +30,7 @@ from harness.run.task_inputs import check_tasks
 from harness.run.validate import validate
 from harness.tasks.checks import check_stream, check_suite
 from harness.tasks.spec import template_problem
+from harness.tracking.health import check_store
 
 # Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
@@ -228,10 +229,12 @@ def tokenizer_of(model: Any) -> Any:
 
 
 def check_tracking(cfg: Any) -> None:
-    """A tracking server answers (in seconds, not after MLflow's minutes of retries)."""
+    """A local store is not corrupted; a tracking server answers (in seconds, not after MLflow's minutes of
+    retries)."""
     from urllib.parse import urlparse
 
     uri = tracking_uri(cfg)
+    check_store(uri)
     if urlparse(uri).scheme in ("http", "https"):
         from harness.tracking.store import check_reachable  # lazy: loads mlflow, pandas only when needed
 

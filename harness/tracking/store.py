@@ -42,6 +42,7 @@ from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 
 from harness.durable import fsync_dir, fsync_file
+from harness.tracking.health import check_store
 from harness.tracking.keys import (  # noqa: F401 (re-exported: the contract's names live with the Tracker)
     COMPLETE,
     ERROR,
@@ -84,6 +85,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         check_reachable(tracking_uri)
+        check_store(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             db = Path(tracking_uri[len("sqlite:///") :])
             if not create and not db.exists():
