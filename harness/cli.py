@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -267,20 +266,21 @@ def _tasks(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(TASKS_HELP)
         return 0
+    from harness.arguments import OneLineParser, at_least  # lazy: per command
     from harness.tasktools import commands as task_tools  # lazy: per command
 
-    parser = argparse.ArgumentParser(prog="harness tasks")
+    parser = OneLineParser(prog="harness tasks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list")
     show = sub.add_parser("show")
     show.add_argument("name")
-    show.add_argument("-n", type=int, default=2)
+    show.add_argument("-n", type=at_least(1), default=2)
     val = sub.add_parser("validate")
     val.add_argument("paths", nargs="*")
     probe = sub.add_parser("probe")
     probe.add_argument("name")
     probe.add_argument("--template", action="append", help="a template name or format string (repeatable)")
-    probe.add_argument("-n", type=int, default=6)
+    probe.add_argument("-n", type=at_least(1), default=6)
     from harness.tasktools.new import add_arguments  # lazy: per command
 
     add_arguments(
@@ -305,7 +305,7 @@ BENCH_COUNTS = {
     "--reps": 1,
     "--warmup": 0,
     "--processes": 1,
-    "--steps": 1,
+    "--steps": 2,
     "--batch": 1,
     "--new-tokens": 1,
     "--threads": 1,

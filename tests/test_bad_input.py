@@ -221,6 +221,19 @@ def _broken_store(command: str, damage):
     return make
 
 
+def _tasks(*args: str, expected: str, source: str | None = GOOD + "\n"):
+    """`harness tasks ...`; {src} in args is a small JSONL source (or a file holding `source`), {out} the
+    folder `tasks new` would write: under results_dir, which must stay absent."""
+
+    def make(tmp: Path):
+        src = tmp / "source.jsonl"
+        src.write_text(source or "")
+        out = tmp / "results" / "newtask"
+        return "tasks", [a.format(src=src, out=out) for a in args], expected.format(src=src)
+
+    return make
+
+
 def _cli(*args: str, expected: str):
     return lambda tmp: ("run", list(args), expected)
 
@@ -397,6 +410,83 @@ CASES = {
     "store-truncated": _broken_store("run", lambda data: data[: len(data) // 2]),
     "report-store-header-wiped": _broken_store("report", lambda data: b"\0" * 100 + data[100:]),
     "report-store-truncated": _broken_store("report", lambda data: data[: len(data) // 2]),
+    "tasks-new-option-type": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "numeric",
+        "--scorer-option",
+        "rel_tol=abc",
+        expected=r"--scorer-option rel_tol='abc': scorer 'numeric' wants a number",
+    ),
+    "tasks-new-option-unknown": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "numeric",
+        "--scorer-option",
+        "rel_tl=0.1",
+        expected=r"--scorer-option rel_tl=0.1: scorer 'numeric' takes rel_tol \(default 0.01\)",
+    ),
+    "tasks-new-regex-pattern": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "regex",
+        "--scorer-option",
+        "pattern=(unclosed",
+        expected=r"--scorer-option pattern='\(unclosed': not a valid regex",
+    ),
+    "tasks-new-empty-source": _tasks(
+        "new", "mytask", "--from", "{src}", "--out", "{out}", expected=r"{src}: empty file", source=""
+    ),
+    "tasks-new-limit-zero": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--limit",
+        "0",
+        expected=r"harness tasks new: error: argument --limit: must be an integer >= 1, got 0\n  hint: ",
+    ),
+    "tasks-new-calibrate-negative": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--calibrate",
+        "-1",
+        expected=r"argument --calibrate: must be an integer >= 0, got -1",
+    ),
+    "tasks-show-n-negative": _tasks(
+        "show", "tooluse", "-n", "-1", expected=r"argument -n: must be an integer >= 1"
+    ),
+    "tasks-probe-n-zero": _tasks(
+        "probe", "tooluse", "-n", "0", expected=r"argument -n: must be an integer >= 1"
+    ),
+    "tasks-unknown-flag": _tasks("list", "--nosuch", expected=r"unrecognized arguments: --nosuch\n  hint: "),
+    "bench-rollouts-zero": _bench(
+        "step", "--rollouts", "0", expected=r"argument --rollouts: must be an integer >= 1, got 0"
+    ),
+    "bench-unknown-flag": _bench(
+        "step", "--nosuch", expected=r"harness bench step: error: unrecognized arguments"
+    ),
     "method-template-unknown": _cli(
         "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
     ),
@@ -423,6 +513,19 @@ CASES = {
     ),
     "bench-reps-zero": _bench("step", "--reps", "0", expected=r"--reps=0: must be >= 1"),
     "bench-unknown": _bench("nosuch", expected=r"unknown benchmark 'nosuch'"),
+}
+
+
+# command lines argparse refuses (exit code 2, its convention), the rest are refused values (exit code 1)
+USAGE_ERRORS = {
+    "bench-unknown",
+    "bench-rollouts-zero",
+    "bench-unknown-flag",
+    "tasks-new-limit-zero",
+    "tasks-new-calibrate-negative",
+    "tasks-show-n-negative",
+    "tasks-probe-n-zero",
+    "tasks-unknown-flag",
 }
 
 
@@ -460,11 +563,15 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
         "run": [command, *FAST, f"results_dir={results}", *args],
         "report": [command, f"results_dir={results}", *args],
         "bench": [command, *args],
+        "tasks": [command, *args],
     }[command]
     capsys.readouterr()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's way out
+        code = exit.code
     err = capsys.readouterr().err
-    assert code == (2 if case == "bench-unknown" else 1)  # 2: a command line that names no command
+    assert code == (2 if case in USAGE_ERRORS else 1)  # 2: a command line argparse refuses
     _assert_one_clear_line(err, expected)
     assert not results.exists(), "a mistake must leave no results folder, MLflow store or Hydra output folder"
 
