@@ -355,11 +355,29 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{TOP_HELP}", file=sys.stderr)
         return 2
+    from harness.run.signals import exit_code, signal_name, stop_on_signals  # lazy: per command
+
     try:
-        return COMMANDS[command](rest) or 0
+        with stop_on_signals():  # SIGTERM too: the runs are marked KILLED, not left RUNNING
+            return COMMANDS[command](rest) or 0
     except USER_ERRORS as err:  # known, user-fixable problems: one clear line instead of a traceback
         print(f"harness {command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, and how to go on
+        import shlex
+
+        again = (
+            f"; finished stages are kept, resume with: harness run {shlex.join(rest)}"
+            if command == "run"
+            else ""
+        )
+        print(f"harness {command}: stopped by {signal_name(err)}{again}", file=sys.stderr)
+        import gc
+
+        # The interpreter's last garbage collection walks every object lm-eval and torch made (10+ s on a
+        # busy machine) before the process can end; a stopped process should end at once.
+        gc.freeze()
+        return exit_code(err)
 
 
 if __name__ == "__main__":

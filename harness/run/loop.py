@@ -34,6 +34,7 @@ from harness.parallel.distributed import Replicas, micro_batches, replicas
 from harness.run import readiness
 from harness.run.checkpoints import checkpoint_dir, load_checkpoint
 from harness.run.preflight import USER_ERRORS, check_run
+from harness.run.signals import signal_name
 from harness.run.stage_eval import StageHook, evaluate_and_checkpoint, items_csv, stage_ceiling, summary_line
 from harness.run.stream_plan import StreamPlan, check_lengths, matrices, order_label, plan_stream
 from harness.run.validate import typed
@@ -148,14 +149,15 @@ def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:
     """Mark the parent run FAILED with the error (the user's own words for known errors, the type for the
     rest); never masks the error itself, e.g. when the tracking server is what failed."""
 
-    if isinstance(err, KeyboardInterrupt):
-        message = "interrupted (KeyboardInterrupt)"
+    status = "FAILED"
+    if isinstance(err, KeyboardInterrupt):  # Ctrl-C, SIGTERM (harness.run.signals): stopped, not broken
+        message, status = f"stopped by {signal_name(err)}; rerun the same command to resume", "KILLED"
     elif isinstance(err, (*USER_ERRORS, StageFailedError)):
         message = str(err)
     else:
         message = f"{type(err).__name__}: {err}"
     try:
-        tracker.mark_failed(parent, message)
+        tracker.mark_failed(parent, message, status)
     except Exception as failure:  # noqa: BLE001 (the original error is what the user must see)
         log.warning("could not mark run %s FAILED: %s", parent, failure)
 

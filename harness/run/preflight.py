@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONF_DIR, Config, tracking_uri
+from harness.durable import DiskFullError
 from harness.models import EMBEDDED_NAME, load_tokenizer
 from harness.run.task_inputs import check_tasks
 from harness.run.validate import validate
@@ -33,7 +34,7 @@ from harness.tasks.spec import template_problem
 from harness.tracking.health import check_store
 
 # Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
+USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError, DiskFullError)
 
 NOT_HYDRA_GROUPS = ("accelerate",)  # conf/accelerate holds accelerate's own config files, not a Hydra group
 

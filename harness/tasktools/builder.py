@@ -108,7 +108,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def check_scorer_options(scorer: str, options: dict[str, Any]) -> None:
     """The scorer exists and takes these options with these types (harness.scorers.check_options)."""
     if scorer not in scorers.SCORERS:
-        raise BuildError(f"--scorer {scorer!r}: not known; valid: {', '.join(scorers.SCORERS)}")
+        raise BuildError(f"unknown scorer {scorer!r}; valid: {', '.join(scorers.SCORERS)}")
     try:
         scorers.check_options(scorer, options)
     except ValueError as err:

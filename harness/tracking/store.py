@@ -41,7 +41,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from harness.durable import fsync_dir, fsync_file
+from harness.durable import fsync_dir, fsync_file, naming_disk_full
 from harness.tracking.health import check_store
 from harness.tracking.keys import (  # noqa: F401 (re-exported: the contract's names live with the Tracker)
     COMPLETE,
@@ -252,14 +252,15 @@ class Tracker:
         self.client.set_tag(parent_id, COMPLETE, "true")
         self.client.set_terminated(parent_id, "FINISHED")
 
-    def mark_failed(self, parent_id: str, message: str) -> None:
-        """Record why the run stopped (tag `harness.error`) and set FAILED, together with any stage run
-        still RUNNING (the one that was training or evaluating); a rerun resumes it."""
+    def mark_failed(self, parent_id: str, message: str, status: str = "FAILED") -> None:
+        """Record why the run stopped (tag `harness.error`) and set `status` (FAILED, or KILLED for a run
+        stopped by a signal), together with any stage run still RUNNING (the one that was training or
+        evaluating); a rerun resumes it."""
         for child in self.children(parent_id):
             if child.info.status == "RUNNING":
-                self.client.set_terminated(child.info.run_id, "FAILED")
+                self.client.set_terminated(child.info.run_id, status)
         self.client.set_tag(parent_id, ERROR, message[:MAX_TAG_VALUE])
-        self.client.set_terminated(parent_id, "FAILED")
+        self.client.set_terminated(parent_id, status)
 
     # ---- stage (child) runs --------------------------------------------------------------------
     def completed_stages(self, parent_id: str) -> dict[int, dict[str, float]]:
@@ -396,7 +397,7 @@ class Tracker:
         A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean.
         In a local artifact store the copies are on disk (fsynced) when this returns."""
         written: list[Path] = []  # where each artifact lands, relative to the run's artifact folder
-        with tempfile.TemporaryDirectory() as tmp:
+        with naming_disk_full(f"the artifacts {', '.join(artifacts)}"), tempfile.TemporaryDirectory() as tmp:
             for name, obj in artifacts.items():
                 rel = Path(name)
                 if rel.is_absolute() or ".." in rel.parts:
