@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from harness.run.signals import signal_name
 from harness.run.stage_eval import StageHook, evaluate_and_checkpoint, items_csv, stage_ceiling, summary_line
 from harness.run.stream_plan import StreamPlan, check_lengths, matrices, order_label, plan_stream
 from harness.run.validate import typed
+from harness.tracking.health import server_gone
 from harness.tracking.store import ITEMS_ARTIFACT, Tracker, flatten_config, run_key
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,7 @@ def _load_model(cfg: Config, dist: Replicas):
         dist.barrier()
     try:
         return load_model(cfg.model)
-    except (
-        OSError,
-        ValueError,
-    ) as err:  # transformers: not on the hub, no tokenizer, a config it cannot read
+    except (OSError, ValueError) as err:  # transformers: not on the hub, no tokenizer, a bad config
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(
             f"model.name={cfg.model.name!r} could not be loaded: {first} "
@@ -136,13 +134,14 @@ def run_experiment(cfg: DictConfig | Config) -> dict[str, Any]:
     try:
         return _run_experiment(cfg, opened)
     except BaseException as err:
-        if opened:
+        if not opened:
+            raise
+        gone = server_gone(opened["tracker"].tracking_uri)  # a server that is away cannot be marked
+        if gone is None:
             _mark_failed(opened["tracker"], opened["parent"], err)
-            try:
-                err.parent_run_id = opened["parent"]  # type: ignore[attr-defined]
-            except AttributeError:  # an exception type that takes no attributes
-                pass
-        raise
+        with suppress(AttributeError):  # an exception type that takes no attributes
+            (gone or err).parent_run_id = opened["parent"]  # type: ignore[union-attr]
+        raise (gone or err) from (None if gone else err.__cause__)
 
 
 def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from harness.tracking.keys import check_reachable
+
 # Tables every MLflow SQLite store has, whatever its schema version.
 MLFLOW_TABLES = ("alembic_version", "experiments", "runs")
 
@@ -37,3 +39,17 @@ def check_store(uri: str) -> None:
     missing = [t for t in MLFLOW_TABLES if t not in tables]
     if missing:
         raise ValueError(f"{db}: not an MLflow store (no table(s) {', '.join(missing)}); {todo}")
+
+
+def server_gone(uri: str) -> ConnectionError | None:
+    """For a run that failed with its parent open: the error to raise instead when the tracking server no
+    longer answers. MLflow has by then retried for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES=7 with backoff
+    factor 2: about four minutes) and marking the run FAILED would wait as long again, in vain."""
+    try:
+        check_reachable(uri)
+    except ConnectionError:
+        return ConnectionError(
+            f"MLflow tracking server {uri} stopped answering during the run, and MLflow's retries ran out; "
+            "what it logged is kept there: rerun the same command once the server is back, and the run resumes"
+        )
+    return None
