@@ -487,6 +487,9 @@ CASES = {
     "bench-unknown-flag": _bench(
         "step", "--nosuch", expected=r"harness bench step: error: unrecognized arguments"
     ),
+    "config-name-unknown": _cli(
+        "--config-name", "nosuch", expected=r"--config-name nosuch: no conf/nosuch.yaml.*\n  hint: .*smoke"
+    ),
     "method-template-unknown": _cli(
         "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
     ),
