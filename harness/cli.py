@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloa
 
 from harness.config import CONF_DIR  # noqa: E402 (after the help texts)
 from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402
+from harness.run.signals import exit_code, signal_name, stop_on_signals  # noqa: E402
 
 
 def _groups_help() -> str:
@@ -373,8 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{TOP_HELP}", file=sys.stderr)
         return 2
-    from harness.run.signals import exit_code, signal_name, stop_on_signals  # lazy: per command
-
     try:
         with stop_on_signals():  # SIGTERM too: the runs are marked KILLED, not left RUNNING
             return COMMANDS[command](rest) or 0
@@ -382,16 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness {command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, and how to go on
-        import shlex
-
         again = (
             f"; finished stages are kept, resume with: harness run {shlex.join(rest)}"
             if command == "run"
             else ""
         )
         print(f"harness {command}: stopped by {signal_name(err)}{again}", file=sys.stderr)
-        import gc
-
         # The interpreter's last garbage collection walks every object lm-eval and torch made (10+ s on a
         # busy machine) before the process can end; a stopped process should end at once.
         gc.freeze()

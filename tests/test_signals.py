@@ -164,3 +164,47 @@ def test_interrupted_run_resumes_with_the_printed_command(tmp_path, capsys):
     after = [r for r in _runs(results) if r.data.tags.get("harness.role") == "parent"]
     assert [r.info.run_id for r in after] == [parent.info.run_id]
     assert after[0].info.status == "FINISHED" and after[0].data.tags["harness.complete"] == "true"
+
+
+def test_submitit_requeue_exit_marks_killed_and_the_requeued_job_resumes(tmp_path, monkeypatch, capsys):
+    """Under SLURM, submitit's preemption handler resubmits the job and then calls sys.exit(-1) in the
+    middle of whatever runs: the run is KILLED (not FAILED, not RUNNING) and the requeued job, the same
+    config, resumes after stage 0."""
+    import harness.run.loop as loop
+    from harness.cli import compose
+
+    real = loop._train_stage
+
+    def preempted(*_args, **_kwargs):
+        sys.exit(-1)  # what submitit's JobEnvironment._exit does after requeueing
+
+    monkeypatch.setattr(loop, "_train_stage", preempted)
+    args = [*FAST_ONE_TASK, f"results_dir={tmp_path}"]
+    with pytest.raises(SystemExit):
+        loop.run_experiment(compose(args))
+    parent = next(r for r in _runs(tmp_path) if r.data.tags.get("harness.role") == "parent")
+    assert parent.info.status == "KILLED" and "SystemExit(-1)" in parent.data.tags["harness.error"]
+
+    monkeypatch.setattr(loop, "_train_stage", real)
+    capsys.readouterr()
+    loop.run_experiment(compose(args))  # the requeued job
+    assert "stages 0..0 already done" in capsys.readouterr().out
+    parents = [r for r in _runs(tmp_path) if r.data.tags.get("harness.role") == "parent"]
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(parent.info.run_id, "FINISHED")]
+
+
+def test_slurm_launcher_requeues_on_time_limit():
+    """The SLURM launcher config the harness ships lets submitit requeue a job that reaches its time limit
+    (submitit's default, 0, ends it), and requeues go through the launcher's checkpoint hook."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+    from harness.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.max_num_timeout >= 1
+    assert callable(getattr(BaseSubmititLauncher, "checkpoint", None))

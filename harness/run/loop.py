@@ -149,7 +149,8 @@ def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:
     rest); never masks the error itself, e.g. when the tracking server is what failed."""
 
     status = "FAILED"
-    if isinstance(err, KeyboardInterrupt):  # Ctrl-C, SIGTERM (harness.run.signals): stopped, not broken
+    # Ctrl-C, SIGTERM (harness.run.signals), submitit's exit after requeueing a preempted job: stopped, not broken
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
         message, status = f"stopped by {signal_name(err)}; rerun the same command to resume", "KILLED"
     elif isinstance(err, (*USER_ERRORS, StageFailedError)):
         message = str(err)

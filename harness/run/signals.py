@@ -31,7 +31,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def signal_name(err: BaseException) -> str:
-    """SIGINT for a plain KeyboardInterrupt (Ctrl-C where our handler is not installed)."""
+    """What stopped the process: the signal's name; SIGINT for a plain KeyboardInterrupt (Ctrl-C where our
+    handler is not installed); for a SystemExit, e.g. submitit's after it requeued a preempted job, that."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit({err.code}) (a scheduler's preemption or time limit, when under submitit)"
     return err.name if isinstance(err, Interrupted) else "SIGINT"
 
 
