@@ -69,7 +69,12 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloa
 
 from harness.config import CONF_DIR  # noqa: E402 (after the help texts)
 from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402
-from harness.run.signals import exit_code, signal_name, stop_on_signals  # noqa: E402
+from harness.run.signals import (  # noqa: E402
+    close_progress_bars,
+    exit_code,
+    signal_name,
+    stop_on_signals,
+)
 
 
 def _groups_help() -> str:
@@ -388,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             if command == "run"
             else ""
         )
+        close_progress_bars()
         print(f"harness {command}: stopped by {signal_name(err)}{again}", file=sys.stderr)
         # The interpreter's last garbage collection walks every object lm-eval and torch made (10+ s on a
         # busy machine) before the process can end; a stopped process should end at once.

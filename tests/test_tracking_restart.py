@@ -128,7 +128,7 @@ def test_server_away_longer_stops_cleanly_and_the_rerun_resumes(server, tmp_path
 
     # MLflow's retries cut short, so that "longer than the retries" takes seconds here
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     args = [*FAST_ONE_TASK, f"results_dir={tmp_path}", f"tracking_uri={server.url}"]
     _stop_before_stage_1(monkeypatch, server, restart_after_s=None)
     with pytest.raises(

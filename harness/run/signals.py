@@ -11,6 +11,7 @@ preemption; these handlers are installed by `harness` commands only.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,14 @@ def signal_name(err: BaseException) -> str:
 def exit_code(err: BaseException) -> int:
     """The shell's convention for a process ended by a signal: 128 + its number."""
     return 128 + (err.signum if isinstance(err, Interrupted) else signal.SIGINT)
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars of the interrupted work (lm-eval's, the stage's) now: freed later, after our
+    last line, they would redraw themselves below it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 @contextmanager
