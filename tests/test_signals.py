@@ -190,3 +190,17 @@ def test_slurm_launcher_requeues_on_time_limit():
         cfg = hydra_compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher.max_num_timeout >= 1
     assert callable(getattr(BaseSubmititLauncher, "checkpoint", None))
+
+
+def test_ctrl_c_in_tasks_probe_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in any command (here `tasks probe`, which used to print an 88-line traceback): one line, 130."""
+    import harness.tasktools.commands as commands
+    from harness.cli import main
+
+    def probe(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "cmd_probe", probe)
+    capsys.readouterr()
+    assert main(["tasks", "probe", "tooluse"]) == 130
+    assert capsys.readouterr().err == "harness tasks: stopped by SIGINT\n"
