@@ -52,8 +52,10 @@ def _refuse(*_args, **_kwargs):
 def guarded(monkeypatch):
     """The model loader refuses to run: a case that reaches it fails the test."""
     import harness.models
+    import harness.run.loop
 
     monkeypatch.setattr(harness.models, "load_model", _refuse)
+    monkeypatch.setattr(harness.run.loop, "load_model", _refuse)  # the loop's own reference to it
 
 
 def _user_task(root: Path, rename: bool = True) -> Path:
