@@ -224,9 +224,9 @@ def tokenizer_of(model: Any) -> Any:
     """The model's tokenizer alone (well under a second), for the length checks before the weights load."""
     try:
         return load_tokenizer(str(model.name), model.cache_dir)
-    except (OSError, ValueError) as err:  # transformers: no tokenizer files, a config it cannot read
+    except Exception as err:  # transformers raises many types for files it cannot use
         first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
-        raise ValueError(f"model.name={model.name}: its tokenizer could not be loaded: {first}") from None
+        raise ValueError(f"model.name={model.name!r}: its tokenizer could not be loaded: {first}") from None
 
 
 def check_tracking(cfg: Any) -> None:
