@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+import gc
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,12 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloa
 
 from harness.config import CONF_DIR  # noqa: E402 (after the help texts)
 from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402
+from harness.run.signals import (  # noqa: E402
+    close_progress_bars,
+    exit_code,
+    signal_name,
+    stop_on_signals,
+)
 
 
 def _groups_help() -> str:
@@ -113,13 +120,31 @@ def compose(overrides: list[str], check: bool = True):
 
 def _check_results_dir(argv: list[str]) -> None:
     """Hydra creates its output folder under results_dir before our code runs and fails there with a
-    traceback; check the folder first so that an unwritable one gets one clear line (the loop checks again)."""
+    traceback (an empty value puts it at the filesystem root); check the folder first, creating nothing."""
     values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("results_dir=")]
-    if not values or "," in values[-1]:  # the default, or a sweep over folders: left to the loop
+    if not values:  # the default
         return
-    from harness.config import ensure_writable  # lazy: per command
+    from harness.run.preflight import check_results_dir  # lazy: per command
 
-    ensure_writable(Path(values[-1]).expanduser().resolve())
+    for value in values[-1].split(",") if "," in values[-1] else values[-1:]:  # a sweep: every folder
+        check_results_dir(value)
+
+
+def _check_config_name(argv: list[str]) -> None:
+    """Hydra's `--config-name X` (`-cn X`) must name a YAML at the top of conf/; Hydra's own error spans a
+    dozen lines about search paths. (Experiments are chosen with `experiment=NAME`.)"""
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in ("--config-name", "-cn"):
+            continue
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        names = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        if value not in names:
+            experiments = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+            raise ValueError(
+                f"--config-name {value}: no conf/{value}.yaml (available: {', '.join(names)})\n"
+                f"  hint: an experiment is chosen with experiment=NAME: {', '.join(experiments)}"
+            )
 
 
 MAX_PRECHECKED_JOBS = (
@@ -175,6 +200,7 @@ def _run(argv: list[str]) -> int:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     _check_results_dir(argv)
+    _check_config_name(argv)
     if not any(
         a.startswith("-") and a not in ("-m", "--multirun") for a in argv
     ):  # Hydra's flags: Hydra's way
@@ -311,20 +337,21 @@ def _tasks(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(TASKS_HELP)
         return 0
+    from harness.arguments import OneLineParser, at_least  # lazy: per command
     from harness.tasktools import commands as task_tools  # lazy: per command
 
-    parser = argparse.ArgumentParser(prog="harness tasks")
+    parser = OneLineParser(prog="harness tasks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list")
     show = sub.add_parser("show")
     show.add_argument("name")
-    show.add_argument("-n", type=int, default=2)
+    show.add_argument("-n", type=at_least(1), default=2)
     val = sub.add_parser("validate")
     val.add_argument("paths", nargs="*")
     probe = sub.add_parser("probe")
     probe.add_argument("name")
     probe.add_argument("--template", action="append", help="a template name or format string (repeatable)")
-    probe.add_argument("-n", type=int, default=6)
+    probe.add_argument("-n", type=at_least(1), default=6)
     from harness.tasktools.new import add_arguments  # lazy: per command
 
     add_arguments(
@@ -349,7 +376,7 @@ BENCH_COUNTS = {
     "--reps": 1,
     "--warmup": 0,
     "--processes": 1,
-    "--steps": 1,
+    "--steps": 2,
     "--batch": 1,
     "--new-tokens": 1,
     "--threads": 1,
@@ -400,10 +427,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{TOP_HELP}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[command](rest) or 0
+        with stop_on_signals():  # SIGTERM too: the runs are marked KILLED, not left RUNNING
+            return COMMANDS[command](rest) or 0
     except USER_ERRORS as err:  # known, user-fixable problems: one clear line instead of a traceback
         print(f"harness {command}: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, and how to go on
+        again = (
+            f"; finished stages are kept, resume with: harness run {shlex.join(rest)}"
+            if command == "run"
+            else ""
+        )
+        close_progress_bars()
+        print(f"harness {command}: stopped by {signal_name(err)}{again}", file=sys.stderr)
+        # The interpreter's last garbage collection walks every object lm-eval and torch made (10+ s on a
+        # busy machine) before the process can end; a stopped process should end at once.
+        gc.freeze()
+        return exit_code(err)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ rename and the folder after it (the rename itself lives in the folder's entries)
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -55,3 +58,30 @@ def write_bytes_durably(final: str | Path, data: bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(final.parent)
+
+
+class DiskFullError(OSError):
+    """The disk filled up during a write; the message names what was being written and what to do."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC, from Python's own writes or as text from a library that wraps it (safetensors' Rust I/O)."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
+
+
+@contextmanager
+def naming_disk_full(what: str) -> Iterator[None]:
+    """Turn a full disk inside the block into a DiskFullError naming `what` was being written."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:  # OSError, or a library's own error type carrying the OS message
+        if not is_disk_full(err):
+            raise
+        full = DiskFullError(
+            f"no space left on device while writing {what}; free some space (or set results_dir to another "
+            "disk) and rerun the same command: finished stages are kept"
+        )
+        full.errno = errno.ENOSPC
+        raise full from None

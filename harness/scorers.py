@@ -321,6 +321,36 @@ def get_scorer(name: str) -> Scorer:
     return SCORERS[name]
 
 
+def _fits(value: Any, default: Any) -> bool:
+    """Whether an option value has the type of the option's default (an int is a fine float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Scorer options against the scorer's own signature: known names, the type of each default, and a
+    regex `pattern` that compiles; one ValueError line naming the option and what is valid."""
+    import inspect
+
+    params = list(inspect.signature(get_scorer(name)).parameters.values())[2:]  # after (response, gold)
+    valid = {p.name: p.default for p in params}
+    for key, value in options.items():
+        if key not in valid:
+            takes = ", ".join(f"{k} (default {v!r})" for k, v in valid.items()) or "no options"
+            raise ValueError(f"{key}={value!r}: scorer {name!r} takes {takes}")
+        if not _fits(value, valid[key]):
+            kind = "a number" if isinstance(valid[key], float) else type(valid[key]).__name__
+            raise ValueError(f"{key}={value!r}: scorer {name!r} wants {kind} (default {valid[key]!r})")
+    if name == "regex":
+        try:
+            re.compile(options.get("pattern", valid["pattern"]))
+        except re.error as err:
+            raise ValueError(f"pattern={options['pattern']!r}: not a valid regex ({err})") from None
+
+
 def describe(name: str) -> str:
     """The scorer's documentation (what it accepts and rejects), for generated READMEs."""
     doc = get_scorer(name).__doc__ or ""

@@ -52,8 +52,10 @@ def _refuse(*_args, **_kwargs):
 def guarded(monkeypatch):
     """The model loader refuses to run: a case that reaches it fails the test."""
     import harness.models
+    import harness.run.loop
 
     monkeypatch.setattr(harness.models, "load_model", _refuse)
+    monkeypatch.setattr(harness.run.loop, "load_model", _refuse)  # the loop's own reference to it
 
 
 def _user_task(root: Path, rename: bool = True) -> Path:
@@ -160,6 +162,78 @@ def _unwritable_results(tmp: Path):
         [f"results_dir={blocker / 'results'}"],
         rf"results_dir {blocker / 'results'} is not writable",
     )
+
+
+def _task_yaml(extra: str, expected: str):
+    """A user task whose task.yaml gains one bad setting (appended: the last value of a key wins in YAML)."""
+
+    def make(tmp: Path):
+        folder = _user_task(tmp)
+        meta = folder / "task.yaml"
+        meta.write_text(meta.read_text() + extra + "\n")
+        return "run", [f"stream.tasks=[{folder}]"], expected.format(file=meta)
+
+    return make
+
+
+def _scorer(body: str, expected: str):
+    """A user task whose utils.py score() is replaced by `body` (one line of Python)."""
+
+    def make(tmp: Path):
+        folder = _user_task(tmp)
+        utils = folder / "utils.py"
+        utils.write_text(utils.read_text() + f"\n\ndef score(response, doc):\n    {body}\n")
+        return "run", [f"stream.tasks=[{folder}]"], expected.format(file=folder / "eval.jsonl")
+
+    return make
+
+
+def _long_item(tmp: Path):
+    folder = _user_task(tmp)
+    long_item = json.dumps({"prompt": "Repeat.", "demonstration": "word " * 2500, "id": "too-long"})
+    (folder / "train.jsonl").write_text(GOOD + "\n" + long_item + "\n")
+    return (
+        "run",
+        [f"stream.tasks=[{folder}]"],
+        rf"item {folder / 'train.jsonl'}:2 id=too-long: prompt \+ demonstration have \d+ tokens, more than "
+        r"model.max_length=\d+",  # run: the tiny model's 1024; tasks validate: the default 2048
+    )
+
+
+@pytest.fixture(scope="module")
+def store_bytes(tmp_path_factory) -> bytes:
+    """The bytes of a fresh MLflow SQLite store (with MLflow's schema), to break in several ways."""
+    from harness.tracking.store import Tracker
+
+    folder = tmp_path_factory.mktemp("store")
+    Tracker(f"sqlite:///{folder / 'mlflow.db'}", "default", folder / "mlartifacts")
+    return (folder / "mlflow.db").read_bytes()
+
+
+def _broken_store(command: str, damage):
+    """A store elsewhere (results_dir must stay absent), damaged by `damage(bytes) -> bytes`."""
+
+    def make(tmp: Path, data: bytes):
+        db = tmp / "store" / "mlflow.db"
+        db.parent.mkdir()
+        db.write_bytes(damage(data))
+        return command, [f"tracking_uri=sqlite:///{db}"], rf"{db}: not a readable MLflow store .*mv {db}"
+
+    make.needs_store = True
+    return make
+
+
+def _tasks(*args: str, expected: str, source: str | None = GOOD + "\n"):
+    """`harness tasks ...`; {src} in args is a small JSONL source (or a file holding `source`), {out} the
+    folder `tasks new` would write: under results_dir, which must stay absent."""
+
+    def make(tmp: Path):
+        src = tmp / "source.jsonl"
+        src.write_text(source or "")
+        out = tmp / "results" / "newtask"
+        return "tasks", [a.format(src=src, out=out) for a in args], expected.format(src=src)
+
+    return make
 
 
 def _cli(*args: str, expected: str):
@@ -292,6 +366,135 @@ CASES = {
         expected=r"trainer.batch_size=4 is not divisible by trainer.grad_accum=3",
     ),
     "lr-zero": _cli("trainer.lr=0", expected=r"trainer.lr=0(\.0)?: must be > 0"),
+    # ---- round three: values that used to start a real run ----
+    "lr-nan": _cli("trainer.lr=nan", expected=r"trainer.lr=nan: must be a finite number"),
+    "grad-norm-inf": _cli(
+        "trainer.max_grad_norm=inf", expected=r"trainer.max_grad_norm=inf: must be a finite"
+    ),
+    "method-option-nan": _cli(
+        "method=sft_l2", "method.options.weight=nan", expected=r"method.options.weight=nan: must be a finite"
+    ),
+    "results-dir-empty": lambda tmp: ("run", ["results_dir="], r"results_dir is empty"),
+    "task-yaml-max-new-tokens-text": _task_yaml(
+        "max_new_tokens: lots", r"{file}:\d+: max_new_tokens: 'lots' must be an integer >= 1"
+    ),
+    "task-yaml-max-new-tokens-negative": _task_yaml(
+        "max_new_tokens: -5", r"{file}:\d+: max_new_tokens: -5 must be an integer >= 1"
+    ),
+    "task-yaml-skip-tokens-float": _task_yaml(
+        "skip_tokens: 1.5", r"{file}:\d+: skip_tokens: 1.5 must be an integer >= 0"
+    ),
+    "task-yaml-category": _task_yaml(
+        "category: banana", r"{file}:\d+: category: 'banana' is not known; valid: skill, knowledge, general"
+    ),
+    "task-yaml-template-name": _task_yaml(
+        "teacher_template: plian", r"{file}:\d+: teacher_template: teacher template 'plian' is neither"
+    ),
+    "task-yaml-template-field": _task_yaml(
+        "teacher_template: '{demonstration} {answer}'", r"{file}:\d+: .*unknown field\(s\) \['answer'\]"
+    ),
+    "task-yaml-eval-tasks-type": _task_yaml(
+        "eval_tasks: mytask", r"{file}:\d+: eval_tasks: 'mytask' must be a list"
+    ),
+    "scorer-raises": _scorer(
+        "raise KeyError('answer')", r"{file}:1: score\(demonstration, doc\) raised KeyError: 'answer'"
+    ),
+    "scorer-rejects-demonstration": _scorer(
+        "return 0.0", r"{file}:1: score\(demonstration, doc\) = 0.0, expected 1.0 \(and \d+ more"
+    ),
+    "demonstration-too-long": _long_item,
+    "max-length-tiny": _cli(
+        "model.max_length=10",
+        expected=r"item .*tooluse/train.jsonl:1.*: prompt \+ demonstration have \d+ tokens, more than "
+        r"model.max_length=10",
+    ),
+    "store-header-wiped": _broken_store("run", lambda data: b"\0" * 100 + data[100:]),
+    "store-truncated": _broken_store("run", lambda data: data[: len(data) // 2]),
+    "report-store-header-wiped": _broken_store("report", lambda data: b"\0" * 100 + data[100:]),
+    "report-store-truncated": _broken_store("report", lambda data: data[: len(data) // 2]),
+    "tasks-new-option-type": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "numeric",
+        "--scorer-option",
+        "rel_tol=abc",
+        expected=r"--scorer-option rel_tol='abc': scorer 'numeric' wants a number",
+    ),
+    "tasks-new-option-unknown": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "numeric",
+        "--scorer-option",
+        "rel_tl=0.1",
+        expected=r"--scorer-option rel_tl=0.1: scorer 'numeric' takes rel_tol \(default 0.01\)",
+    ),
+    "tasks-new-regex-pattern": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--scorer",
+        "regex",
+        "--scorer-option",
+        "pattern=(unclosed",
+        expected=r"--scorer-option pattern='\(unclosed': not a valid regex",
+    ),
+    "tasks-new-empty-source": _tasks(
+        "new", "mytask", "--from", "{src}", "--out", "{out}", expected=r"{src}: empty file", source=""
+    ),
+    "tasks-new-limit-zero": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--limit",
+        "0",
+        expected=r"harness tasks new: error: argument --limit: must be an integer >= 1, got 0\n  hint: ",
+    ),
+    "tasks-new-calibrate-negative": _tasks(
+        "new",
+        "mytask",
+        "--from",
+        "{src}",
+        "--out",
+        "{out}",
+        "--calibrate",
+        "-1",
+        expected=r"argument --calibrate: must be an integer >= 0, got -1",
+    ),
+    "tasks-show-n-negative": _tasks(
+        "show", "tooluse", "-n", "-1", expected=r"argument -n: must be an integer >= 1"
+    ),
+    "tasks-probe-n-zero": _tasks(
+        "probe", "tooluse", "-n", "0", expected=r"argument -n: must be an integer >= 1"
+    ),
+    "tasks-unknown-flag": _tasks("list", "--nosuch", expected=r"unrecognized arguments: --nosuch\n  hint: "),
+    "bench-rollouts-zero": _bench(
+        "step", "--rollouts", "0", expected=r"argument --rollouts: must be an integer >= 1, got 0"
+    ),
+    "bench-unknown-flag": _bench(
+        "step", "--nosuch", expected=r"harness bench step: error: unrecognized arguments"
+    ),
+    "config-name-unknown": _cli(
+        "--config-name", "nosuch", expected=r"--config-name nosuch: no conf/nosuch.yaml.*\n  hint: .*smoke"
+    ),
+    "method-template-unknown": _cli(
+        "method=sdft", "method.distill.template=plian", expected=r"method.distill.template: teacher template"
+    ),
     "replay-fraction-one": _cli(
         "method=sft_replay",
         "method.options.replay_fraction=1",
@@ -320,6 +523,19 @@ CASES = {
 }
 
 
+# command lines argparse refuses (exit code 2, its convention), the rest are refused values (exit code 1)
+USAGE_ERRORS = {
+    "bench-unknown",
+    "bench-rollouts-zero",
+    "bench-unknown-flag",
+    "tasks-new-limit-zero",
+    "tasks-new-calibrate-negative",
+    "tasks-show-n-negative",
+    "tasks-probe-n-zero",
+    "tasks-unknown-flag",
+}
+
+
 def _assert_one_clear_line(stderr: str, expected: str) -> None:
     import re
 
@@ -338,11 +554,12 @@ def _left_behind(results: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsys, monkeypatch, request):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    results = tmp_path / "results"
-    results.mkdir()
-    command, args, expected = CASES[case](tmp_path)
+    results = tmp_path / "results"  # not created: a refused run must not create it either
+    maker = CASES[case]
+    extra = [request.getfixturevalue("store_bytes")] if getattr(maker, "needs_store", False) else []
+    command, args, expected = maker(tmp_path, *extra)
     if (
         command == "run"
     ):  # `report` opens MLflow read-only (and refuses a missing store); `run` must not open it
@@ -353,13 +570,40 @@ def test_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, guarded, capsy
         "run": [command, *FAST, f"results_dir={results}", *args],
         "report": [command, f"results_dir={results}", *args],
         "bench": [command, *args],
+        "tasks": [command, *args],
     }[command]
     capsys.readouterr()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's way out
+        code = exit.code
     err = capsys.readouterr().err
-    assert code == (2 if case == "bench-unknown" else 1)  # 2: a command line that names no command
+    assert code == (2 if case in USAGE_ERRORS else 1)  # 2: a command line argparse refuses
     _assert_one_clear_line(err, expected)
-    assert _left_behind(results) == [], "a mistake must leave no MLflow store and no Hydra output folder"
+    assert not results.exists(), "a mistake must leave no results folder, MLflow store or Hydra output folder"
+
+
+FOLDER_CASES = [
+    c
+    for c in CASES
+    if c.startswith(("task-yaml", "scorer", "demonstration", "jsonl", "malformed", "missing"))
+] + ["eval-file-missing", "eval-task-undefined", "task-name-collision", "empty-train-file"]
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES, ids=FOLDER_CASES)
+def test_tasks_validate_refuses_what_run_refuses(case, tmp_path, capsys):
+    """`harness tasks validate FOLDER` and `harness run stream.tasks=[FOLDER]` agree on every bad folder of
+    the table: validate names the same problem (it prints every problem, run the first)."""
+    import re
+
+    _command, args, expected = CASES[case](tmp_path)
+    folder = args[0].removeprefix("stream.tasks=[").removesuffix("]")
+    capsys.readouterr()
+    assert main(["tasks", "validate", folder]) == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    first = expected.split(r"\(and")[0].rstrip()  # run adds a pointer to `tasks validate` for the rest
+    assert re.search(first, out, flags=re.M), f"{first!r} not in:\n{out}"
 
 
 def test_every_numeric_knob_has_a_range():

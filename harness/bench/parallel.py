@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.arguments import OneLineParser, at_least
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_CONFIGS = {
     "ddp": ROOT / "conf" / "accelerate" / "ddp.yaml",
@@ -88,20 +90,23 @@ def _stage_figures(results: Path) -> tuple[dict[str, float], dict[str, list[floa
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="harness bench parallel", description=__doc__)
-    parser.add_argument("--processes", type=int, default=2)
+    parser = OneLineParser(prog="harness bench parallel", description=__doc__)
+    parser.add_argument("--processes", type=at_least(1), default=2)
     parser.add_argument("--modes", default="ddp,fsdp", help="comma-separated multi-process modes: ddp, fsdp")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared out")
+    parser.add_argument(
+        "--threads", type=at_least(1), default=os.cpu_count() or 1, help="CPU threads shared out"
+    )
     parser.add_argument("--method", default="sdft")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--task", default="tooluse")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=4, help="global batch (prompts per optimizer step)")
-    parser.add_argument("--new-tokens", type=int, default=48)
+    # the first step is warm-up and not timed
+    parser.add_argument("--steps", type=at_least(2), default=4)
+    parser.add_argument(
+        "--batch", type=at_least(1), default=4, help="global batch (prompts per optimizer step)"
+    )
+    parser.add_argument("--new-tokens", type=at_least(1), default=48)
     parser.add_argument("--out", default=str(ROOT / "results" / "bench"))
     args = parser.parse_args(argv)
-    if args.steps < 2:
-        raise ValueError("--steps must be at least 2: the first step is warm-up and not timed")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in args.modes if m not in LAUNCH_CONFIGS]
     if unknown:

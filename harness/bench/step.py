@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from harness.arguments import OneLineParser, at_least, counts
 from harness.batching import chat_prompt_ids
 from harness.bench.fixed_batch import PROMPTS, TEMPLATE, items
 from harness.bench.lora_step import lora_label, lora_ratios, with_adapters
@@ -153,27 +154,33 @@ PRECISION_NAMES = {name: getattr(torch, name) for name in dict.fromkeys(DTYPE_NA
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="harness bench step", description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed optimizer steps per method")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
+    parser = OneLineParser(prog="harness bench step", description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=at_least(1), default=5, help="timed optimizer steps per method")
+    parser.add_argument("--warmup", type=at_least(0), default=1, help="untimed steps first")
+    parser.add_argument("--new-tokens", type=at_least(1), default=64)
+    parser.add_argument("--threads", type=at_least(1), default=2, help="torch intra-op threads (CPU)")
     parser.add_argument("--methods", default="sft,sdft,trl")
     parser.add_argument(
         "--precisions",
         default="float32,bfloat16",
         help="compute dtypes to run every method in: float32, bfloat16 (comma-separated)",
     )
-    parser.add_argument("--rollouts", default="1,4", help="completions per prompt for SDFT and TRL")
+    parser.add_argument(
+        "--rollouts",
+        type=counts(1),
+        default=[1, 4],
+        help="completions per prompt for SDFT and TRL (e.g. 1,4)",
+    )
     parser.add_argument("--no-decode-floor", action="store_true", help="skip the decode-floor measurement")
-    parser.add_argument("--lora-r", type=int, default=0, help="also SFT and SDFT with LoRA of this rank")
+    parser.add_argument(
+        "--lora-r", type=at_least(0), default=0, help="also SFT and SDFT with LoRA of this rank"
+    )
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     unknown = [p for p in args.precisions if p not in PRECISION_NAMES]
     if unknown:
         parser.error(f"--precisions: {unknown} not known; valid: {', '.join(PRECISION_NAMES)}")
-    args.rollouts = [int(r) for r in args.rollouts.split(",")]
     return args
 
 

@@ -41,6 +41,30 @@ def load_scorer(spec: TaskSpec) -> Scorer:
     return module.score
 
 
+def scorer_problems(spec: TaskSpec, rows: Sequence[dict]) -> list[str]:
+    """The task's scorer gives 1.0 to every row's own demonstration; rows carry `_where` (file:line).
+
+    A scorer that raises or rejects a correct answer would make every evaluation of the task meaningless,
+    so `harness run` checks this before the model loads and `harness tasks validate` reports it."""
+    try:
+        scorer = load_scorer(spec)
+    except Exception as err:  # the user's utils.py: any error means it cannot be used
+        return [f"{spec.path / 'utils.py'}: cannot load score(): {type(err).__name__}: {err}"]
+    problems = []
+    for row in rows:
+        if "demonstration" not in row:
+            continue  # an eval line without a demonstration has nothing to check the scorer against
+        doc = {k: v for k, v in row.items() if k != "_where"}
+        try:
+            value = scorer(row["demonstration"], doc)
+        except Exception as err:  # the user's scorer: report what it raised, with the line
+            problems.append(f"{row['_where']}: score(demonstration, doc) raised {type(err).__name__}: {err}")
+            continue
+        if value != 1.0:
+            problems.append(f"{row['_where']}: score(demonstration, doc) = {value}, expected 1.0")
+    return problems
+
+
 class _LmEvalYamlLoader(yaml.SafeLoader):
     """Reads lm-eval task YAMLs without importing their `!function` helpers."""
 

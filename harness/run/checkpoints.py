@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from harness.config import Config, results_path
-from harness.durable import replace_durably
+from harness.durable import naming_disk_full, replace_durably
 
 
 def checkpoint_dir(cfg: Config, key: str) -> Path:
@@ -25,10 +25,15 @@ def save_checkpoint(model: torch.nn.Module, directory: Path, stage: int, policy:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"stage_{stage}.safetensors"
     tmp = directory / f".stage_{stage}.safetensors.tmp"
-    save_model(model, str(tmp))
-    # atomic (a reader sees the old file or the new one, never half of one) and durable: the data and the
-    # rename are on disk before the stage's run is marked FINISHED, even across a power loss
-    replace_durably(tmp, final)
+    try:
+        with naming_disk_full(f"stage {stage}'s checkpoint {final}"):
+            save_model(model, str(tmp))
+            # atomic (a reader sees the old file or the new one, never half of one) and durable: the data
+            # and the rename are on disk before the stage's run is marked FINISHED, even across a power loss
+            replace_durably(tmp, final)
+    except BaseException:  # a full disk, a signal: the half-written file goes, the previous one stays
+        tmp.unlink(missing_ok=True)
+        raise
     if policy == "last":
         for old in directory.glob("stage_*.safetensors"):
             if old != final:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,11 @@ from harness.parallel.distributed import Replicas, micro_batches, replicas
 from harness.run import readiness
 from harness.run.checkpoints import checkpoint_dir, load_checkpoint
 from harness.run.preflight import USER_ERRORS, check_run
+from harness.run.signals import signal_name
 from harness.run.stage_eval import StageHook, evaluate_and_checkpoint, items_csv, stage_ceiling, summary_line
 from harness.run.stream_plan import StreamPlan, check_lengths, matrices, order_label, plan_stream
 from harness.run.validate import typed
+from harness.tracking.health import server_gone
 from harness.tracking.store import ITEMS_ARTIFACT, Tracker, flatten_config, run_key
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,7 @@ def _load_model(cfg: Config, dist: Replicas):
         dist.barrier()
     try:
         return load_model(cfg.model)
-    except (
-        OSError,
-        ValueError,
-    ) as err:  # transformers: not on the hub, no tokenizer, a config it cannot read
+    except (OSError, ValueError) as err:  # transformers: not on the hub, no tokenizer, a bad config
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise ValueError(
             f"model.name={cfg.model.name!r} could not be loaded: {first} "
@@ -128,27 +127,30 @@ def run_experiment(cfg: DictConfig | Config) -> dict[str, Any]:
     try:
         return _run_experiment(cfg, opened)
     except BaseException as err:
-        if opened:
+        if not opened:
+            raise
+        gone = server_gone(opened["tracker"].tracking_uri)  # a server that is away cannot be marked
+        if gone is None:
             _mark_failed(opened["tracker"], opened["parent"], err)
-            try:
-                err.parent_run_id = opened["parent"]  # type: ignore[attr-defined]
-            except AttributeError:  # an exception type that takes no attributes
-                pass
-        raise
+        with suppress(AttributeError):  # an exception type that takes no attributes
+            (gone or err).parent_run_id = opened["parent"]  # type: ignore[union-attr]
+        raise (gone or err) from (None if gone else err.__cause__)
 
 
 def _mark_failed(tracker: Any, parent: str, err: BaseException) -> None:
     """Mark the parent run FAILED with the error (the user's own words for known errors, the type for the
     rest); never masks the error itself, e.g. when the tracking server is what failed."""
 
-    if isinstance(err, KeyboardInterrupt):
-        message = "interrupted (KeyboardInterrupt)"
+    status = "FAILED"
+    # Ctrl-C, SIGTERM (harness.run.signals), submitit's exit after requeueing a preempted job: stopped, not broken
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        message, status = f"stopped by {signal_name(err)}; rerun the same command to resume", "KILLED"
     elif isinstance(err, (*USER_ERRORS, StageFailedError)):
         message = str(err)
     else:
         message = f"{type(err).__name__}: {err}"
     try:
-        tracker.mark_failed(parent, message)
+        tracker.mark_failed(parent, message, status)
     except Exception as failure:  # noqa: BLE001 (the original error is what the user must see)
         log.warning("could not mark run %s FAILED: %s", parent, failure)
 

@@ -25,12 +25,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONF_DIR, Config, ModelConfig, tracking_uri
-from harness.models import EMBEDDED_NAME
+from harness.durable import DiskFullError
+from harness.models import EMBEDDED_NAME, load_tokenizer
+from harness.run.task_inputs import check_tasks
 from harness.run.validate import validate
 from harness.tasks.checks import check_stream, check_suite
+from harness.tasks.spec import template_problem
+from harness.tracking.health import check_store
 
 # Known, user-fixable problems (bad config, bad task data, unreachable server): one clear line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError)
+USER_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, ConnectionError, DiskFullError)
 
 NOT_HYDRA_GROUPS = ("accelerate",)  # conf/accelerate holds accelerate's own config files, not a Hydra group
 
@@ -191,20 +195,57 @@ def check_run(cfg: Config | DictConfig) -> None:
     if key is not None and key in _checked:
         return
     validate(cfg)
+    check_results_dir(str(cfg.results_dir))
+    template = cfg.method.distill.template
+    if template is not None and template_problem(str(template)):
+        raise ValueError(f"method.distill.template: {template_problem(str(template))}")
     check_tracking(cfg)
     check_device(cfg.model.device)
     check_model(cfg.model)
     specs = check_stream(cfg)
     check_suite(cfg, specs)
+    check_tasks(specs, tokenizer_of(cfg.model), cfg.model.max_length, cfg.trainer.max_train_items)
     if key is not None:
         _checked.add(key)
 
 
+def check_results_dir(value: str) -> Path:
+    """`results_dir` is named and could be created and written, checked without creating anything: a
+    refused run leaves no empty folder behind. Returns the absolute folder."""
+    if not value.strip():
+        raise ValueError("results_dir is empty: give a folder, e.g. results_dir=results")
+    folder = Path(value).expanduser().resolve()
+    existing = folder
+    while not existing.exists():  # the nearest folder that exists is where the new ones would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"results_dir {folder} is not writable ({existing} is a file); set results_dir=... to a writable folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"results_dir {folder} is not writable (no write permission in {existing}); "
+            "set results_dir=... to a writable folder"
+        )
+    return folder
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The model's tokenizer alone (well under a second), for the length checks before the weights load."""
+    try:
+        return load_tokenizer(str(model.name), model.cache_dir)
+    except Exception as err:  # transformers raises many types for files it cannot use
+        first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+        raise ValueError(f"model.name={model.name!r}: its tokenizer could not be loaded: {first}") from None
+
+
 def check_tracking(cfg: Config | DictConfig) -> None:
-    """A tracking server answers (in seconds, not after MLflow's minutes of retries)."""
+    """A local store is not corrupted; a tracking server answers (in seconds, not after MLflow's minutes of
+    retries)."""
     from urllib.parse import urlparse
 
     uri = tracking_uri(cfg)
+    check_store(uri)
     if urlparse(uri).scheme in ("http", "https"):
         from harness.tracking.store import check_reachable  # lazy: loads mlflow, pandas only when needed
 

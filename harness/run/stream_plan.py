@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from harness.config import Config
+from harness.run.task_inputs import length_problems
 from harness.tasks.spec import (
     TASKS_ROOT,
     Item,
@@ -18,7 +19,6 @@ from harness.tasks.spec import (
     check_unique_tasks,
     load_train_items,
     resolve_task,
-    student_messages,
 )
 
 
@@ -89,22 +89,10 @@ def check_lengths(tokenizer: Any, plan: StreamPlan, max_length: int) -> None:
     would lose part of it; the error names the item (file:line) so the user can shorten or drop it.
     (Teacher templates add a few more tokens: the distillation methods check those themselves.)
     """
-    from harness.batching import (  # lazy: loads torch only when needed
-        chat_prompt_ids,
-        completion_ids,
-        item_name,
-    )
-
     for items in plan.train_items:
-        for item in items:
-            n = len(chat_prompt_ids(tokenizer, student_messages(item))) + len(
-                completion_ids(tokenizer, item.demonstration)
-            )
-            if n > max_length:
-                raise ValueError(
-                    f"item {item_name(item)}: prompt + demonstration have {n} tokens, more than "
-                    f"model.max_length={max_length}; shorten or remove the item, or raise model.max_length"
-                )
+        problems = length_problems(tokenizer, items, max_length)
+        if problems:
+            raise ValueError(problems[0])
 
 
 def extra_eval_tasks(plan: StreamPlan) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ leaf that knows no method, and `validate` asks `harness.methods` which names and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +22,7 @@ ROLLOUT_SOURCES = ("student", "teacher", "mix")
 def validate(cfg: DictConfig | Config) -> None:
     """Checks that types cannot express. Raises ValueError naming the key and the valid values."""
     c: Any = cfg
+    check_finite(config.to_container(c))  # nan passes every range test (nan < 0 and nan > 0 are both False)
     config.check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
     config.check_settings(c)
     config.one_of("method.name", c.method.name, method_names())
@@ -38,6 +40,10 @@ def validate(cfg: DictConfig | Config) -> None:
         )
     if not c.stream.tasks:
         raise ValueError(f"stream '{c.stream.name}' has no tasks: a stream needs at least one task")
+    if not str(c.results_dir or "").strip():
+        # Path("") is the current folder: the store, checkpoints and Hydra's folder would land wherever
+        # the command happened to start
+        raise ValueError("results_dir is empty: give a folder, e.g. results_dir=results")
     config.one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
     check_pass_k(c.eval.pass_k, c.eval.samples)
     if c.eval.backend == "vllm":
@@ -46,6 +52,19 @@ def validate(cfg: DictConfig | Config) -> None:
         raise ValueError(
             "model.lora.r>0 with eval.backend=vllm: the vLLM snapshot has no adapters; use eval.backend=hf"
         )
+
+
+def check_finite(values: Any, prefix: str = "") -> None:
+    """Every float of the config (method options included) is a finite number: nan and inf would pass the
+    range checks and the run would train on them."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            check_finite(value, f"{prefix}{key}.")
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            check_finite(value, f"{prefix[:-1]}[{i}].")
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ValueError(f"{prefix[:-1]}={values}: must be a finite number")
 
 
 def typed(cfg: DictConfig | Config) -> Config:

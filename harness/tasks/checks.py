@@ -179,6 +179,12 @@ def check_stream(cfg: Config | DictConfig) -> list[TaskSpec]:
     specs = [resolve_task(n) for n in names]
     for spec in specs:
         check_task(spec)
+    check_names(specs)
+    return specs
+
+
+def check_names(specs: list[TaskSpec]) -> None:
+    """No two of these tasks, and no user task and a built-in one, define the same lm-eval task name."""
     builtin = builtin_lm_eval_names()
     owner: dict[str, Path] = {}
     for spec in specs:
@@ -196,7 +202,6 @@ def check_stream(cfg: Config | DictConfig) -> list[TaskSpec]:
                     f"would silently use one of the two: rename it in {spec.path / 'task.yaml'} (name, "
                     "eval_tasks) and in its lm-eval YAML (task:)"
                 )
-    return specs
 
 
 def check_suite(cfg: Config | DictConfig, specs: list[TaskSpec]) -> None:

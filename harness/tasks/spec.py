@@ -7,6 +7,7 @@ per-task settings. Built-in tasks live in the repository's `tasks/`; a stream ma
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,9 +121,85 @@ def resolve_task(name_or_path: str) -> TaskSpec:
         raise TaskDataError(
             f"{folder / 'task.yaml'}: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}"
         )
+    if meta:
+        check_task_meta(folder / "task.yaml", meta)
     meta.setdefault("name", folder.name)
     meta.setdefault("eval_tasks", [meta["name"]])
     return TaskSpec(path=folder, **meta)
+
+
+TASK_CATEGORIES = ("skill", "knowledge", "general")  # general: evaluated only (a suite task)
+TEMPLATE_FIELDS = ("prompt", "demonstration", "privileged")
+# task.yaml's integer settings and their smallest value (None = the method's or the model's default)
+_COUNTS = {"skip_tokens": 0, "max_new_tokens": 1, "eval_max_gen_toks": 1}
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """task.yaml key -> its line, so that a bad value is reported as file:line."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+
+
+def template_problem(template: str) -> str | None:
+    """Why a teacher template (a name or a format string) cannot be used; None when it can."""
+    if template in TEACHER_TEMPLATES:
+        return None
+    if "{demonstration}" not in template:
+        return (
+            f"teacher template {template!r} is neither a known name ({', '.join(TEACHER_TEMPLATES)}) "
+            "nor a format string containing {demonstration}"
+        )
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:  # an unmatched brace
+        return f"teacher template {template!r} is not a valid format string ({err})"
+    unknown = sorted({f for f in fields if f not in TEMPLATE_FIELDS})
+    if unknown:
+        return (
+            f"teacher template {template!r} uses unknown field(s) {unknown}; valid: "
+            + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS)
+            + " (double a literal brace: {{ }})"
+        )
+    return None
+
+
+def _meta_problem(key: str, value: Any) -> str | None:
+    """Why one task.yaml value does not fit the TaskSpec schema (type, range, name); None when it fits."""
+    if key in _COUNTS:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[key]:
+            return f"{key}: {value!r} must be an integer >= {_COUNTS[key]}"
+    elif key == "category" and value not in TASK_CATEGORIES:
+        return f"category: {value!r} is not known; valid: {', '.join(TASK_CATEGORIES)}"
+    elif key == "eval_tasks":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            return f"eval_tasks: {value!r} must be a list of lm-eval task names, e.g. [mytask]"
+    elif key == "teacher_template" and value is not None:
+        if not isinstance(value, str):
+            return f"teacher_template: {value!r} must be a template name or a format string"
+        problem = template_problem(value)
+        return f"teacher_template: {problem}" if problem else None
+    elif key in ("name", "metric") and (not isinstance(value, str) or not value.strip()):
+        return f"{key}: {value!r} must be a non-empty string"
+    elif key == "description" and not isinstance(value, str):
+        return f"description: {value!r} must be text"
+    return None
+
+
+def check_task_meta(path: Path, meta: dict[str, Any]) -> None:
+    """task.yaml against the TaskSpec schema: types, ranges, category and teacher template names. The first
+    problem is raised as `file:line: key: what`, before anything else reads the value."""
+    for key, value in meta.items():
+        problem = _meta_problem(key, value)
+        if problem:
+            line = _key_lines(path).get(key)
+            raise TaskDataError(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
 
 
 def _read_task_yaml(path: Path) -> dict[str, Any]:
@@ -238,14 +315,10 @@ def student_messages(item: Item) -> Messages:
 def resolve_template(template: str | None, spec: TaskSpec | None = None) -> str:
     """A template name or literal string; None falls back to the task's setting, then the paper's."""
     chosen = template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
-    if chosen in TEACHER_TEMPLATES:
-        return TEACHER_TEMPLATES[chosen]
-    if "{demonstration}" not in chosen:
-        raise ValueError(
-            f"teacher template {chosen!r} is neither a known name ({', '.join(TEACHER_TEMPLATES)}) "
-            "nor a format string containing {demonstration}"
-        )
-    return chosen
+    problem = template_problem(chosen)
+    if problem:
+        raise ValueError(problem)
+    return TEACHER_TEMPLATES.get(chosen, chosen)
 
 
 def teacher_messages(item: Item, template: str) -> Messages:

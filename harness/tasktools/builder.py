@@ -105,6 +105,16 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def check_scorer_options(scorer: str, options: dict[str, Any]) -> None:
+    """The scorer exists and takes these options with these types (harness.scorers.check_options)."""
+    if scorer not in scorers.SCORERS:
+        raise BuildError(f"unknown scorer {scorer!r}; valid: {', '.join(scorers.SCORERS)}")
+    try:
+        scorers.check_options(scorer, options)
+    except ValueError as err:
+        raise BuildError(f"--scorer-option {err}") from None
+
+
 def write_folder(
     folder: Path,
     settings: TaskSettings,
@@ -114,7 +124,7 @@ def write_folder(
     tokenizer: Any | None = None,
 ) -> None:
     """The five files and a README (calibration filled in later by `finish_readme`)."""
-    scorers.get_scorer(settings.scorer)  # unknown names fail before anything is written
+    check_scorer_options(settings.scorer, settings.scorer_options)  # before anything is written
     if (
         settings.teacher_template
         and settings.teacher_template not in TEACHER_TEMPLATES

@@ -11,8 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from harness import scorers
+from harness.arguments import at_least
 from harness.tasks.spec import TEACHER_TEMPLATES
-from harness.tasktools.builder import CATEGORIES, DEFAULT_UNTIL, TaskSettings, build, check_name
+from harness.tasktools.builder import (
+    CATEGORIES,
+    DEFAULT_UNTIL,
+    TaskSettings,
+    build,
+    check_name,
+    check_scorer_options,
+)
 from harness.tasktools.paper_data import ADAPTERS
 from harness.tasktools.sources import BuildError, columns_adapter, select
 
@@ -70,9 +78,9 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.2,
         help="without an eval split: this seeded random share of the rows is held out (default 0.2)",
     )
-    src.add_argument("--seed", type=int, default=0)
-    src.add_argument("--limit", type=int, help="at most N train items")
-    src.add_argument("--eval-limit", type=int, help="at most N eval items")
+    src.add_argument("--seed", type=at_least(0), default=0)
+    src.add_argument("--limit", type=at_least(1), help="at most N train items")
+    src.add_argument("--eval-limit", type=at_least(1), help="at most N eval items")
     src.add_argument(
         "--dedupe", action="store_true", help="drop rows whose prompt repeats (case/space-insensitive)"
     )
@@ -111,11 +119,14 @@ def _task_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument(
         "--teacher-template", default=None, help=f"{', '.join(TEACHER_TEMPLATES)} or a format string"
     )
-    task.add_argument("--skip-tokens", type=int, default=None)
+    task.add_argument("--skip-tokens", type=at_least(0), default=None)
     task.add_argument(
-        "--max-new-tokens", type=int, default=None, help="rollout length (default: from the demonstrations)"
+        "--max-new-tokens",
+        type=at_least(1),
+        default=None,
+        help="rollout length (default: from the demonstrations)",
     )
-    task.add_argument("--eval-max-gen-toks", type=int, default=None)
+    task.add_argument("--eval-max-gen-toks", type=at_least(1), default=None)
     task.add_argument(
         "--until", action="append", default=None, help="stop string for evaluation (repeatable)"
     )
@@ -127,7 +138,7 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
     out.add_argument(
         "--calibrate",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="N",
         help="also measure base and in-context greedy scores on N eval items (loads --model: slow)",
@@ -141,6 +152,8 @@ def cmd_new(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`harness tasks new`: read, map, split, write, validate (and calibrate); 0 when the folder is valid."""
 
     check_name(args.name)
+    if args.adapter == "columns":  # an adapter brings its own scorer: its options are checked with them
+        check_scorer_options(args.scorer or "exact", parse_options(args.scorer_option))
     folder = Path(args.out or args.name).expanduser().resolve()
     if args.adapter != "columns":
         built = ADAPTERS[args.adapter](args)

@@ -50,6 +50,8 @@ def load_source(source: str, config: str | None = None, split: str | None = None
         builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise BuildError(f"{path}: unknown file type {path.suffix!r}; valid: {', '.join(FILE_BUILDERS)}")
+        if not path.read_bytes()[:4096].strip() and path.stat().st_size <= 4096:
+            raise BuildError(f"{path}: empty file (no rows to build a task from)")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
         try:
             rows = _to_rows(datasets.load_dataset(builder, data_files=str(path.resolve()), **kwargs))

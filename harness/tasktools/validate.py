@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.config import ModelConfig
+from harness.tasks.checks import check_names, check_task
 from harness.tasks.spec import (
     TaskSpec,
     jsonl_records,
@@ -89,27 +91,10 @@ def check_lm_eval(spec: TaskSpec) -> list[str]:
 
 
 def check_scorer(spec: TaskSpec, files: dict[Path, list[dict]]) -> list[str]:
-    """The task's scorer gives 1.0 to every item's own demonstration."""
-    from harness.eval.scoring import load_scorer  # lazy: loads torch only when needed
+    """The task's scorer gives 1.0 to every item's own demonstration (the check `harness run` makes too)."""
+    from harness.eval.scoring import scorer_problems  # lazy: loads torch only when needed
 
-    try:
-        scorer = load_scorer(spec)
-    except Exception as err:
-        return [f"{spec.path / 'utils.py'}: cannot load score(): {type(err).__name__}: {err}"]
-    problems = []
-    for rows in files.values():
-        for row in rows:
-            doc = {k: v for k, v in row.items() if k != "_where"}
-            try:
-                value = scorer(row["demonstration"], doc)
-            except Exception as err:
-                problems.append(
-                    f"{row['_where']}: score(demonstration, doc) raised {type(err).__name__}: {err}"
-                )
-                continue
-            if value != 1.0:
-                problems.append(f"{row['_where']}: score(demonstration, doc) = {value}, expected 1.0")
-    return problems
+    return scorer_problems(spec, [row for rows in files.values() for row in rows])
 
 
 def validate_task(name_or_path: str) -> list[str]:
@@ -140,5 +125,34 @@ def validate_task(name_or_path: str) -> list[str]:
         if needed <= set(train[0]):
             scored[spec.train_file] = train
     problems += check_scorer(spec, scored)
+    if train and not any(p.startswith(str(spec.train_file)) for p in problems):
+        problems += check_lengths(spec)
     problems += check_lm_eval(spec)
+    return problems + [p for p in run_checks(spec) if p not in problems]
+
+
+def run_checks(spec: TaskSpec) -> list[str]:
+    """The checks `harness run` makes of a stream task, in run's words (each stops at its first problem):
+    files, `!function` helpers, eval task names defined, a name shared with a built-in task."""
+    problems: list[str] = []
+    trains = spec.train_file.is_file() or spec.category not in EVAL_ONLY_CATEGORIES
+    for check in (check_task if trains else lambda s: None, lambda s: check_names([s])):
+        try:
+            check(spec)
+        except ValueError as err:
+            problems.append(str(err))
     return problems
+
+
+def check_lengths(spec: TaskSpec) -> list[str]:
+    """Train items against the default model's context (`model.max_length`), with its tokenizer: the check
+    `harness run` makes with the configured model."""
+    from harness.run.preflight import tokenizer_of  # lazy: loads transformers for the tokenizer
+    from harness.run.task_inputs import length_problems  # lazy: loads torch only when needed
+
+    model = ModelConfig()
+    try:
+        tokenizer = tokenizer_of(model)
+    except ValueError as err:
+        return [str(err)]
+    return length_problems(tokenizer, read_jsonl(spec.train_file), model.max_length)

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pandas as pd
 from mlflow import MlflowClient
 
-from harness.durable import fsync_dir, fsync_file
+from harness.durable import fsync_dir, fsync_file, naming_disk_full
 
 
 def log_artifacts(client: MlflowClient, run_id: str, artifacts: Mapping[str, Any]) -> None:
@@ -21,7 +21,7 @@ def log_artifacts(client: MlflowClient, run_id: str, artifacts: Mapping[str, Any
     A name may contain '/' (a sub-folder). Re-logging a name overwrites it, which keeps resumes clean.
     In a local artifact store the copies are on disk (fsynced) when this returns."""
     written: list[Path] = []  # where each artifact lands, relative to the run's artifact folder
-    with tempfile.TemporaryDirectory() as tmp:
+    with naming_disk_full(f"the artifacts {', '.join(artifacts)}"), tempfile.TemporaryDirectory() as tmp:
         for name, obj in artifacts.items():
             rel = Path(name)
             if rel.is_absolute() or ".." in rel.parts:

@@ -42,6 +42,7 @@ from mlflow.entities import Metric, Param, Run, ViewType
 from mlflow.exceptions import MlflowException
 
 from harness.tracking.artifacts import log_artifacts, read_artifact_text
+from harness.tracking.health import check_store
 from harness.tracking.keys import (  # noqa: F401 (re-exported: the contract's names live with the Tracker)
     COMPLETE,
     ERROR,
@@ -83,6 +84,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         check_reachable(tracking_uri)
+        check_store(tracking_uri)
         if tracking_uri.startswith("sqlite:///"):
             db = Path(tracking_uri[len("sqlite:///") :])
             if not create and not db.exists():
@@ -249,14 +251,15 @@ class Tracker:
         self.client.set_tag(parent_id, COMPLETE, "true")
         self.client.set_terminated(parent_id, "FINISHED")
 
-    def mark_failed(self, parent_id: str, message: str) -> None:
-        """Record why the run stopped (tag `harness.error`) and set FAILED, together with any stage run
-        still RUNNING (the one that was training or evaluating); a rerun resumes it."""
+    def mark_failed(self, parent_id: str, message: str, status: str = "FAILED") -> None:
+        """Record why the run stopped (tag `harness.error`) and set `status` (FAILED, or KILLED for a run
+        stopped by a signal), together with any stage run still RUNNING (the one that was training or
+        evaluating); a rerun resumes it."""
         for child in self.children(parent_id):
             if child.info.status == "RUNNING":
-                self.client.set_terminated(child.info.run_id, "FAILED")
+                self.client.set_terminated(child.info.run_id, status)
         self.client.set_tag(parent_id, ERROR, message[:MAX_TAG_VALUE])
-        self.client.set_terminated(parent_id, "FAILED")
+        self.client.set_terminated(parent_id, status)
 
     # ---- stage (child) runs --------------------------------------------------------------------
     def completed_stages(self, parent_id: str) -> dict[int, dict[str, float]]:
