@@ -7,6 +7,7 @@ leaf that knows no method, and `validate` asks `harness.methods` which names and
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +23,8 @@ ROLLOUT_SOURCES = ("student", "teacher", "mix")
 def validate(cfg: DictConfig | Config) -> None:
     """Checks that types cannot express. Raises ValueError naming the key and the valid values."""
     c: Any = cfg
-    check_finite(config.to_container(c))  # nan passes every range test (nan < 0 and nan > 0 are both False)
+    # nan passes every range test (nan < 0 and nan > 0 are both False)
+    check_finite(asdict(c) if isinstance(c, Config) else OmegaConf.to_container(c, resolve=True))
     config.check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
     config.check_settings(c)
     config.one_of("method.name", c.method.name, method_names())
