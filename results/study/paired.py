@@ -28,7 +28,10 @@ def main() -> None:
     ss = StreamStats("study", groups, [r for g in groups for r in g.runs])
     forget = st.cl_metric("forgetting", ["tooluse"])
     for g in (A, B):
-        print(f"{g}: tooluse forgetting per seed", [round(100 * float(v), 2) for v in ss.boot.per_run(g, forget)])
+        print(
+            f"{g}: tooluse forgetting per seed",
+            [round(100 * float(v), 2) for v in ss.boot.per_run(g, forget)],
+        )
     for name, stat in [
         ("tooluse forgetting", forget),
         ("science right after learning it", st.new_score("science")),
