@@ -72,7 +72,7 @@ BENCH_HELP = """usage: harness bench step [--reps N] [--precisions float32,bfloa
 
 
 from harness.config import CONF_DIR  # noqa: E402 (after the help texts)
-from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS  # noqa: E402
+from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS, check_config_name  # noqa: E402
 from harness.run.signals import (  # noqa: E402
     close_progress_bars,
     exit_code,
@@ -130,23 +130,6 @@ def _check_results_dir(argv: list[str]) -> None:
         check_results_dir(value)
 
 
-def _check_config_name(argv: list[str]) -> None:
-    """Hydra's `--config-name X` (`-cn X`) must name a YAML at the top of conf/; Hydra's own error spans a
-    dozen lines about search paths. (Experiments are chosen with `experiment=NAME`.)"""
-    for i, arg in enumerate(argv):
-        flag, eq, value = arg.partition("=")
-        if flag not in ("--config-name", "-cn"):
-            continue
-        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-        names = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
-        if value not in names:
-            experiments = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-            raise ValueError(
-                f"--config-name {value}: no conf/{value}.yaml (available: {', '.join(names)})\n"
-                f"  hint: an experiment is chosen with experiment=NAME: {', '.join(experiments)}"
-            )
-
-
 MAX_PRECHECKED_JOBS = (
     64  # sweep jobs composed up front; a larger sweep's later jobs are checked as they start
 )
@@ -200,7 +183,7 @@ def _run(argv: list[str]) -> int:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     _check_results_dir(argv)
-    _check_config_name(argv)
+    check_config_name(argv)
     if not any(
         a.startswith("-") and a not in ("-m", "--multirun") for a in argv
     ):  # Hydra's flags: Hydra's way

@@ -159,6 +159,23 @@ def check_overrides(overrides: list[str]) -> None:
             raise ValueError(f"{text}: {key} is already in the config; drop the '+': {text.lstrip('+')}")
 
 
+def check_config_name(argv: list[str]) -> None:
+    """Hydra's `--config-name X` (`-cn X`) must name a YAML at the top of conf/; Hydra's own error spans a
+    dozen lines about search paths. (Experiments are chosen with `experiment=NAME`.)"""
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in ("--config-name", "-cn"):
+            continue
+        value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        names = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        if value not in names:
+            experiments = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+            raise ValueError(
+                f"--config-name {value}: no conf/{value}.yaml (available: {', '.join(names)})\n"
+                f"  hint: an experiment is chosen with experiment=NAME: {', '.join(experiments)}"
+            )
+
+
 def hydra_error_line(err: BaseException) -> str:
     """One line from a Hydra/OmegaConf error message (they span several lines and end with a hint about
     HYDRA_FULL_ERROR that is of no use to a user)."""
