@@ -160,10 +160,29 @@ def _remove_output(folder: Path, results_dir: Path) -> None:
         parent = parent.parent
 
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def _verbose_flag(argv: list[str]) -> list[str]:
+    """`-v` anywhere on the command line is the override `harness.verbose=true`."""
+    if not any(a in VERBOSE_FLAGS for a in argv):
+        return argv
+    return [a for a in argv if a not in VERBOSE_FLAGS] + ["harness.verbose=true"]
+
+
+def console_log(cfg: Any) -> Path:
+    """Where third-party log lines go while the console is quiet (harness.console): beside Hydra's run
+    folders, one file per experiment, appended."""
+    from harness.config import results_path  # lazy: per command
+
+    return results_path(cfg) / "runs" / "logs" / f"{cfg.experiment_name}.log"
+
+
 def _run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP.format(groups=_groups_help()))
         return 0
+    argv = _verbose_flag(argv)
     argv = ["--help" if a == "--hydra-help" else a for a in argv]
     # Hydra's argparse takes -m only before the overrides (`a=1 -m b=1,2` fails); let it go anywhere.
     argv = sorted(argv, key=lambda a: a not in ("-m", "--multirun"))
@@ -216,9 +235,14 @@ def _run(argv: list[str]) -> int:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 _remove_output(output, results_path(cfg))
                 return
+            from harness.console import quiet_console  # lazy: per command
             from harness.run.loop import run_experiment  # lazy: per command
 
-            run_experiment(cfg)
+            log_file = console_log(cfg)
+            if sweep["jobs"] == 1 and not cfg.harness.verbose:
+                print(f"third-party log lines: {log_file} (`harness run -v` shows them here)", flush=True)
+            with quiet_console(log_file, cfg.harness.verbose):
+                run_experiment(cfg)
             sweep["kept"] += 1
         except Exception as err:
             from harness.run.loop import StageFailedError  # lazy: per command
@@ -255,9 +279,12 @@ def _report(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(REPORT_HELP)
         return 0
+    from harness.console import quiet_console  # lazy: per command
     from harness.report.write import write_report  # lazy: per command
 
-    out = write_report(compose(argv))
+    cfg = compose(_verbose_flag(argv))
+    with quiet_console(console_log(cfg), cfg.harness.verbose):
+        out = write_report(cfg)
     print(f"report written to {out}")
     return 0
 

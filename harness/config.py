@@ -38,9 +38,7 @@ class ModelConfig:
     # else float32; float32 = float32 throughout; bfloat16 = bf16 compute even where it is emulated
     dtype: str = "auto"
     device: str = "auto"  # auto = cuda if available, else cpu
-    cache_dir: str | None = (
-        None  # where the converted safetensors copy lives; None = $HARNESS_CACHE or ~/.cache
-    )
+    cache_dir: str | None = None  # the converted safetensors copy; None = $HARNESS_CACHE or ~/.cache
     max_length: int = 2048  # the context the harness allows itself (prompt + completion)
     # a freshly initialised model of this architecture (same tokenizer), for fast tests only
     random_init: bool = False
@@ -93,6 +91,7 @@ class DistillConfig:
 @dataclass
 class MethodConfig:
     name: str = "sdft"
+    label: str | None = None  # the report's name for it; None = built from its settings ("SDFT + SFT anchor")
     distill: DistillConfig = field(default_factory=DistillConfig)
     replay_fraction: float = 0.0  # sft_replay: share of each batch drawn from earlier tasks
     # settings of a method that has its own options dataclass (harness.methods.MethodSpec.options); checked
@@ -164,6 +163,16 @@ class SuiteConfig:
 
 
 @dataclass
+class HarnessConfig:  # how the harness talks to the user; no result depends on it
+    verbose: bool = False  # third-party log lines on the console too (`harness run -v`); else in a log file
+
+
+@dataclass
+class ReportConfig:  # the report's presentation; no result depends on it
+    labels: dict[str, str] = field(default_factory=dict)  # group ("sdft (k=v)") or method name -> label
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -171,6 +180,8 @@ class Config:
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     experiment_name: str = "default"
     seed: int = 0
     results_dir: str = "results"
@@ -265,22 +276,11 @@ RANGES: dict[str, Range] = {
     "eval.every_steps_items": COUNT,
 }
 
-# Precisions `harness.models.resolve_dtype` knows.
-DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16")  # what harness.models.resolve_dtype knows
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 # What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.
-TRACKING_SCHEMES = (
-    "sqlite",
-    "postgresql",
-    "mysql",
-    "mssql",
-    "file",
-    "http",
-    "https",
-    "databricks",
-    "databricks-uc",
-)
+TRACKING_SCHEMES = tuple("sqlite postgresql mysql mssql file http https databricks databricks-uc".split())
 
 
 def _lookup(c: Any, dotted: str) -> Any:

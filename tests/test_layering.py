@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 
 # lowest first; units on one line are siblings and must not import each other
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "durable", "scorers", "timing", "config"),
+    ("__init__", "durable", "scorers", "timing", "config", "console"),
     ("tasks", "parallel"),
     ("models", "batching"),
     ("eval",),

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.stats import Scores
+from harness.tracking.keys import is_result_key
 from harness.tracking.store import NON_RESULT_KEYS, Tracker, sanitize_metric_key
 
 BASE_LABEL = "base model"
@@ -160,7 +161,7 @@ def group_runs(runs: list[RunResult]) -> list[Group]:
     for r in runs:
         by_method.setdefault((r.stream, r.method), []).append(r)
     for (stream, method), members in sorted(by_method.items()):
-        keys = sorted({k for r in members for k in r.params} - _GROUP_IGNORED)
+        keys = sorted(k for k in {k for r in members for k in r.params} - _GROUP_IGNORED if is_result_key(k))
         varying = [k for k in keys if len({r.params.get(k) for r in members}) > 1]
         for r in members:
             split = tuple((k, r.params.get(k, "-")) for k in varying)
