@@ -135,6 +135,18 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     ]
 
 
+def _sweep_size(overrides: list[str], params: Any) -> int:
+    """How many jobs a basic sweep runs: the command line's sweeps over the config's `hydra.sweeper.params`
+    (an experiment's own sweep, e.g. experiment=demo), the command line winning for a key in both."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    merged = {k: f"{k}={v}" for k, v in (params or {}).items()}
+    merged.update({o.split("=", 1)[0]: o for o in overrides if "=" in o})
+    parsed = OverridesParser.create().parse_overrides(list(merged.values()))
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+
+
 def _swept_keys(overrides: list[str]) -> set[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -237,7 +249,10 @@ def _run(argv: list[str]) -> int:
                 return
             from harness.console import quiet_console  # lazy: per command
             from harness.run.loop import run_experiment  # lazy: per command
+            from harness.run.progress import set_sweep  # lazy: per command
 
+            if hc.mode == RunMode.MULTIRUN and in_process:
+                set_sweep(hc.job.num + 1, _sweep_size(overrides, hc.sweeper.get("params")))
             log_file = console_log(cfg)
             if sweep["jobs"] == 1 and not cfg.harness.verbose:
                 print(f"third-party log lines: {log_file} (`harness run -v` shows them here)", flush=True)
