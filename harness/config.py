@@ -170,6 +170,7 @@ class HarnessConfig:  # how the harness talks to the user; no result depends on 
 @dataclass
 class ReportConfig:  # the report's presentation; no result depends on it
     labels: dict[str, str] = field(default_factory=dict)  # group ("sdft (k=v)") or method name -> label
+    after_run: bool = True  # `harness run` ends by writing the report and printing its summary table
 
 
 @dataclass
@@ -221,9 +222,7 @@ class Range:
 
 
 def _number(x: float | None) -> str:
-    if x is None:
-        return ""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 POSITIVE = Range(0, low_open=True)  # > 0

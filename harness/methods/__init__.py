@@ -36,6 +36,8 @@ class MethodSpec:
     settings: builds the method's own settings object from the typed `method:` section; it may read only
         the keys in `reads` (tests/test_registry.py checks this for every method), so the run key covers
         everything the method can see.
+    display: the name a report shows ("SFT", "SDFT + SFT anchor"): a fixed string, or a function of the
+        settings object; None = the name in capitals.
     """
 
     name: str
@@ -43,6 +45,7 @@ class MethodSpec:
     reads: tuple[str, ...] = ()
     teacher_copy: bool = False
     options: type | None = None
+    display: str | Callable[[Any], str] | None = None
 
 
 @cache
@@ -90,6 +93,26 @@ def train_stage(
     settings = method_spec(method.name).settings(method)
     ctx = replace(ctx, max_length=cfg.model.max_length)
     return get_method(method.name)(model, tokenizer, items, spec, settings, trainer, ctx)
+
+
+def display_name(method: Mapping[str, Any]) -> str:
+    """The display name of a `method:` section (a plain mapping; values may be the strings MLflow stored,
+    which the schema converts): its `label` if set, else what the method's `display` builds from its settings.
+    A section this schema cannot read (a run logged by another version) gets the name in capitals."""
+    from omegaconf import OmegaConf
+
+    from harness.config import MethodConfig  # lazy: only the report needs the schema here
+
+    if method.get("label") not in (None, "", "None"):
+        return str(method["label"])
+    spec = method_spec(method["name"])
+    if spec.display is None or isinstance(spec.display, str):
+        return spec.display or spec.name.upper()
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MethodConfig), dict(method)))
+        return spec.display(spec.settings(typed))
+    except Exception:  # noqa: BLE001 (a name is still owed to the reader; the plain one will do)
+        return spec.name.upper()
 
 
 def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
@@ -149,6 +172,7 @@ __all__ = [
     "NonFiniteLossError",
     "StageContext",
     "TrainStats",
+    "display_name",
     "get_method",
     "method_names",
     "method_options",

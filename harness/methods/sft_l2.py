@@ -38,6 +38,7 @@ METHOD = MethodSpec(
     settings=settings_with_options(L2Settings),
     reads=("distill.loss_chunk_size",),
     options=L2Options,
+    display="SFT + L2 anchor",
 )
 
 

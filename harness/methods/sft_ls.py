@@ -39,6 +39,7 @@ METHOD = MethodSpec(
     settings=settings_with_options(SmoothingSettings),
     reads=("distill.loss_chunk_size",),
     options=SmoothingOptions,
+    display="SFT + label smoothing",
 )
 
 

@@ -40,7 +40,10 @@ def replay_settings(method: MethodConfig) -> ReplaySettings:
 
 
 METHOD = MethodSpec(
-    name="sft_replay", settings=replay_settings, reads=("replay_fraction", "distill.loss_chunk_size")
+    name="sft_replay",
+    settings=replay_settings,
+    reads=("replay_fraction", "distill.loss_chunk_size"),
+    display="SFT + replay",
 )
 
 

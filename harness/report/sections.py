@@ -322,7 +322,9 @@ def stream_sections(ss: StreamStats, out: Path) -> tuple[list[Section], list[dic
     for g in ss.groups:
         for order, members in g.orders().items():
             table, mean = matrix_table(ss, g, order, members)
-            name = f"{s}_{slug(g.label)}" + ("" if len(ss.orders) == 1 else f"_order{slug(order)}")
+            name = f"{s}_{slug(g.overrides or g.label)}" + (
+                "" if len(ss.orders) == 1 else f"_order{slug(order)}"
+            )
             mean.to_csv(out / f"matrix_{name}.csv")
 
             (out / f"matrix_{name}.md").write_text(

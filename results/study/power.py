@@ -32,8 +32,9 @@ def load_items() -> pd.DataFrame:
     """items.csv.gz with each run's report group (runs.csv): one method may hold several groups, e.g. SDFT
     with and without the SFT anchor."""
     items = pd.read_csv(HERE / "items.csv.gz")
-    groups = pd.read_csv(HERE / "runs.csv")[["run_id", "group"]]
-    return items.merge(groups, on="run_id", how="left", validate="many_to_one")
+    key = "run_key" if "run_key" in items else "run_id"  # reports before issue 30 named runs by MLflow id
+    groups = pd.read_csv(HERE / "runs.csv")[[key, "group"]]
+    return items.merge(groups, on=key, how="left", validate="many_to_one")
 
 
 def new_task_items(items: pd.DataFrame, group: str, tasks: list[str]) -> pd.DataFrame:
