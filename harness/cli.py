@@ -135,18 +135,6 @@ def _sweep_jobs(overrides: list[str]) -> list[list[str]]:
     ]
 
 
-def _sweep_size(overrides: list[str], params: Any) -> int:
-    """How many jobs a basic sweep runs: the command line's sweeps over the config's `hydra.sweeper.params`
-    (an experiment's own sweep, e.g. experiment=demo), the command line winning for a key in both."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    merged = {k: f"{k}={v}" for k, v in (params or {}).items()}
-    merged.update({o.split("=", 1)[0]: o for o in overrides if "=" in o})
-    parsed = OverridesParser.create().parse_overrides(list(merged.values()))
-    return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
-
-
 def _swept_keys(overrides: list[str]) -> set[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -172,29 +160,13 @@ def _remove_output(folder: Path, results_dir: Path) -> None:
         parent = parent.parent
 
 
-VERBOSE_FLAGS = ("-v", "--verbose")
-
-
-def _verbose_flag(argv: list[str]) -> list[str]:
-    """`-v` anywhere on the command line is the override `harness.verbose=true`."""
-    if not any(a in VERBOSE_FLAGS for a in argv):
-        return argv
-    return [a for a in argv if a not in VERBOSE_FLAGS] + ["harness.verbose=true"]
-
-
-def console_log(cfg: Any) -> Path:
-    """Where third-party log lines go while the console is quiet (harness.console): beside Hydra's run
-    folders, one file per experiment, appended."""
-    from harness.config import results_path  # lazy: per command
-
-    return results_path(cfg) / "runs" / "logs" / f"{cfg.experiment_name}.log"
-
-
 def _run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP.format(groups=_groups_help()))
         return 0
-    argv = _verbose_flag(argv)
+    from harness.session import closing_summary, job_console, sweep_size, verbose_flag  # lazy: per command
+
+    typed_argv, argv = argv, verbose_flag(argv)
     argv = ["--help" if a == "--hydra-help" else a for a in argv]
     # Hydra's argparse takes -m only before the overrides (`a=1 -m b=1,2` fails); let it go anywhere.
     argv = sorted(argv, key=lambda a: a not in ("-m", "--multirun"))
@@ -228,7 +200,7 @@ def _run(argv: list[str]) -> int:
     register_configs()
     failures: list[str] = []
     swept = _swept_keys(overrides) if multirun else set()  # what tells one job from another, for its label
-    sweep: dict[str, Any] = {"jobs": 0, "kept": 0, "dir": None, "results": None}
+    sweep: dict[str, Any] = {"jobs": 0, "kept": 0, "dir": None, "results": None, "cfg": None, "here": True}
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
@@ -247,16 +219,11 @@ def _run(argv: list[str]) -> int:
                 print(OmegaConf.to_yaml(cfg, resolve=True))
                 _remove_output(output, results_path(cfg))
                 return
-            from harness.console import quiet_console  # lazy: per command
             from harness.run.loop import run_experiment  # lazy: per command
-            from harness.run.progress import set_sweep  # lazy: per command
 
-            if hc.mode == RunMode.MULTIRUN and in_process:
-                set_sweep(hc.job.num + 1, _sweep_size(overrides, hc.sweeper.get("params")))
-            log_file = console_log(cfg)
-            if sweep["jobs"] == 1 and not cfg.harness.verbose:
-                print(f"third-party log lines: {log_file} (`harness run -v` shows them here)", flush=True)
-            with quiet_console(log_file, cfg.harness.verbose):
+            sweep["cfg"], sweep["here"] = cfg, in_process or hc.mode != RunMode.MULTIRUN
+            total = sweep_size(overrides, hc.sweeper.get("params")) if in_process else 1
+            with job_console(cfg, hc.job.num + 1 if in_process else 1, total):
                 run_experiment(cfg)
             sweep["kept"] += 1
         except Exception as err:
@@ -280,6 +247,8 @@ def _run(argv: list[str]) -> int:
 
     sys.argv = ["harness run", *argv]
     _main()
+    if sweep["kept"] and sweep["here"] and sweep["cfg"].report.after_run:
+        closing_summary(sweep["cfg"], typed_argv)  # the summary table, report.html, the command
     if failures:
         if sweep["dir"] and not sweep["kept"]:  # every job failed before it started: nothing to keep
             _remove_output(Path(str(sweep["dir"])).resolve(), sweep["results"])
@@ -296,8 +265,9 @@ def _report(argv: list[str]) -> int:
         return 0
     from harness.console import quiet_console  # lazy: per command
     from harness.report.write import write_report  # lazy: per command
+    from harness.session import console_log, verbose_flag  # lazy: per command
 
-    cfg = compose(_verbose_flag(argv))
+    cfg = compose(verbose_flag(argv))
     with quiet_console(console_log(cfg), cfg.harness.verbose):
         out = write_report(cfg)
     print(f"report written to {out}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -59,7 +60,8 @@ def test_verbose_leaves_the_console_alone(tmp_path, capsys):
 
 def test_a_tiny_stage_leaves_no_third_party_line_on_the_console(tmp_path):
     """One stage of SFT on the tiny model through `harness run`: lm-eval's WARNING lines (it logs several at
-    every evaluation), MLflow's INFO lines and lm-eval's bars land in the log file, not on the terminal."""
+    every evaluation), MLflow's INFO lines and lm-eval's bars land in the log file, not on the terminal; the
+    run ends with the summary table, the report's path and the command that reproduces it."""
     overrides = [o for o in FAST_ONE_TASK if not o.startswith(("trainer.max_steps", "eval.limit"))]
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", *overrides, "trainer.max_steps=1", "eval.limit=2"]
@@ -72,5 +74,10 @@ def test_a_tiny_stage_leaves_no_third_party_line_on_the_console(tmp_path):
     console = proc.stdout + proc.stderr
     assert not THIRD_PARTY_LINE.search(console), console[-3000:]
     assert "[stage 1: tooluse]" in proc.stdout  # our own summary lines are still there
+    closing = proc.stdout[proc.stdout.index("| Method |") :].splitlines()
+    assert closing[2].startswith("| base model | 1 |") and closing[3].startswith("| SFT | 1 |")
+    assert f"report: {tmp_path / 'default' / 'report.html'}" in closing
+    typed = [*overrides, "trainer.max_steps=1", "eval.limit=2", f"results_dir={tmp_path}"]
+    assert closing[-1] == f"reproduce: harness run {shlex.join(typed)}"
     text = (tmp_path / "runs" / "logs" / "default.log").read_text()
     assert "WARNING [lm_eval" in text and "`pretrained` model kwarg" in text

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distill",),
     ("methods",),
     ("run", "report"),
-    ("tasktools", "bench"),
+    ("tasktools", "bench", "session"),
     ("cli",),
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cli import _sweep_size
 from harness.run import progress
 from harness.run.progress import RunProgress, Sweep, duration
+from harness.session import summary_tables, sweep_size
 
 
 class Clock:
@@ -57,6 +57,27 @@ def test_durations_read_short():
 
 def test_sweep_size_merges_the_experiments_own_sweep_with_the_command_line():
     params = {"method": "sft,sdft", "seed": "0,1"}  # what experiment=demo sets under hydra.sweeper.params
-    assert _sweep_size(["experiment=demo"], params) == 4
-    assert _sweep_size(["experiment=demo", "seed=0,1,2"], params) == 6  # the command line wins
-    assert _sweep_size(["method=sft"], None) == 1
+    assert sweep_size(["experiment=demo"], params) == 4
+    assert sweep_size(["experiment=demo", "seed=0,1,2"], params) == 6  # the command line wins
+    assert sweep_size(["method=sft"], None) == 1
+
+
+def test_the_closing_summary_shows_the_method_tables_of_summary_md():
+    md = (
+        "# Results: experiment `x`\n\n- Model: m\n\nScores in %.\n\n## Stream `demo`\n\nStream `demo`: SFT has ...\n\n"
+        "| Method | n | ACC |\n|---|---|---|\n| base model | 1 | — |\n| SFT | 2 | 3.3 [0.0, 8.9] |\n\n"
+        "### Accuracy matrix: SFT\n\n| after stage | a |\n|---|---|\n| 0 (base) | 0.0 |\n\n"
+        "## Stream `other`\n\n| Method | n | ACC |\n|---|---|---|\n| SDFT | 1 | 1.0 (single run) |\n"
+    )
+    assert summary_tables(md).splitlines() == [
+        "## Stream `demo`",
+        "| Method | n | ACC |",
+        "|---|---|---|",
+        "| base model | 1 | — |",
+        "| SFT | 2 | 3.3 [0.0, 8.9] |",
+        "",
+        "## Stream `other`",
+        "| Method | n | ACC |",
+        "|---|---|---|",
+        "| SDFT | 1 | 1.0 (single run) |",
+    ]
