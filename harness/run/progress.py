@@ -86,6 +86,7 @@ class RunProgress:
 
             self.bar = tqdm(
                 total=None,
+                desc=self.label,
                 bar_format="{desc} | {elapsed}",
                 file=sys.stderr,
                 dynamic_ncols=True,
