@@ -16,6 +16,22 @@ from harness.bench import gpu_bundle
 from harness.bench.gpu_bundle import closure, needed, normalise, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
+# makes modules look absent, as on the GPU machine: `import` fails as for a missing module, and
+# importlib.util.find_spec (how transformers and lm-eval probe optional packages) finds nothing
+SITECUSTOMIZE = """
+import importlib.util, sys
+BLOCKED = {blocked!r}
+def blocked(name):
+    return name.split(".")[0] in BLOCKED
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if blocked(name):
+            raise ModuleNotFoundError(f"No module named {{name!r}} (left out of the GPU bundle)", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: None if blocked(name) else _find_spec(name, package)
+"""
 
 
 def test_closure_follows_dependencies_that_apply_on_the_target():
@@ -71,14 +87,21 @@ def test_dry_run_of_the_gpu_check_on_the_cpu(tmp_path):
     model.mkdir()
     for name in gpu_bundle.MODEL_FILES:  # what the bundle carries: config and tokenizer, no weights
         shutil.copy2(Path(locate_weights(EMBEDDED_NAME)) / name, model / name)
+    # the packages the bundle leaves out must not be needed: their modules cannot be imported in this run
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(SITECUSTOMIZE.format(blocked=gpu_bundle.EXCLUDED_MODULES))
     env = {
         **os.environ,
+        "PYTHONPATH": str(blocker),
         "CUDA_VISIBLE_DEVICES": "",
         "SKIP_INSTALL": "1",  # this environment has the packages; the wheels are for CPython 3.12
         "PY": sys.executable,
         "MODEL": str(model),
         "OUT": str(tmp_path / "out"),
     }
+    probe = subprocess.run([sys.executable, "-c", "import sklearn"], env=env, capture_output=True, text=True)
+    assert "left out of the GPU bundle" in probe.stderr  # the blocker is in force
     small = ["--layers", "2", "--hidden", "32", "--max-length", "128", "--steps", "1"]
     small += ["--new-tokens", "4", "--eval-items", "2"]
     proc = subprocess.run(
@@ -99,6 +122,7 @@ def test_dry_run_of_the_gpu_check_on_the_cpu(tmp_path):
     assert "| pass | 2 items greedy" in rows["lm-eval HF backend, greedy"]
     assert table.startswith("GPU check on cpu (no CUDA;") and "9 of 10 passed, 1 skipped" in table
     assert (tmp_path / "out" / "check.log").exists()  # third-party lines kept beside the table
+    assert "left out of the GPU bundle" not in (tmp_path / "out" / "check.log").read_text()
 
 
 def test_the_cuda_runtime_is_counted_but_not_looked_into():
