@@ -34,6 +34,7 @@ examples:
   harness run method=sft stream=reverse seed=1
   harness run -m method=sft,sdft seed=0,1,2          # a sweep: one parent run per combination
   harness run print_config=true                       # show the resolved config and exit
+  harness run -v experiment=smoke                     # library log lines on the console too (else a log file)
   harness run model=hf model.name=Qwen/Qwen2.5-7B-Instruct trainer=paper
 Hydra's own help: harness run --hydra-help
 """
