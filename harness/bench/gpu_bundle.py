@@ -1,10 +1,11 @@
 """The wheel bundle an air-gapped GPU machine needs: exactly the packages it lacks, for its platform.
 
 The target (docs/gpu.md) has Python 3.12 with torch 2.11, transformers 5.17, accelerate, peft, pandas,
-pyarrow and scipy, and whatever those depend on. It lacks what `WANTED` names. The bundle is the dependency
-closure of `WANTED` minus the closure of `TARGET_ROOTS`, both resolved for the target's platform from the
-packages' metadata alone (`pip install --dry-run --no-deps --report`, one call per level of the closure: no
-wheel is downloaded to resolve). Then the bundle's wheels are downloaded (`--only-binary=:all:`, cp312,
+pyarrow and scipy, and whatever those depend on (the closure of `TARGET_ROOTS`). It lacks what `WANTED`
+names. The bundle is the dependency closure of `WANTED` minus what the target has (a package the target has
+is not looked into: it is installed with its own dependencies), both closures resolved for the target's
+platform from the packages' metadata alone (`pip install --dry-run --no-deps --report`, one call per level
+of the closure: no wheel is downloaded to resolve). Then the bundle's wheels are downloaded (`--only-binary=:all:`, cp312,
 manylinux x86-64); the few packages PyPI has only as source (pure Python) are built into wheels here.
 
 `python -m harness.bench.gpu_bundle OUT` writes OUT/wheels/, OUT/model/ (config and tokenizer of the
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         return metadata
 
     present = closure(TARGET_ROOTS, resolver(TARGET_PLATFORMS), cuda_runtime)
-    wanted = closure(WANTED, resolver(()), lambda name: name in EXCLUDED)
+    # what the target has is a leaf: installed with its own dependencies, whatever a newer version would want
+    wanted = closure(WANTED, resolver(()), lambda name: name in EXCLUDED or name in present)
     bundle = bundle_names({n: by for n, by in wanted.items() if n not in EXCLUDED}, present)
     for wheel in wheels.glob("*.whl"):  # source-only packages the closure did not reach
         if normalise(wheel.name.split("-")[0]) not in bundle:
