@@ -83,6 +83,18 @@ class _Notices(logging.Handler):
                 print(f"note: {line}", file=self.stream or sys.stderr, flush=True)
 
 
+class _LazyFile(logging.FileHandler):
+    """A log file (and its folder) that exists only once something is written to it: a command that fails
+    at its first check leaves nothing behind."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):  # noqa: ANN202 (logging's own signature)
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def _is_console(handler: logging.Handler) -> bool:
     """A handler that writes to the terminal (a plain StreamHandler; a FileHandler is a subclass)."""
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
@@ -105,9 +117,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Path | None
     if verbose:
         yield None
         return
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     _configure_lm_eval()
-    to_file = logging.FileHandler(log_file, encoding="utf-8")
+    to_file = _LazyFile(log_file)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
     notices = _Notices()
     saved: dict[str, _Saved] = {}
@@ -153,6 +164,7 @@ def third_party_output() -> Iterator[None]:
     if not _ACTIVE:
         yield
         return
+    _ACTIVE[-1].parent.mkdir(parents=True, exist_ok=True)
     with open(_ACTIVE[-1], "a", encoding="utf-8") as sink, contextlib.redirect_stderr(sink):
         yield
 

@@ -81,3 +81,14 @@ def test_a_tiny_stage_leaves_no_third_party_line_on_the_console(tmp_path):
     assert closing[-1] == f"reproduce: harness run {shlex.join(typed)}"
     text = (tmp_path / "runs" / "logs" / "default.log").read_text()
     assert "WARNING [lm_eval" in text and "`pretrained` model kwarg" in text
+
+
+def test_nothing_is_written_until_a_library_logs(tmp_path):
+    """A command that fails at its first check (`harness report` without a store) leaves no log folder."""
+    log_file = tmp_path / "runs" / "logs" / "x.log"
+    with quiet_console(log_file):
+        pass
+    assert not (tmp_path / "runs").exists()
+    with quiet_console(log_file):
+        logging.getLogger("mlflow").warning("now there is something to keep")
+    assert "now there is something to keep" in log_file.read_text()
