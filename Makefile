@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint clean-results
+.PHONY: setup demo test lint clean-results gpu-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -28,9 +28,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the run ends by writing results/demo/ (the report) and printing its summary table
 demo: $(STAMP)
 	$(BIN)/harness run -m experiment=demo
-	$(BIN)/harness report experiment=demo
+
+# without a GPU: build the bundle an air-gapped GPU machine needs; with one: install it and run the check
+# (scripts/gpu_check.sh, docs/gpu.md). There, run `scripts/gpu_check.sh run` if make is not installed.
+gpu-check:
+	PY=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) scripts/gpu_check.sh
 
 # lint first (seconds), then pytest; pytest exits 5 when it collects no tests: that is a failure here, not a pass
 test: lint

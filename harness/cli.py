@@ -39,6 +39,7 @@ examples:
   harness run method=sft stream=reverse seed=1
   harness run -m method=sft,sdft seed=0,1,2          # a sweep: one parent run per combination
   harness run print_config=true                       # show the resolved config and exit
+  harness run -v experiment=smoke                     # library log lines on the console too (else a log file)
   harness run model=hf model.name=Qwen/Qwen2.5-7B-Instruct trainer=paper
 Hydra's own help: harness run --hydra-help
 """
@@ -177,6 +178,9 @@ def _run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(RUN_HELP.format(groups=_groups_help()))
         return 0
+    from harness.session import verbose_flag  # lazy: per command
+
+    typed_argv, argv = argv, verbose_flag(argv)
     argv = ["--help" if a == "--hydra-help" else a for a in argv]
     # Hydra's argparse takes -m only before the overrides (`a=1 -m b=1,2` fails); let it go anywhere.
     argv = sorted(argv, key=lambda a: a not in ("-m", "--multirun"))
@@ -189,7 +193,7 @@ def _run(argv: list[str]) -> int:
     ):  # Hydra's flags: Hydra's way
         if _check_before_hydra(overrides, multirun):
             return 0
-    return _run_jobs(argv, overrides, multirun)
+    return _run_jobs(argv, overrides, multirun, typed_argv)
 
 
 def _check_before_hydra(overrides: list[str], multirun: bool) -> bool:
@@ -211,24 +215,27 @@ def _check_before_hydra(overrides: list[str], multirun: bool) -> bool:
     return False
 
 
-def _run_jobs(argv: list[str], overrides: list[str], multirun: bool) -> int:
+def _run_jobs(argv: list[str], overrides: list[str], multirun: bool, typed_argv: list[str]) -> int:
     """Hydra runs the job (or each job of a sweep); a user-fixable failure is one line, and a sweep goes on."""
     import hydra
 
     from harness.config import register_configs  # lazy: per command
     from harness.run.preflight import open_options  # lazy: per command
+    from harness.session import closing_summary  # lazy: per command
 
     register_configs()
     failures: list[str] = []
     swept = _swept_keys(overrides) if multirun else set()  # what tells one job from another, for its label
-    sweep: dict[str, Any] = {"jobs": 0, "kept": 0, "dir": None, "results": None}
+    sweep: dict[str, Any] = {"jobs": 0, "kept": 0, "dir": None, "results": None, "cfg": None, "here": True}
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
-        _job(cfg, swept, sweep, failures)
+        _job(cfg, swept, sweep, failures, overrides)
 
     sys.argv = ["harness run", *open_options(argv)]
     _main()
+    if sweep["kept"] and sweep["here"] and sweep["cfg"].report.after_run:
+        closing_summary(sweep["cfg"], typed_argv)  # the summary table, report.html, the command
     if failures:
         if sweep["dir"] and not sweep["kept"]:  # every job failed before it started: nothing to keep
             _remove_output(Path(str(sweep["dir"])).resolve(), sweep["results"])
@@ -239,13 +246,16 @@ def _run_jobs(argv: list[str], overrides: list[str], multirun: bool) -> int:
     return 0
 
 
-def _job(cfg: DictConfig, swept: set[str], sweep: dict[str, Any], failures: list[str]) -> None:
+def _job(
+    cfg: DictConfig, swept: set[str], sweep: dict[str, Any], failures: list[str], overrides: list[str]
+) -> None:
     """One Hydra job: the experiment, or print_config; a failure that left nothing behind removes its folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     from harness.config import results_path  # lazy: per command
+    from harness.session import job_console, sweep_size  # lazy: per command
 
     hc = HydraConfig.get()
     output = Path(hc.runtime.output_dir)
@@ -264,7 +274,10 @@ def _job(cfg: DictConfig, swept: set[str], sweep: dict[str, Any], failures: list
             return
         from harness.run.loop import run_experiment  # lazy: per command
 
-        run_experiment(cfg)
+        sweep["cfg"], sweep["here"] = cfg, in_process or hc.mode != RunMode.MULTIRUN
+        total = sweep_size(overrides, hc.sweeper.get("params")) if in_process else 1
+        with job_console(cfg, hc.job.num + 1 if in_process else 1, total):
+            run_experiment(cfg)
         sweep["kept"] += 1
     except Exception as err:
         from harness.run.loop import StageFailedError  # lazy: per command
@@ -290,9 +303,13 @@ def _report(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(REPORT_HELP)
         return 0
+    from harness.console import quiet_console  # lazy: per command
     from harness.report.write import write_report  # lazy: per command
+    from harness.session import console_log, verbose_flag  # lazy: per command
 
-    out = write_report(compose(argv))
+    cfg = compose(verbose_flag(argv))
+    with quiet_console(console_log(cfg), cfg.harness.verbose):
+        out = write_report(cfg)
     print(f"report written to {out}")
     return 0
 

@@ -50,9 +50,7 @@ class ModelConfig:
     # else float32; float32 = float32 throughout; bfloat16 = bf16 compute even where it is emulated
     dtype: str = "auto"
     device: str = "auto"  # auto = cuda if available, else cpu
-    cache_dir: str | None = (
-        None  # where the converted safetensors copy lives; None = $HARNESS_CACHE or ~/.cache
-    )
+    cache_dir: str | None = None  # the converted safetensors copy; None = $HARNESS_CACHE or ~/.cache
     max_length: int = 2048  # the context the harness allows itself (prompt + completion)
     # a freshly initialised model of this architecture (same tokenizer), for fast tests only
     random_init: bool = False
@@ -122,6 +120,7 @@ class MethodConfig:
     # families (`-m method=sft,sdft method.distill.temperature=0.7,1.0`) composes for each job, while a
     # method's run key hashes only the sections it `reads` (harness.methods.MethodSpec)
     sft: SupervisedConfig = field(default_factory=SupervisedConfig)
+    label: str | None = None  # the report's name for it; None = built from its settings ("SDFT + SFT anchor")
     distill: DistillConfig = field(default_factory=DistillConfig)
     # settings of a method that has its own options dataclass (harness.methods.MethodSpec.options); checked
     # against it at start-up, so a new method adds knobs without touching this schema
@@ -198,6 +197,17 @@ class SuiteConfig:
 
 
 @dataclass
+class HarnessConfig:  # how the harness talks to the user; no result depends on it
+    verbose: bool = False  # third-party log lines on the console too (`harness run -v`); else in a log file
+
+
+@dataclass
+class ReportConfig:  # the report's presentation; no result depends on it
+    labels: dict[str, str] = field(default_factory=dict)  # group ("sdft (k=v)") or method name -> label
+    after_run: bool = True  # `harness run` ends by writing the report and printing its summary table
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -205,6 +215,8 @@ class Config:
     suite: SuiteConfig = field(default_factory=SuiteConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     experiment_name: str = "default"
     seed: int = 0
     results_dir: str = "results"
@@ -244,9 +256,7 @@ class Range:
 
 
 def _number(x: float | None) -> str:
-    if x is None:
-        return ""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    return "" if x is None else str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 POSITIVE = Range(0, low_open=True)  # > 0
@@ -314,17 +324,7 @@ DTYPES = ("auto", *DTYPE_NAMES)
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 # What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.
-TRACKING_SCHEMES = (
-    "sqlite",
-    "postgresql",
-    "mysql",
-    "mssql",
-    "file",
-    "http",
-    "https",
-    "databricks",
-    "databricks-uc",
-)
+TRACKING_SCHEMES = tuple("sqlite postgresql mysql mssql file http https databricks databricks-uc".split())
 
 
 def _lookup(c: Config | DictConfig, dotted: str) -> Any:

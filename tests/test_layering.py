@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 
 # lowest first; units on one line are siblings and must not import each other
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "arguments", "durable", "scorers", "timing", "config"),
+    ("__init__", "arguments", "durable", "scorers", "timing", "config", "console"),
     ("tasks", "parallel", "lora"),
     ("models", "batching"),
     ("eval",),
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distill",),
     ("methods",),
     ("run", "report"),
-    ("tasktools", "bench"),
+    ("tasktools", "bench", "session"),
     ("cli",),
 ]
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -115,12 +115,14 @@ def _text(x: float, y: float, signed: bool = False) -> str:
 
 def test_summary_csv_numbers(report_dir):
     summary = pd.read_csv(report_dir / "summary.csv")
-    assert summary["method"].tolist() == ["base model", "sdft", "sft"]
+    # rows are named by the methods' display names; the override string is the machines' column
+    assert summary["method"].tolist() == ["base model", "SDFT", "SFT"]
+    assert summary["overrides"].tolist() == ["base model", "sdft", "sft"]
     # n counts independent evaluations: the base row holds 2 distinct stage-0 evaluations (issue #14: it said 4)
     assert summary["n"].tolist() == [2, 2, 2]
     assert summary["seeds"].tolist() == ["0 1", "0 1", "0 1"]
     for method in ("sft", "sdft"):
-        row = summary.set_index("method").loc[method]
+        row = summary.set_index("overrides").loc[method]
         # two runs without items: no gain interval clears the base (t with 1 df), so no task counts as
         # learned and BWT / Forgetting read "n/a (not learned)" (NaN in the csv)
         assert np.isnan(row["bwt"]) and np.isnan(row["forgetting"])
@@ -130,7 +132,7 @@ def test_summary_csv_numbers(report_dir):
             mean, lo, hi = _mean_ci2(BY_HAND[(method, 0)][k], BY_HAND[(method, 1)][k])
             assert row[col] == pytest.approx(mean, abs=1e-9), (method, col)
             assert (row[f"{col}_lo"], row[f"{col}_hi"]) == pytest.approx((lo, hi), abs=1e-9), (method, col)
-    base = summary.set_index("method").loc["base model"]
+    base = summary.set_index("overrides").loc["base model"]
     assert base["a/new"] == pytest.approx(0.1) and base["a/new_hi"] - base["a/new_lo"] == pytest.approx(0.0)
     # b at stage 0: 0.2 (three runs, one deterministic evaluation) and 0.3 -> two distinct evaluations
     assert base["b/new"] == pytest.approx(0.25)
@@ -169,18 +171,18 @@ def test_tables_and_comparison(report_dir):
     # the comparison sentence is computed from the numbers
     # paired differences per seed: new-task 0.2 and 0.0 -> a t-interval (1 df) that covers 0
     assert (
-        f"sft and sdft are not distinguishable on new-task accuracy (85.0 (no spread) vs {_text(0.65, 0.85)}; "
+        f"SFT and SDFT are not distinguishable on new-task accuracy (85.0 (no spread) vs {_text(0.65, 0.85)}; "
         f"paired difference {_text(0.2, 0.0, signed=True)} covers 0)"
     ) in md
     # final general average, sdft minus sft per seed: 0.15 and 0.2; with 2 seeds the interval covers 0
     assert (
-        f"sdft and sft are not distinguishable on final general-suite average "
+        f"SDFT and SFT are not distinguishable on final general-suite average "
         f"({_text(0.65, 0.6)} vs {_text(0.5, 0.4)}; paired difference {_text(0.15, 0.2, signed=True)} covers 0)"
     ) in md
-    assert "forgetting (Chaudhry): n/a (not learned) for sdft, sft" in md
+    assert "forgetting (Chaudhry): n/a (not learned) for SDFT, SFT" in md
     # issue 25: every report states the base model beside chance, and the power of its figures
     assert "### Base model and chance: stream `demo`" in md and "### Power: stream `demo`" in md
-    assert "| sft: new-task acc. |" in md and "| sdft minus sft: new-task acc. |" in md
+    assert "| SFT: new-task acc. |" in md and "| SDFT minus SFT: new-task acc. |" in md
     tex = (report_dir / "summary.tex").read_text()
     for rule in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lrrrrrrrrr}"):
         assert rule in tex
@@ -243,12 +245,12 @@ def test_single_seed_single_task_without_suite(tmp_path):
         tracker.finish_parent(parent, r, g, metrics.all_metrics(r, g))
     cfg = OmegaConf.create({"experiment_name": "edge", "results_dir": str(tmp_path), "tracking_uri": None})
     out = write_report(cfg)
-    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    summary = pd.read_csv(out / "summary.csv").set_index("overrides")
     assert summary.loc["sft", "a/new"] == pytest.approx(0.9)
     assert summary.loc["sft", "a/new_lo"] == summary.loc["sft", "a/new_hi"] == pytest.approx(0.9)  # no width
     assert np.isnan(summary.loc["sft", "bwt"]) and np.isnan(summary.loc["sft", "general_delta"])
     md = (out / "summary.md").read_text()
-    assert "sft has the higher new-task accuracy (90.0 vs 60.0 for sdft; no CI with a single seed)" in md
+    assert "SFT has the higher new-task accuracy (90.0 vs 60.0 for SDFT; no CI with a single seed)" in md
     assert "forgetting (Chaudhry) is undefined here" in md
     assert not (out / "general_one.png").exists()
     assert sorted(p.name for p in out.glob("*.png")) == [
@@ -357,24 +359,24 @@ def test_method_that_learns_nothing_gets_no_forgetting_credit(item_report):
     md = (item_report / "summary.md").read_text()
     sentence = _sentence(md, "mixed")
     assert "lower forgetting" not in sentence
-    assert "forgetting (Chaudhry): n/a (not learned) for sdft" in sentence
+    assert "forgetting (Chaudhry): n/a (not learned) for SDFT" in sentence
     summary = pd.read_csv(item_report / "summary.csv")
-    mixed = summary[summary["stream"] == "mixed"].set_index("method")
+    mixed = summary[summary["stream"] == "mixed"].set_index("overrides")
     assert np.isnan(mixed.loc["sdft", "forgetting"]) and np.isnan(mixed.loc["sdft", "bwt"])
-    row = next(line for line in md.splitlines() if line.startswith("| sdft | 3 |"))
+    row = next(line for line in md.splitlines() if line.startswith("| SDFT | 3 |"))
     assert row.count("n/a (not learned)") == 2  # BWT and Forgetting
     # sft learned a (24-26 of 30 over a base of 0) and forgot most of it: interval above 0
     assert mixed.loc["sft", "learned"] == "a b"
     assert mixed.loc["sft", "forgetting"] == pytest.approx(np.mean([(24 + s - 5 - s) / 30 for s in range(3)]))
     assert mixed.loc["sft", "forgetting_lo"] > 0.4
-    assert "sft has the higher new-task accuracy" in sentence and "paired difference" in sentence
+    assert "SFT has the higher new-task accuracy" in sentence and "paired difference" in sentence
     # a base model evaluated identically by all six runs is one evaluation
     assert mixed.loc["base model", "n"] == 1
 
 
 def test_identical_methods_are_not_distinguishable(item_report):
     sentence = _sentence((item_report / "summary.md").read_text(), "same")
-    assert "dft and sft are not distinguishable on new-task accuracy" in sentence
+    assert "DFT and SFT are not distinguishable on new-task accuracy" in sentence
     assert "not distinguishable on forgetting (Chaudhry)" in sentence
     assert "has the higher" not in sentence and "has the lower" not in sentence
     assert "paired difference 0.0 (no spread) covers 0" in sentence
@@ -382,21 +384,21 @@ def test_identical_methods_are_not_distinguishable(item_report):
 
 def test_item_level_intervals_and_normalized_guard(item_report):
     summary = pd.read_csv(item_report / "summary.csv")
-    lucky = summary[summary["stream"] == "lucky"].set_index("method")
+    lucky = summary[summary["stream"] == "lucky"].set_index("overrides")
     # one right item of 30 after training: the interval of a's new score reaches 0 (items resampled)
     assert lucky.loc["sft", "a/new"] == pytest.approx(1 / 30) and lucky.loc["sft", "a/new_lo"] <= 0.0
     assert pd.isna(lucky.loc["sft", "learned"])  # a 1-item gain is not "learned" (its interval reaches 0)
     assert not (item_report / "normalized_lucky.png").exists()  # a one-item gain is not blown up to 1.0
     assert (item_report / "normalized_mixed.png").exists()
     page = (item_report / "report.html").read_text()
-    assert "Sample generations: sft" in page and "answer 0" in page
+    assert "Sample generations: SFT" in page and "answer 0" in page
 
 
 def test_item_level_results_are_written_beside_the_report(item_report):
     items = pd.read_csv(item_report / "items.csv.gz")
     # 6 streams-x-methods x 3 seeds = 18 runs, 3 stages each, tasks a and b of N_ITEMS items per stage
     assert len(items) == 18 * 3 * 2 * N_ITEMS
-    assert list(items.columns[:7]) == ["stream", "method", "seed", "order", "run_id", "stage", "task"]
+    assert list(items.columns[:7]) == ["stream", "method", "seed", "order", "run_key", "stage", "task"]
     after_a = items[(items["stage"] == 1) & (items["task"] == "a") & (items["seed"] == 1)]
     right = after_a.groupby(["stream", "method"])["score"].sum()
     # seed 1: "learns_and_forgets" has 25 right answers on a after stage 1, "learns_nothing" 0, "lucky" 1

@@ -113,9 +113,9 @@ def test_report_shows_the_section_with_the_figures(store):
     )
     md = (out / "summary.md").read_text()
     section = md[md.index("Self-distillation diagnostics") :]
-    sdft_row = next(line for line in section.splitlines() if line.startswith("| sdft | 1 (a)"))
+    sdft_row = next(line for line in section.splitlines() if line.startswith("| SDFT | 1 (a)"))
     assert "| -1.50 |" in sdft_row and "| 75 |" in sdft_row and sdft_row.endswith("| 20 / 20 |")
-    sft_row = next(line for line in section.splitlines() if line.startswith("| sft | 1 (a)"))
+    sft_row = next(line for line in section.splitlines() if line.startswith("| SFT | 1 (a)"))
     assert sft_row.endswith("| 5 / 0 |")
     assert "Self-distillation diagnostics" in (out / "report.html").read_text()
 

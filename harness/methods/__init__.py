@@ -42,6 +42,8 @@ class MethodSpec:
         key covers everything the method can see.
     supports_fsdp: whether the method can train fully sharded; the loop refuses one that cannot at start-up
         (before any weights load) instead of failing inside the first stage.
+    display: the name a report shows ("SFT", "SDFT + SFT anchor"): a fixed string, or a function of the
+        settings object; None = the name in capitals.
     """
 
     name: str
@@ -50,6 +52,7 @@ class MethodSpec:
     teacher_copy: bool = False
     options: type | None = None
     supports_fsdp: bool = True
+    display: str | Callable[[Any], str] | None = None
 
 
 @cache
@@ -107,6 +110,26 @@ def option_names(options: type) -> list[str]:
     """The fields an options dataclass declares itself; inherited ones (a family's settings) are not options."""
     inherited = {f.name for base in options.__mro__[1:] if is_dataclass(base) for f in fields(base)}
     return [f.name for f in fields(options) if f.name not in inherited]
+
+
+def display_name(method: Mapping[str, Any]) -> str:
+    """The display name of a `method:` section (a plain mapping; values may be the strings MLflow stored,
+    which the schema converts): its `label` if set, else what the method's `display` builds from its settings.
+    A section this schema cannot read (a run logged by another version) gets the name in capitals."""
+    from omegaconf import OmegaConf
+
+    from harness.config import MethodConfig  # lazy: only the report needs the schema here
+
+    if method.get("label") not in (None, "", "None"):
+        return str(method["label"])
+    spec = method_spec(method["name"])
+    if spec.display is None or isinstance(spec.display, str):
+        return spec.display or spec.name.upper()
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MethodConfig), dict(method)))
+        return spec.display(spec.settings(typed))
+    except Exception:  # noqa: BLE001 (a name is still owed to the reader; the plain one will do)
+        return spec.name.upper()
 
 
 def method_options(name: str, options: Mapping[str, Any] | None) -> Any:
@@ -182,6 +205,7 @@ __all__ = [
     "StageContext",
     "TrainStats",
     "check_shardable",
+    "display_name",
     "get_method",
     "method_names",
     "method_options",

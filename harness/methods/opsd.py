@@ -21,7 +21,13 @@ def opsd_settings(method: MethodConfig) -> DistillConfig:
     return replace(method.distill, template=method.distill.template or "solution")
 
 
-METHOD = MethodSpec(name="opsd", settings=opsd_settings, reads=("distill",), teacher_copy=True)
+METHOD = MethodSpec(
+    name="opsd",
+    settings=opsd_settings,
+    reads=("distill",),
+    teacher_copy=True,
+    display=sdft.distill_display("OPSD"),
+)
 
 
 def train(

@@ -50,7 +50,23 @@ def distill_settings(method: MethodConfig) -> DistillConfig:
     return method.distill
 
 
-METHOD = MethodSpec(name="sdft", settings=distill_settings, reads=("distill",), teacher_copy=True)
+def distill_display(name: str) -> Callable[[DistillConfig], str]:
+    """A self-distillation method's report name: the SFT anchor and a teacher other than the EMA show."""
+
+    def display(d: DistillConfig) -> str:
+        text = name + (" + SFT anchor" if d.sft_weight > 0 else "")
+        return text + {"ema": "", "base": " (frozen teacher)", "live": " (live teacher)"}.get(d.teacher, "")
+
+    return display
+
+
+METHOD = MethodSpec(
+    name="sdft",
+    settings=distill_settings,
+    reads=("distill",),
+    teacher_copy=True,
+    display=distill_display("SDFT"),
+)
 
 
 def settings_from(d: DistillConfig, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:

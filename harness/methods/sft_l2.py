@@ -39,6 +39,7 @@ METHOD = MethodSpec(
     reads=SUPERVISED_READS,
     options=L2Settings,
     supports_fsdp=False,  # the anchor is a whole copy of the weights
+    display="SFT + L2 anchor",
 )
 
 

@@ -37,7 +37,11 @@ class SmoothingSettings(SupervisedSettings):
 
 
 METHOD = MethodSpec(
-    name="sft_ls", settings=settings_with_options, reads=SUPERVISED_READS, options=SmoothingSettings
+    name="sft_ls",
+    settings=settings_with_options,
+    reads=SUPERVISED_READS,
+    options=SmoothingSettings,
+    display="SFT + label smoothing",
 )
 
 

@@ -43,7 +43,11 @@ class ReplaySettings(SupervisedSettings):
 
 
 METHOD = MethodSpec(
-    name="sft_replay", settings=settings_with_options, reads=SUPERVISED_READS, options=ReplaySettings
+    name="sft_replay",
+    settings=settings_with_options,
+    reads=SUPERVISED_READS,
+    options=ReplaySettings,
+    display="SFT + replay",
 )
 
 

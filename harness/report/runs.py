@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.stats import Scores
+from harness.tracking.keys import is_result_key
 from harness.tracking.store import NON_RESULT_KEYS, Tracker, sanitize_metric_key
 
 BASE_LABEL = "base model"
@@ -55,6 +56,7 @@ class RunResult:
     eval_sizes: dict[str, int] = field(default_factory=dict)  # n_items/<task> at stage 0
     train: dict[int, dict[str, float]] = field(default_factory=dict)  # stage -> train/<key> (stage summary)
     pass_k: dict[int, dict[str, float]] = field(default_factory=dict)  # stage -> pass_at_<k>/<task>
+    key: str = ""  # the run key (tag `run_key`): the same for a rerun of the same config, unlike run_id
 
     @property
     def tasks(self) -> list[str]:
@@ -65,8 +67,10 @@ class RunResult:
 class Group:
     stream: str
     method: str
-    label: str
+    label: str  # what the report shows (harness.report.labels); the override string until labels are set
     runs: list[RunResult] = field(default_factory=list)
+    overrides: str = ""  # "sdft (method.distill.sft_weight=1.0)": the method and the params that split it off
+    split: tuple[tuple[str, str], ...] = ()  # those params as (key, value)
 
     @property
     def tasks(self) -> list[str]:
@@ -113,6 +117,7 @@ def load_runs(tracker: Tracker, details: bool = True) -> list[RunResult]:
             order=tags.get(
                 "order", "0" if params.get("stream.order") in (None, "None") else params["stream.order"]
             ),
+            key=tags.get("run_key", rid),
         )
         if details:
             _load_details(tracker, result)
@@ -162,12 +167,14 @@ def group_runs(runs: list[RunResult]) -> list[Group]:
     for r in runs:
         by_method.setdefault((r.stream, r.method), []).append(r)
     for (stream, method), members in sorted(by_method.items()):
-        keys = sorted({k for r in members for k in r.params} - _GROUP_IGNORED)
+        keys = sorted(k for k in {k for r in members for k in r.params} - _GROUP_IGNORED if is_result_key(k))
         varying = [k for k in keys if len({r.params.get(k) for r in members}) > 1]
         for r in members:
             split = tuple((k, r.params.get(k, "-")) for k in varying)
             label = method + (" (" + ", ".join(f"{k}={v}" for k, v in split) + ")" if split else "")
-            group = groups.setdefault((stream, method, split), Group(stream, method, label))
+            group = groups.setdefault(
+                (stream, method, split), Group(stream, method, label, overrides=label, split=split)
+            )
             if group.runs and sorted(group.runs[0].R.columns) != sorted(r.R.columns):
                 raise ValueError(
                     f"runs {group.runs[0].run_id} and {r.run_id} of stream {stream!r} have different task lists; "

@@ -315,7 +315,7 @@ def _group_sections(ss: StreamStats, g: Group, out: Path, figs: list[tuple[Path,
     sections = []
     for order, members in g.orders().items():
         table, mean = matrix_table(ss, g, order, members)
-        name = f"{s}_{slug(g.label)}" + ("" if len(ss.orders) == 1 else f"_order{slug(order)}")
+        name = f"{s}_{slug(g.overrides or g.label)}" + ("" if len(ss.orders) == 1 else f"_order{slug(order)}")
         mean.to_csv(out / f"matrix_{name}.csv")
 
         (out / f"matrix_{name}.md").write_text(

@@ -9,26 +9,35 @@ from omegaconf import DictConfig
 
 from harness.config import Config, results_path, tracking_uri
 from harness.report import render
-from harness.report.runs import RunResult, group_runs, load_runs
+from harness.report.labels import assign_labels
+from harness.report.runs import RunResult, group_runs, load_runs, seed_order
 from harness.report.sections import build_sections
 from harness.tracking.store import Tracker
 
 
 def _write_items(runs: list[RunResult], out: Path) -> None:
     """Every run's item-level results in one file beside the report (`items.csv.gz`: stream, method, seed,
-    order, run_id, then the stage runs' columns), so the report's statistics can be recomputed from the results
-    folder alone, without the MLflow store."""
+    order, run_key, then the stage runs' columns), so the report's statistics can be recomputed from the results
+    folder alone, without the MLflow store. Runs are named by their run key and rows sorted, so that rerunning
+    the same experiment rewrites the same bytes (MLflow's run ids are new every time)."""
     frames = [
-        r.items.assign(stream=r.stream, method=r.method, seed=r.seed, order=r.order, run_id=r.run_id)
+        r.items.assign(stream=r.stream, method=r.method, seed=r.seed, order=r.order, run_key=r.key)
         for r in runs
         if r.items is not None
     ]
     if not frames:
         return
     items = pd.concat(frames, ignore_index=True)
-    first = ["stream", "method", "seed", "order", "run_id", "stage", "task"]
+    first = ["stream", "method", "seed", "order", "run_key", "stage", "task"]
     items = items[first + [c for c in items.columns if c not in first and c != "run"]]
+    items = items.sort_values([*first, "doc_id"], kind="stable", key=_natural).reset_index(drop=True)
     items.to_csv(out / "items.csv.gz", index=False, compression={"method": "gzip", "mtime": 0})
+
+
+def _natural(column: pd.Series) -> pd.Series:
+    """Sort numbers as numbers (seed 10 after seed 9) and text as text."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers if numbers.notna().all() else column.astype(str)
 
 
 def write_report(cfg: Config | DictConfig) -> Path:
@@ -45,12 +54,17 @@ def write_report(cfg: Config | DictConfig) -> Path:
     out = results_path(cfg) / cfg.experiment_name
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
+    assign_labels(groups, getattr(getattr(cfg, "report", None), "labels", None))
     sections, summary = build_sections(cfg.experiment_name, runs, groups, skipped, out)
+    # the machine-readable name of each row beside the readable one (empty for the base model)
+    overrides = {(g.stream, g.label): g.overrides for g in groups}
+    keys = zip(summary["stream"], summary["method"], strict=True)
+    summary.insert(2, "overrides", [overrides.get(k, k[1]) for k in keys])  # the base model's row: its label
     summary.round(10).to_csv(out / "summary.csv", index=False)  # drop float noise like 0.22499999999999998
     pd.DataFrame(
         [
             {
-                "run_id": r.run_id,
+                "run_key": r.key,
                 "stream": r.stream,
                 "method": r.method,
                 "seed": r.seed,
@@ -58,10 +72,11 @@ def write_report(cfg: Config | DictConfig) -> Path:
                 "tasks": " -> ".join(r.tasks),
                 "model": r.model,
                 "group": g.label,
+                "overrides": g.overrides,
                 "item_level": r.items is not None,
             }
             for g in groups
-            for r in g.runs
+            for r in sorted(g.runs, key=lambda r: (seed_order(r.seed), r.order, r.key))
         ]
     ).to_csv(out / "runs.csv", index=False)
     _write_items(runs, out)

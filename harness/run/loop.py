@@ -30,7 +30,7 @@ from harness.methods.base import NonFiniteLossError, StageContext
 from harness.models import load_model, precision_summary
 from harness.parallel import sharding
 from harness.parallel.distributed import Replicas, micro_batches, replicas
-from harness.run import readiness
+from harness.run import progress, readiness
 from harness.run.checkpoints import checkpoint_dir, load_checkpoint
 from harness.run.preflight import USER_ERRORS, check_run
 from harness.run.signals import signal_name
@@ -89,7 +89,7 @@ def _seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
+def _train_stage(run: ExperimentRun, stage: int, on_step=None):
 
     plan, cfg = run.plan, run.cfg
     replay = [item for items in plan.train_items[: stage - 1] for item in items]
@@ -97,7 +97,6 @@ def _train_stage(run: ExperimentRun, stage: int, progress: bool, on_step=None):
         stage=stage,
         seed=cfg.seed,
         replay_items=replay,
-        progress=progress,
         on_step=on_step,
         replicas=run.dist,
     )
@@ -171,6 +170,7 @@ class ExperimentRun:
     key: str = ""
     ckpt_dir: Path = Path()
     stage_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    progress: Any = None  # the run's progress line (harness.run.progress.RunProgress), while stages run
 
     @property
     def stages(self) -> int:
@@ -182,18 +182,14 @@ def _run_experiment(cfg: DictConfig | Config, opened: dict[str, Any]) -> dict[st
     _open_parent(run, opened)
     resume_from = _resume(run)
     _announce(run, resume_from)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        range(run.stages + 1),
-        desc=f"{cfg.method.name} stages",
-        unit="stage",
-        disable=None if run.dist.is_main else True,
-    )
-    for stage in bar:
-        if stage > resume_from:
-            bar.set_postfix_str(_stage_label(run, stage))
+    run.progress = progress.for_run(run.cfg, run.plan, enabled=run.dist.is_main)
+    try:
+        for stage in range(resume_from + 1, run.stages + 1):
+            run.progress.stage(stage, _stage_label(run, stage))
             _run_stage(run, stage)
+            run.progress.stage_done()
+    finally:
+        run.progress.close()  # before the closing matrix is printed
     return _finish(run)
 
 
@@ -288,7 +284,7 @@ def _resume(run: ExperimentRun) -> int:
             "no checkpoint for stage %d: retraining stages 1..%d without evaluation", resume_from, resume_from
         )
         for stage in range(1, resume_from + 1):
-            _train_stage(run, stage, progress=False)
+            _train_stage(run, stage)
     return resume_from
 
 
@@ -344,7 +340,7 @@ def _run_stage(run: ExperimentRun, stage: int) -> None:
         run.tracker.log_stage(run.parent, stage, label, metrics, None, artifacts, run_id=child)
         run.stage_metrics[stage] = metrics
         base = run.stage_metrics.get(0)
-        print(summary_line(stage, label, metrics, base, time.time() - started), flush=True)
+        run.progress.write(summary_line(stage, label, metrics, base, time.time() - started))
     run.dist.barrier()  # the other processes wait for rank 0's logging and checkpoint before the next stage
 
 
@@ -362,7 +358,7 @@ def _train_with_hooks(run: ExperimentRun, stage: int, child: str | None) -> dict
     hook = StageHook(run.model, run.tokenizer, spec, cfg, dist, run.tracker, child)
     hook.score(0)
     try:
-        stats = _train_stage(run, stage, progress=True, on_step=hook)
+        stats = _train_stage(run, stage, on_step=run.progress.on_step(hook))
     except NonFiniteLossError as err:
         message = f"stage {stage} ({spec.name}): {err}; stages 0..{stage - 1} are logged and kept"
         if run.tracker is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Config
+from harness.run import vllm_compat
 from harness.run.memory_estimate import Setting, adapter_parameters, check, shape_of
 
 CODE_EXECUTION_ENV = "HF_ALLOW_CODE_EVAL"  # what HF `evaluate`'s code_eval metric demands before running code
@@ -216,4 +217,9 @@ def before_loading(
         micro_batch_warning(cfg.trainer.batch_size, cfg.trainer.grad_accum, processes),
         check_memory(cfg, processes, sharded, teacher_copy, device),
     ]
+    if cfg.eval.backend == "vllm":  # the versions, before any weights load (a warning when out of range)
+        found = vllm_compat.check_installed()
+        if found is not None and os.environ.get("RANK", "0") == "0":
+            print(found[0], flush=True)
+            notes.append(None if found[1] else f"{found[0]}; expect failures at the first vLLM generation")
     return [n for n in notes if n]

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from harness.config import Config, results_path
+from harness.console import third_party_output
 from harness.eval.lmeval import evaluate, stream_eval_names, write_snapshot
 from harness.eval.passk import pass_k_metrics
 from harness.eval.results import item_frame, merge_results, primary_metric
@@ -119,24 +120,25 @@ def _evaluate_stage(
     if dist.sharded and not dist.is_main:
         return None, None
     mine = names if dist.sharded else names[dist.rank :: dist.world]
-    result = evaluate(
-        model,
-        tokenizer,
-        mine,
-        plan.include_paths,
-        builtin_index=cfg.suite.builtin_index,
-        limit=cfg.eval.limit,
-        batch_size=cfg.eval.batch_size,
-        max_gen_toks=cfg.eval.max_gen_toks,
-        log_samples=cfg.eval.log_samples,
-        seed=cfg.seed,
-        backend=cfg.eval.backend,
-        vllm_gpu_memory=cfg.eval.vllm_gpu_memory,
-        vllm_snapshot=snapshot,
-        max_length=cfg.model.max_length,
-        allow_code_execution=cfg.eval.allow_code_execution,
-        auto_batch_size=cfg.eval.auto_batch_size,
-    )
+    with third_party_output():  # lm-eval's own request bars: into the log file of a quiet console
+        result = evaluate(
+            model,
+            tokenizer,
+            mine,
+            plan.include_paths,
+            builtin_index=cfg.suite.builtin_index,
+            limit=cfg.eval.limit,
+            batch_size=cfg.eval.batch_size,
+            max_gen_toks=cfg.eval.max_gen_toks,
+            log_samples=cfg.eval.log_samples,
+            seed=cfg.seed,
+            backend=cfg.eval.backend,
+            vllm_gpu_memory=cfg.eval.vllm_gpu_memory,
+            vllm_snapshot=snapshot,
+            max_length=cfg.model.max_length,
+            allow_code_execution=cfg.eval.allow_code_execution,
+            auto_batch_size=cfg.eval.auto_batch_size,
+        )
     if dist.active and not dist.sharded:
         parts = dist.gather(result)
         if not dist.is_main:

@@ -45,6 +45,14 @@ NON_RESULT_KEYS = frozenset(
         "eval.log_samples",
     }
 )
+# whole sections of that kind: what the console shows (`harness.verbose`), how the report names groups
+NON_RESULT_SECTIONS = ("harness.", "report.")
+
+
+def is_result_key(key: str) -> bool:
+    """Whether a flattened config key (`trainer.lr`) can change results (NON_RESULT_* say which cannot)."""
+    return key not in NON_RESULT_KEYS and not key.startswith(NON_RESULT_SECTIONS)
+
 
 # MLflow allows alphanumerics, _ - . / space and (not on Windows) ':'; everything else becomes '_'.
 _ILLEGAL = re.compile(r"[^\w\-./ ]")
@@ -101,7 +109,7 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def run_key(config: Mapping[str, Any]) -> str:
     """A stable hash of everything in the resolved config that can change results (seed included)."""
-    flat = {k: v for k, v in flatten_config(config).items() if k not in NON_RESULT_KEYS}
+    flat = {k: v for k, v in flatten_config(config).items() if is_result_key(k)}
     return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
