@@ -65,6 +65,9 @@ class DistillConfig:
     num_rollouts: int = 1
     temperature: float = 1.0  # of both distributions in the loss, and of sampling unless sample_temperature
     top_p: float = 1.0
+    # rollout decoder: static (preallocated KV cache, harness.decoding) | hf (Hugging Face generate);
+    # static falls back to hf where it cannot run, and the start-up line says so
+    decoder: str = "static"
     loss_chunk_size: int = 128  # positions per chunk of the full-vocabulary divergence
     # --- diagnostics (harness.distill.probe, harness.distill.diagnostics); they change no result ---
     # train items teacher-forced at the start of each stage: log-probability of the demonstration and of the

@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__init__", "durable", "scorers", "timing", "config"),
     ("tasks", "parallel"),
     ("models", "batching"),
+    ("decoding",),
     ("eval",),
     ("tracking",),
     ("distill",),

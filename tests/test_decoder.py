@@ -1,0 +1,137 @@
+"""The static-cache decoder (harness.decoding) against Hugging Face `generate` on the same prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.batching import pad
+from harness.decoding.choose import pick
+from harness.decoding.static import decode
+from harness.decoding.warpers import Sampling, StopStrings, filtered_logits
+from harness.distill.rollout import eos_ids, sample
+
+WORDS = "the cat sat on a mat while rain fell over quiet hills and rivers ran to the sea".split()
+
+
+def _prompts(tok, n: int, seed: int = 0) -> list[list[int]]:
+    """n chat prompts of mixed lengths (2 to 40 words), so the batch is left-padded unevenly."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        words = [WORDS[int(j)] for j in torch.randint(len(WORDS), (2 + (i * 7) % 39,), generator=g)]
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": " ".join(words)}], tokenize=False, add_generation_prompt=True
+        )
+        out.append(tok(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _hf(model, tok, prompts, new: int, **kw) -> torch.Tensor:
+    ids, mask = pad(prompts, tok.pad_token_id, "left")
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=new,
+        eos_token_id=eos_ids(model, tok),
+        pad_token_id=tok.pad_token_id,
+        **kw,
+    )
+    return out[:, ids.shape[1] :]
+
+
+def _static(model, tok, prompts, new: int, sampling=None) -> torch.Tensor:
+    ids, mask = pad(prompts, tok.pad_token_id, "left")
+    with torch.no_grad():
+        return decode(
+            model,
+            ids,
+            mask,
+            max_new_tokens=new,
+            eos=eos_ids(model, tok),
+            pad_id=tok.pad_token_id,
+            sampling=sampling,
+        )
+
+
+def _same_tokens(a: torch.Tensor, b: torch.Tensor, pad_id: int) -> None:
+    """Equal up to trailing padding (generate keeps stepping while any row runs; so does the decoder)."""
+    width = max(a.shape[1], b.shape[1])
+    a = torch.nn.functional.pad(a, (0, width - a.shape[1]), value=pad_id)
+    b = torch.nn.functional.pad(b, (0, width - b.shape[1]), value=pad_id)
+    assert torch.equal(a, b), (a != b).nonzero()[:5].tolist()
+
+
+def test_greedy_matches_generate_tiny(tiny_model) -> None:
+    model, tok = tiny_model
+    model.eval()
+    prompts = _prompts(tok, 8)
+    _same_tokens(
+        _static(model, tok, prompts, 12), _hf(model, tok, prompts, 12, do_sample=False), tok.pad_token_id
+    )
+    one = prompts[:1]  # no padding: the unmasked attention path
+    _same_tokens(_static(model, tok, one, 12), _hf(model, tok, one, 12, do_sample=False), tok.pad_token_id)
+
+
+def test_sampling_same_seed_same_tokens_tiny(tiny_model) -> None:
+    model, tok = tiny_model
+    model.eval()
+    prompts = _prompts(tok, 6, seed=1)
+    how = Sampling(temperature=0.7, top_p=0.9, top_k=40, min_p=0.02)
+    torch.manual_seed(3)
+    ref = _hf(model, tok, prompts, 10, do_sample=True, temperature=0.7, top_p=0.9, top_k=40, min_p=0.02)
+    torch.manual_seed(3)
+    ours = _static(model, tok, prompts, 10, how)
+    _same_tokens(ours, ref, tok.pad_token_id)
+
+
+def test_filters_against_hand_computed_distribution() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -5.0]])
+    p = torch.softmax(logits / 0.5, -1)[0]
+    # top_k=3 keeps the three largest; top_p=0.99 of what is left keeps while the low tail < 1%
+    kept = filtered_logits(logits, Sampling(temperature=0.5, top_k=3))
+    assert torch.isinf(kept[0, 3:]).all() and torch.isfinite(kept[0, :3]).all()
+    tail = p[3] + p[4]  # the two smallest after temperature hold less than 1 - 0.995 of the mass?
+    kept = filtered_logits(logits, Sampling(temperature=0.5, top_p=1 - float(tail) * 1.01))
+    assert torch.isinf(kept[0, 3:]).all() and torch.isfinite(kept[0, :3]).all()
+    # min_p: tokens under 0.1 x the top probability go
+    kept = filtered_logits(logits, Sampling(min_p=0.1))
+    q = torch.softmax(logits, -1)[0]
+    assert torch.equal(torch.isfinite(kept[0]), q >= 0.1 * q.max())
+
+
+def test_stop_strings_look_at_a_fixed_window(tiny_model) -> None:
+    _, tok = tiny_model
+    stops = StopStrings(tok, ["\n\n"])
+    rows = [
+        tok("Answer: 4\n\nNext", add_special_tokens=False)["input_ids"],
+        tok("Answer: 4", add_special_tokens=False)["input_ids"],
+    ]
+    width = min(len(r) for r in rows)
+    recent = torch.tensor([r[-width:] for r in rows])
+    assert stops.hits(recent).tolist() == [True, False]
+    assert stops.window == 4 * 2 + 2
+
+
+def test_pick_falls_back_with_a_reason() -> None:
+    class Fake(torch.nn.Module):
+        config = type("C", (), {"model_type": "gpt2"})()
+
+    name, why = pick(Fake(), "static")
+    assert name == "hf" and "gpt2" in why
+    with pytest.raises(ValueError, match="decoder 'fast' not known"):
+        pick(Fake(), "fast")
+
+
+def test_rollouts_keep_working_with_several_per_prompt(tiny_model) -> None:
+    """Repeated prompts (shared prefill) and top-k=1 sampling: both decoders write the same rollouts."""
+    model, tok = tiny_model
+    prompts = [p for p in _prompts(tok, 3, seed=2) for _ in range(3)]
+    kw = {"max_new_tokens": 8, "top_k": 1}
+    a, b = (
+        sample(model, tok, prompts, decoder="static", **kw),
+        sample(model, tok, prompts, decoder="hf", **kw),
+    )
+    assert torch.equal(a.completion_mask, b.completion_mask)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.truncated, b.truncated)
