@@ -131,6 +131,9 @@ class EvalConfig:
     # hf: lm-eval's HFLM on the live model (default, any device). vllm: lm-eval's vLLM backend on a copy of
     # the stage's weights (GPU, the `vllm` extra); the engine takes this share of the GPU's memory.
     backend: str = "hf"
+    # greedy generation of the hf backend, the in-context score and the within-stage curve: static
+    # (preallocated KV cache, harness.decoding; loglikelihood stays on lm-eval's path) | hf (generate)
+    decoder: str = "static"
     vllm_gpu_memory: float = 0.3
     # tasks that execute the model's generated code (lm-eval marks them unsafe_code, e.g. HumanEval in
     # suite=paper) are refused unless this is true; run them in a sandbox (container, VM)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -135,3 +137,32 @@ def test_rollouts_keep_working_with_several_per_prompt(tiny_model) -> None:
     assert torch.equal(a.completion_mask, b.completion_mask)
     assert torch.equal(a.completion_ids, b.completion_ids)
     assert torch.equal(a.truncated, b.truncated)
+
+
+def _items(result) -> list[tuple]:
+    return sorted(
+        (r["task"], r["doc_id"], str(r["filter"]), r["generation"], tuple(sorted(r["scores"].items())))
+        for r in result.items
+    )
+
+
+def test_lm_eval_and_greedy_scores_same_items_either_decoder(tiny_model) -> None:
+    """The plumbing: lm-eval through our HFLM subclass and the in-context scorer give the items, generations
+    and scores of lm-eval's / generate's own path (the tiny model never ends by itself: 8 tokens)."""
+    from harness.eval.lmeval import evaluate
+    from harness.eval.scoring import greedy_responses
+    from harness.tasks.spec import TASKS_ROOT, resolve_task
+
+    model, tok = tiny_model
+    names = ["general_arith", "dates", "general_mc"]
+    kw = {"limit": 3, "batch_size": 4, "max_gen_toks": 8}
+    paths = [TASKS_ROOT / n for n in names]
+    static, hf = (evaluate(model, tok, names, paths, decoder=d, **kw) for d in ("static", "hf"))
+    assert _items(static) == _items(hf) and len(static.items) >= 9
+    spec = resolve_task("dates")
+    docs = [json.loads(line) for line in spec.eval_file.read_text().splitlines()[:4]]
+    a, b = (
+        greedy_responses(model, tok, spec, docs, "in_context", max_new_tokens=8, decoder=d)
+        for d in ("static", "hf")
+    )
+    assert a == b

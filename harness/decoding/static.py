@@ -160,11 +160,13 @@ def decode(
     pad_id: int,
     sampling: Sampling | None = None,
     stop_strings: StopStrings | None = None,
+    min_new_tokens: int = 0,
 ) -> torch.Tensor:
     """[B, C <= max_new_tokens] new tokens of each left-padded prompt, `pad_id` after a row's end.
 
     A row ends at its first token in `eos` (kept) or when its text completes a stop string; the output has
-    as many columns as the longest row took. Run it inside the caller's no-grad / autocast context.
+    as many columns as the longest row took. `min_new_tokens`: `eos` cannot be drawn before that many
+    tokens (generate's min_new_tokens; the benchmark forces fixed-length rollouts with it). Run it inside the caller's no-grad / autocast context.
     """
     rows = prompt_ids.shape[0]
     device = next(model.parameters()).device
@@ -177,6 +179,8 @@ def decode(
     for t in range(max_new_tokens):
         # every cache row draws, ended ones too, as `generate` does: until the first gather the random
         # stream is consumed exactly as there
+        if t < min_new_tokens:
+            logits[:, stop_ids] = float("-inf")
         token = next_tokens(logits, sampling).masked_fill(done, pad_id)
         out[in_cache, t] = token
         ended = torch.isin(token, stop_ids)

@@ -81,3 +81,12 @@ class StopStrings:
         """[B, W] newest tokens of each row (W <= window) -> [B] bool: a stop string is in their text."""
         texts = self.tokenizer.batch_decode(recent.tolist(), skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], dtype=torch.bool)
+
+
+def declared_eos(model: Any, tokenizer: Any) -> list[int]:
+    """The tokens `generate` ends a row on when the caller names none: the generation config's EOS
+    (the tokenizer's when the config declares none)."""
+    declared = model.generation_config.eos_token_id
+    if declared is None:
+        return [tokenizer.eos_token_id]
+    return [declared] if isinstance(declared, int) else list(declared)

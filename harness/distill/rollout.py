@@ -109,6 +109,9 @@ def sample(
                     eos=stops,
                     pad_id=tokenizer.pad_token_id,
                     sampling=how,
+                    # generate reads min_new_tokens from the model's generation config (the benchmark
+                    # sets it to force fixed-length rollouts); so does this decoder
+                    min_new_tokens=model.generation_config.min_new_tokens or 0,
                 )
             else:
                 completion = _generate(

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from harness.decoding.choose import pick
+from harness.eval.static_lm import static_hflm_class
 from harness.models import autocast, precision_of
 from harness.tasks.spec import TaskSpec
 
@@ -88,6 +90,7 @@ def evaluate(
     max_length: int | None = None,
     allow_code_execution: bool = False,
     auto_batch_size: bool = True,
+    decoder: str = "static",
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template).
 
@@ -96,6 +99,8 @@ def evaluate(
     uses. `vllm_snapshot`: the folder `write_snapshot` filled with this stage's weights (backend vllm).
     `auto_batch_size`: on CUDA lm-eval finds the largest batch that fits instead of `batch_size`.
     `allow_code_execution`: lets tasks marked unsafe_code (HumanEval) execute the model's code.
+    `decoder`: greedy generation of the hf backend on harness.decoding ("static", falling back to `generate`
+    where it cannot run) or on lm-eval's own `generate` ("hf").
     """
     if not task_names:
         return EvalResult(metrics={})
@@ -124,12 +129,13 @@ def evaluate(
         from lm_eval.models.huggingface import HFLM
 
         hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
-        lm = HFLM(
+        model_class = static_hflm_class() if pick(model, decoder)[0] == "static" else HFLM
+        lm = model_class(
             pretrained=model,
             tokenizer=tokenizer,
             batch_size=hf_batch,
             max_length=context,
-            **_hflm_precision(HFLM, model),
+            **_hflm_precision(model_class, model),
         )
     gen_kwargs = {"do_sample": False}
     if max_gen_toks:
