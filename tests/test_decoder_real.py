@@ -146,3 +146,25 @@ def test_sdft_stage_same_rollouts_and_losses_with_either_decoder(real_model) -> 
     assert rollouts_static == rollouts_hf and len(rollouts_static) == 4
     for a, b in zip(losses_static, losses_hf, strict=True):
         assert abs(a - b) <= LOSS_TOLERANCE * max(abs(b), 1e-12), (losses_static, losses_hf)
+
+
+def test_lm_eval_item_scores_match_lm_evals_own_path(real_model) -> None:
+    """Built-in tasks through lm-eval: our HFLM subclass (static decoder) and lm-eval's own HFLM give the
+    same generations and item scores (generation tasks ending at `until` or EOS, one loglikelihood task)."""
+    from harness.eval.lmeval import evaluate
+    from harness.tasks.spec import TASKS_ROOT
+
+    model, tok = real_model
+    names = ["general_arith", "dates", "general_mc"]
+    paths = [TASKS_ROOT / n for n in names]
+    static, hf = (
+        evaluate(model, tok, names, paths, limit=4, batch_size=4, decoder=d) for d in ("static", "hf")
+    )
+
+    def rows(result):
+        return sorted(
+            (r["task"], r["doc_id"], r["generation"], tuple(sorted(r["scores"].items())))
+            for r in result.items
+        )
+
+    assert rows(static) == rows(hf) and len(static.items) >= 12
