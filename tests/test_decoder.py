@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -166,3 +167,44 @@ def test_lm_eval_and_greedy_scores_same_items_either_decoder(tiny_model) -> None
         for d in ("static", "hf")
     )
     assert a == b
+
+
+def _varied(tiny_model):
+    """A copy of the tiny model with large random matrices: its greedy rows vary token to token (the
+    initialised one repeats a single token), so rows can be made to end at different steps."""
+    model, tok = copy.deepcopy(tiny_model[0]), tiny_model[1]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model.eval(), tok
+
+
+def test_rows_end_at_their_first_stop_token_and_ended_rows_are_gathered_out(tiny_model) -> None:
+    """Greedy rows are deterministic, so the stopped decode must equal the unstopped one cut after each row's
+    first stop token (brute force), while rows end at different steps and are gathered out of the cache."""
+    model, tok = _varied(tiny_model)
+    prompts = _prompts(tok, 8, seed=4)
+    ids, mask = pad(prompts, tok.pad_token_id, "left")
+    with torch.no_grad():
+        free = decode(model, ids, mask, max_new_tokens=16, eos=[-1], pad_id=tok.pad_token_id)
+        # stop tokens: what rows 0-3 wrote at steps 2, 4, 6, 8: rows end at different steps
+        stops = sorted({int(free[r, 2 + 2 * r]) for r in range(4)})
+        calls = {"n": 0}
+        handle = model.get_output_embeddings().register_forward_hook(
+            lambda *a: calls.__setitem__("n", calls["n"] + 1)
+        )
+        try:
+            got = decode(model, ids, mask, max_new_tokens=16, eos=stops, pad_id=tok.pad_token_id)
+        finally:
+            handle.remove()
+    expected, ends = torch.full_like(free, tok.pad_token_id), []
+    for r in range(free.shape[0]):
+        hit = [t for t in range(16) if int(free[r, t]) in stops]
+        ends.append(hit[0] + 1 if hit else 16)
+        expected[r, : ends[-1]] = free[r, : ends[-1]]
+    width = max(ends)
+    assert len(set(ends)) > 2  # rows end at several different steps: gathers happen
+    assert torch.equal(got, expected[:, : got.shape[1]]) and got.shape[1] == width
+    assert calls["n"] == width  # the prefill's head, then one step per token until the last row ended

@@ -58,7 +58,14 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 class StaticDecoder:
     """One decode of a left-padded batch: prefill, then `step` per token on a preallocated cache."""
 
-    def __init__(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new: int):
+    def __init__(
+        self,
+        model: Any,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        max_new: int,
+        share: bool = True,
+    ):
         self.model = model
         self.base = getattr(model, model.base_model_prefix)
         config = model.config
@@ -78,12 +85,13 @@ class StaticDecoder:
         # transformers passes no mask when no row is padded: SDPA then groups the heads itself
         self.padded = not bool(prompt_mask.bool().all())
         self.position = prompt_mask.long().sum(-1).to(device)  # the next token's position per row
-        self.first_logits = self._prefill(prompt_ids.to(device), prompt_mask.to(device), total)
+        self.first_logits = self._prefill(prompt_ids.to(device), prompt_mask.to(device), total, share)
 
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, total: int) -> torch.Tensor:
-        """The prompt through the model's own forward, distinct prompts once; its cache into the buffers."""
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor, total: int, share: bool) -> torch.Tensor:
+        """The prompt through the model's own forward (distinct prompts once when `share`); its cache into
+        the buffers."""
         distinct, row_of = torch.unique(torch.cat([ids, mask], 1), dim=0, return_inverse=True)
-        if distinct.shape[0] < ids.shape[0]:
+        if share and distinct.shape[0] < ids.shape[0]:
             width = ids.shape[1]
             ids, mask = distinct[:, :width], distinct[:, width:]
         else:
@@ -99,7 +107,7 @@ class StaticDecoder:
         for i, (k, v) in enumerate(zip(keys, values, strict=True)):
             self.k[i, :, :, :width] = k if row_of is None else k[row_of]
             self.v[i, :, :, :width] = v if row_of is None else v[row_of]
-        logits = self.model.lm_head(out.last_hidden_state[:, -1]).float()
+        logits = self.model.lm_head(out.last_hidden_state[:, -1:])[:, -1].float()
         return logits if row_of is None else logits[row_of]
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -146,7 +154,7 @@ class StaticDecoder:
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         self.length = t + 1
         self.position = self.position + 1
-        return self.model.lm_head(self.base.norm(h)[:, -1]).float()
+        return self.model.lm_head(self.base.norm(h))[:, -1].float()
 
 
 @torch.no_grad()
@@ -161,16 +169,18 @@ def decode(
     sampling: Sampling | None = None,
     stop_strings: StopStrings | None = None,
     min_new_tokens: int = 0,
+    share_prefill: bool = True,
 ) -> torch.Tensor:
     """[B, C <= max_new_tokens] new tokens of each left-padded prompt, `pad_id` after a row's end.
 
     A row ends at its first token in `eos` (kept) or when its text completes a stop string; the output has
     as many columns as the longest row took. `min_new_tokens`: `eos` cannot be drawn before that many
-    tokens (generate's min_new_tokens; the benchmark forces fixed-length rollouts with it). Run it inside the caller's no-grad / autocast context.
+    tokens (generate's min_new_tokens; the benchmark forces fixed-length rollouts with it). `share_prefill`:
+    identical prompts are prefilled once. Run it inside the caller's no-grad / autocast context.
     """
     rows = prompt_ids.shape[0]
     device = next(model.parameters()).device
-    dec = StaticDecoder(model, prompt_ids, prompt_mask, max_new_tokens)
+    dec = StaticDecoder(model, prompt_ids, prompt_mask, max_new_tokens, share_prefill)
     out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     in_cache = torch.arange(rows, device=device)  # the output row of each cache row
     done = torch.zeros(rows, dtype=torch.bool, device=device)

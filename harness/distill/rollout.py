@@ -112,6 +112,7 @@ def sample(
                     # generate reads min_new_tokens from the model's generation config (the benchmark
                     # sets it to force fixed-length rollouts); so does this decoder
                     min_new_tokens=model.generation_config.min_new_tokens or 0,
+                    share_prefill=share_prefill,
                 )
             else:
                 completion = _generate(
