@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             print(prec, "decode", json.dumps(floors[prec]), flush=True)
             del timed
         if prec == default_name and args.eval_items:
+            for d in decoders:  # warm-up: the first decode of a process pays for allocations and page faults
+                eval_rate(model, tok, args.eval_task, 1, d)
             evals = {d: eval_rate(model, tok, args.eval_task, args.eval_items, d) for d in decoders}
             print("eval", json.dumps({d: e["items_per_s"] for d, e in evals.items()}), flush=True)
         for name in args.methods.split(","):

@@ -77,7 +77,9 @@ class StaticDecoder:
         self.length = width  # columns of the cache filled so far
         total = width + max_new
         # rotary tables for every position this decode can reach, from the model's own rotary module
-        hidden = torch.zeros(1, 1, config.hidden_size, device=device)
+        # in the dtype of the token embeddings, as the model's forward builds them (bf16 weights: bf16 tables)
+        dtype = self.base.embed_tokens.weight.dtype
+        hidden = torch.zeros(1, 1, config.hidden_size, device=device, dtype=dtype)
         cos, sin = self.base.rotary_emb(hidden, position_ids=torch.arange(total, device=device)[None])
         self.cos, self.sin = cos[0], sin[0]  # [total, head_dim]
         self.mask = torch.zeros(rows, total, dtype=torch.bool, device=device)
