@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__init__", "arguments", "durable", "scorers", "timing", "config", "console"),
     ("tasks", "parallel", "lora"),
     ("models", "batching"),
+    ("decoding",),
     ("eval",),
     ("tracking",),
     ("distill",),

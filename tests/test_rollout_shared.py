@@ -85,7 +85,9 @@ def test_shared_prefill_cache_matches_each_rows_own_prefill(tiny_model) -> None:
 
 
 def test_rows_stop_at_end_of_turn_and_the_batch_when_all_have(tiny_model) -> None:
-    """Force the end-of-turn token: row r at its (r+2)-th token; generation must stop after the last row's."""
+    """Force the end-of-turn token: row r at its (r+2)-th token; generation must stop after the last row's.
+    On `generate` (the hook addresses rows by position, and the static decoder gathers ended rows out;
+    tests/test_decoder.py checks its stopping against a brute-force reference)."""
     model, tok = tiny_model
     model = copy.deepcopy(model)
     eos = eos_ids(model, tok)[0]
@@ -104,7 +106,7 @@ def test_rows_stop_at_end_of_turn_and_the_batch_when_all_have(tiny_model) -> Non
     handle = model.get_output_embeddings().register_forward_hook(force_eos)
     try:
         torch.manual_seed(0)
-        out = sample(model, tok, rows, max_new_tokens=20)
+        out = sample(model, tok, rows, max_new_tokens=20, decoder="hf")
     finally:
         handle.remove()
     assert out.lengths.tolist() == [2, 3, 4, 5]  # up to and including the end-of-turn token

@@ -9,6 +9,9 @@ from typing import Any
 import torch
 
 from harness.batching import _output_cache, pad, position_ids
+from harness.decoding.choose import pick
+from harness.decoding.static import decode
+from harness.decoding.warpers import Sampling
 from harness.models import autocast
 from harness.parallel import sharding
 
@@ -82,47 +85,49 @@ def sample(
     top_k: int = 0,
     min_p: float = 0.0,
     share_prefill: bool = True,
+    decoder: str = "static",
 ) -> Rollouts:
     """One completion per prompt (repeat a prompt for several rollouts: with `share_prefill` it is
     prefilled once for all its rows). Each row stops at its end-of-turn token, the batch when every row has.
 
     Runs in the model's compute dtype (harness.models.autocast): the weights are cast once per call.
+    `decoder`: "static" (harness.decoding.static, falling back to `generate` where it cannot run) or "hf".
     """
-    device = next(model.parameters()).device
     prompt_ids, prompt_mask = pad(prompts, tokenizer.pad_token_id, "left")
     stops = eos_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
         with sharding.whole_during_generation(model), autocast(model):
-            # FSDP: every process must run the same forwards, so the shared prefill (one decoder forward,
-            # whatever the rows) is skipped there rather than run by some processes only
-            shared = (
-                shared_prefill(model, prompt_ids, prompt_mask)
-                if share_prefill and not sharding.is_sharded(model)
-                else None
-            )
-            extra = {_cache_kwarg(model): shared[0]} if shared is not None else {}
-            out = model.generate(
-                input_ids=prompt_ids.to(device),
-                attention_mask=prompt_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,  # 0 by default: the paper samples from the full distribution; HF's default is 50
-                min_p=min_p or None,
-                eos_token_id=stops,
-                pad_token_id=tokenizer.pad_token_id,
-                use_cache=True,
-                # FSDP: every process must run as many forward passes as the others (each gathers the layers'
-                # shards), so a process whose rows have all ended keeps stepping until every process is done
-                synced_gpus=sharding.is_sharded(model),
-                **extra,
-            )
+            if pick(model, decoder)[0] == "static":
+                how = Sampling(temperature, top_p, top_k, min_p)
+                completion = decode(
+                    model,
+                    prompt_ids,
+                    prompt_mask,
+                    max_new_tokens=max_new_tokens,
+                    eos=stops,
+                    pad_id=tokenizer.pad_token_id,
+                    sampling=how,
+                    # generate reads min_new_tokens from the model's generation config (the benchmark
+                    # sets it to force fixed-length rollouts); so does this decoder
+                    min_new_tokens=model.generation_config.min_new_tokens or 0,
+                    share_prefill=share_prefill,
+                )
+            else:
+                completion = _generate(
+                    model,
+                    tokenizer,
+                    prompt_ids,
+                    prompt_mask,
+                    max_new_tokens,
+                    stops,
+                    {"temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p},
+                    share_prefill,
+                )
     finally:
         model.train(was_training)
-    completion = out[:, prompt_ids.shape[1] :].cpu()
+    completion = completion.cpu()
     is_eos = torch.isin(completion, torch.tensor(stops))
     has_eos = is_eos.any(-1)
     first = torch.where(
@@ -131,3 +136,45 @@ def sample(
     mask = (torch.arange(completion.shape[1]).unsqueeze(0) <= first.unsqueeze(1)).long()
     completion = completion.masked_fill(mask == 0, tokenizer.pad_token_id)
     return Rollouts(prompt_ids, prompt_mask, completion, mask, ~has_eos)
+
+
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    stops: list[int],
+    warpers: dict[str, Any],
+    share_prefill: bool,
+) -> torch.Tensor:
+    """[B, C] new tokens from Hugging Face `generate` (decoder "hf", and the fallback of "static")."""
+    device = next(model.parameters()).device
+    # FSDP: every process must run the same forwards, so the shared prefill (one decoder forward,
+    # whatever the rows) is skipped there rather than run by some processes only
+    shared = (
+        shared_prefill(model, prompt_ids, prompt_mask)
+        if share_prefill and not sharding.is_sharded(model)
+        else None
+    )
+    extra = {_cache_kwarg(model): shared[0]} if shared is not None else {}
+    out = model.generate(
+        input_ids=prompt_ids.to(device),
+        attention_mask=prompt_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=warpers["temperature"],
+        top_p=warpers["top_p"],
+        top_k=warpers[
+            "top_k"
+        ],  # 0 by default: the paper samples from the full distribution; HF's default is 50
+        min_p=warpers["min_p"] or None,
+        eos_token_id=stops,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+        # FSDP: every process must run as many forward passes as the others (each gathers the layers'
+        # shards), so a process whose rows have all ended keeps stepping until every process is done
+        synced_gpus=sharding.is_sharded(model),
+        **extra,
+    )
+    return out[:, prompt_ids.shape[1] :]

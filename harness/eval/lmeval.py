@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from harness.decoding.choose import pick
 from harness.eval.results import EvalResult, from_lm_eval
+from harness.eval.static_lm import static_hflm_class
 from harness.models import autocast, precision_of
 from harness.tasks.spec import TaskSpec
 
@@ -56,6 +58,7 @@ def evaluate(
     max_length: int | None = None,
     allow_code_execution: bool = False,
     auto_batch_size: bool = True,
+    decoder: str = "static",
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template).
 
@@ -64,6 +67,8 @@ def evaluate(
     uses. `vllm_snapshot`: the folder `write_snapshot` filled with this stage's weights (backend vllm).
     `auto_batch_size`: on CUDA lm-eval finds the largest batch that fits instead of `batch_size`.
     `allow_code_execution`: lets tasks marked unsafe_code (HumanEval) execute the model's code.
+    `decoder`: greedy generation of the hf backend on harness.decoding ("static", falling back to `generate`
+    where it cannot run) or on lm-eval's own `generate` ("hf").
     """
     if not task_names:
         return EvalResult(metrics={})
@@ -80,6 +85,7 @@ def evaluate(
         seed,
         vllm_gpu_memory,
         vllm_snapshot,
+        decoder,
     )
     try:
         # the model's compute dtype for the whole run: autocast casts each weight once, not once per batch
@@ -156,8 +162,10 @@ def _language_model(
     seed: int,
     vllm_gpu_memory: float,
     vllm_snapshot: Path | None,
+    decoder: str = "static",
 ) -> Any:
-    """lm-eval's model object: HFLM on the live model, or vLLM on the stage's snapshot."""
+    """lm-eval's model object: HFLM on the live model (its greedy generation on harness.decoding when
+    `decoder` is static and the model allows it), or vLLM on the stage's snapshot."""
     context = _context_length(model, max_length)
     device = next(model.parameters()).device
     if backend == "vllm":
@@ -170,12 +178,13 @@ def _language_model(
     from lm_eval.models.huggingface import HFLM
 
     hf_batch = "auto" if auto_batch_size and device.type == "cuda" else batch_size
-    return HFLM(
+    model_class = static_hflm_class() if pick(model, decoder)[0] == "static" else HFLM
+    return model_class(
         pretrained=model,
         tokenizer=tokenizer,
         batch_size=hf_batch,
         max_length=context,
-        **_hflm_precision(HFLM, model),
+        **_hflm_precision(model_class, model),
     )
 
 

@@ -14,6 +14,9 @@ from typing import Any
 import torch
 import yaml
 
+from harness.decoding.choose import pick
+from harness.decoding.static import decode
+from harness.decoding.warpers import StopStrings, declared_eos
 from harness.models import autocast
 from harness.tasks.spec import Item, TaskSpec, resolve_template, student_messages, teacher_messages
 
@@ -117,8 +120,13 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int = 16,
     stops: Sequence[str] = STOP_STRINGS,
+    decoder: str = "static",
 ) -> list[str]:
-    """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings."""
+    """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings.
+
+    `decoder`: "static" (harness.decoding, the same tokens as `generate`; falls back to it where it cannot
+    run) or "hf" (Hugging Face `generate`).
+    """
     if tokenizer.padding_side != "left":
         raise ValueError("greedy_generate needs a left-padded tokenizer (harness.models.prepare_tokenizer)")
 
@@ -133,6 +141,7 @@ def greedy_generate(
         range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
     )
     out: list[str] = [""] * len(texts)
+    static = pick(model, decoder)[0] == "static"
     try:
         with autocast(model):  # the model's compute dtype (harness.models.Precision)
             for start in range(0, len(order), batch_size):
@@ -140,15 +149,18 @@ def greedy_generate(
                 enc = tokenizer(
                     [texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False
                 ).to(device)
-                # a row ends at a stop string (HF's stop_strings), the batch when every row has
-                generated = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}),
-                )
-                new_tokens = generated[:, enc["input_ids"].shape[1] :]
+                if static:
+                    new_tokens = decode(
+                        model,
+                        enc["input_ids"],
+                        enc["attention_mask"],
+                        max_new_tokens=max_new_tokens,
+                        eos=declared_eos(model, tokenizer),
+                        pad_id=tokenizer.pad_token_id,
+                        stop_strings=StopStrings(tokenizer, stops),
+                    )
+                else:
+                    new_tokens = _generate(model, tokenizer, enc, max_new_tokens, stops)
                 for i, text in zip(
                     index, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
                 ):
@@ -156,6 +168,21 @@ def greedy_generate(
     finally:
         model.train(was_training)
     return out
+
+
+def _generate(
+    model: Any, tokenizer: Any, enc: Any, max_new_tokens: int, stops: Sequence[str]
+) -> torch.Tensor:
+    """Hugging Face `generate`'s greedy new tokens; a row ends at a stop string (its stop_strings), the
+    batch when every row has."""
+    generated = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        **({"stop_strings": list(stops), "tokenizer": tokenizer} if stops else {}),
+    )
+    return generated[:, enc["input_ids"].shape[1] :]
 
 
 def greedy_responses(
@@ -167,6 +194,7 @@ def greedy_responses(
     template: str | None = None,
     max_new_tokens: int | None = None,
     batch_size: int = 16,
+    decoder: str = "static",
 ) -> list[str]:
     """The greedy responses behind greedy_scores (useful to inspect what the model wrote)."""
     if mode == "base":
@@ -177,7 +205,9 @@ def greedy_responses(
     else:
         raise ValueError(f"mode must be 'base' or 'in_context', got {mode!r}")
     limit = max_new_tokens or spec.eval_max_gen_toks or spec.max_new_tokens or 256
-    return greedy_generate(model, tokenizer, conversations, limit, batch_size, task_stop_strings(spec))
+    return greedy_generate(
+        model, tokenizer, conversations, limit, batch_size, task_stop_strings(spec), decoder
+    )
 
 
 def greedy_scores(
@@ -189,9 +219,12 @@ def greedy_scores(
     template: str | None = None,
     max_new_tokens: int | None = None,
     batch_size: int = 16,
+    decoder: str = "static",
 ) -> list[float]:
     """Per-doc scores of greedy answers: mode "base" = the prompt alone (the student), "in_context" = the
     teacher prompt with the item's own demonstration (and privileged context), i.e. the SDFT teacher."""
-    responses = greedy_responses(model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size)
+    responses = greedy_responses(
+        model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size, decoder
+    )
     scorer = load_scorer(spec)
     return [float(scorer(r, d)) for r, d in zip(responses, docs, strict=True)]

@@ -109,7 +109,7 @@ class DistillStep:
         self.settings, self.template, self.max_new_tokens = settings_from(d, spec)
         self.num_rollouts, self.top_p = d.num_rollouts, d.top_p
         self.temperature = d.temperature if d.sample_temperature is None else d.sample_temperature
-        self.top_k, self.min_p = d.top_k, d.min_p
+        self.top_k, self.min_p, self.decoder = d.top_k, d.min_p, d.decoder
         self.source, self.teacher_share = d.rollout_source, d.teacher_share
         self.mask_clipped = d.mask_clipped
         self.sft_weight, self.warmup_steps = d.sft_weight, d.sft_warmup_steps
@@ -158,6 +158,7 @@ class DistillStep:
             top_p=self.top_p,
             top_k=self.top_k,
             min_p=self.min_p,
+            decoder=self.decoder,
         )
 
     def rollouts(self, students: list[list[int]], teachers: list[list[int]]) -> tuple[Rollouts, torch.Tensor]:

@@ -23,6 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from harness.config import Config, ensure_writable, results_path, to_yaml, tracking_uri
+from harness.decoding.choose import pick
 from harness.eval.lmeval import stream_eval_names
 from harness.eval.metrics import all_metrics
 from harness.methods import check_shardable, needs_teacher_copy, result_relevant, train_stage
@@ -225,6 +226,8 @@ def _prepare(composed: DictConfig | Config) -> ExperimentRun:
             *[f"\nwarning: {note}" for note in notes],
             f"\nprecision: {precision['precision/compute']} compute, {precision['precision/weights']} weights "
             f"({precision['precision/reason']})",
+            f"\ndecoder: rollouts {pick(model, cfg.method.distill.decoder)[1]}; "
+            f"greedy evaluation {pick(model, cfg.eval.decoder)[1]}",
             flush=True,
         )
     dist.check_in_sync(model, "after loading the model")

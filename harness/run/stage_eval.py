@@ -43,6 +43,7 @@ def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: Config) -> float | 
         mode="in_context",
         template=cfg.method.distill.template,
         batch_size=cfg.eval.batch_size,
+        decoder=cfg.eval.decoder,
     )
     return sum(scores) / max(len(scores), 1)
 
@@ -138,6 +139,7 @@ def _evaluate_stage(
             max_length=cfg.model.max_length,
             allow_code_execution=cfg.eval.allow_code_execution,
             auto_batch_size=cfg.eval.auto_batch_size,
+            decoder=cfg.eval.decoder,
         )
     if dist.active and not dist.sharded:
         parts = dist.gather(result)
@@ -170,7 +172,15 @@ def _subset_score(
     with _whole_model(model, dist) as whole:
         if not dist.is_main:
             return None
-        scores = greedy_scores(whole, tokenizer, spec, docs, mode="base", batch_size=cfg.eval.batch_size)
+        scores = greedy_scores(
+            whole,
+            tokenizer,
+            spec,
+            docs,
+            mode="base",
+            batch_size=cfg.eval.batch_size,
+            decoder=cfg.eval.decoder,
+        )
     return sum(scores) / max(len(scores), 1)
 
 

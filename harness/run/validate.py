@@ -36,6 +36,8 @@ def validate(cfg: DictConfig | Config) -> None:
     # the remedy knobs whose valid values are names; their numeric ranges are in config.RANGES
     config.one_of("method.distill.rollout_source", c.method.distill.rollout_source, ROLLOUT_SOURCES)
     config.one_of("method.distill.short_rollouts", c.method.distill.short_rollouts, ("warn", "error"))
+    config.one_of("method.distill.decoder", c.method.distill.decoder, ("static", "hf"))
+    config.one_of("eval.decoder", c.eval.decoder, ("static", "hf"))
     if c.trainer.batch_size % c.trainer.grad_accum:
         raise ValueError(
             f"trainer.batch_size={c.trainer.batch_size} is not divisible by trainer.grad_accum={c.trainer.grad_accum}"

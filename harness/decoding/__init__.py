@@ -1,0 +1,1 @@
+"""Token-by-token decoding with a preallocated KV cache (rollouts and greedy evaluation)."""
