@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.config import results_path
+from omegaconf import DictConfig
+
+from harness.config import Config, results_path
 from harness.console import quiet_console
 from harness.run.progress import set_sweep
 
@@ -28,7 +30,7 @@ def verbose_flag(argv: list[str]) -> list[str]:
     return [a for a in argv if a not in VERBOSE_FLAGS] + ["harness.verbose=true"]
 
 
-def console_log(cfg: Any) -> Path:
+def console_log(cfg: Config | DictConfig) -> Path:
     """Where third-party log lines go while the console is quiet (harness.console): beside Hydra's run
     folders (git-ignored), one file per experiment, appended."""
     return results_path(cfg) / "runs" / "logs" / f"{cfg.experiment_name}.log"
@@ -47,7 +49,7 @@ def sweep_size(overrides: list[str], params: Any) -> int:
 
 
 @contextmanager
-def job_console(cfg: Any, index: int, total: int) -> Iterator[None]:
+def job_console(cfg: Config | DictConfig, index: int, total: int) -> Iterator[None]:
     """The console of job `index` of `total`: its place for the progress line, third-party output in the
     log file (said once, at the first job), everything on the terminal with `harness.verbose`."""
     set_sweep(index, total)
@@ -69,7 +71,7 @@ def summary_tables(markdown: str) -> str:
     return "\n".join(out).strip()
 
 
-def closing_summary(cfg: Any, argv: list[str]) -> None:
+def closing_summary(cfg: Config | DictConfig, argv: list[str]) -> None:
     """Write the report of the experiment and print its summary table, where report.html is and the
     command that reproduces the run. A report that cannot be written says why in one line."""
     from harness.report.write import write_report  # lazy: plots and statistics load only here

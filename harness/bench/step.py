@@ -194,6 +194,38 @@ def _method_row(name: str, prec: str, n: int, decoder: str, model, tok, args, de
     return row
 
 
+def _measure_precision(
+    args: argparse.Namespace,
+    prec: str,
+    is_default: bool,
+    model: Any,
+    tok: Any,
+    device: Any,
+    rows: list[dict[str, Any]],
+    floors: dict[str, dict[str, dict[str, float]]],
+) -> dict[str, dict[str, Any]]:
+    """Every measurement at one precision: the decode floor per decoder, greedy evaluation speed (default
+    precision only; returned), and each method's step rows (appended to `rows`)."""
+    rollouts, decoders, compute = args.rollouts, args.decoders, PRECISION_NAMES[prec]
+    evals: dict[str, dict[str, Any]] = {}
+    if not args.no_decode_floor:
+        timed = _with_precision(model, compute)
+        floors[prec] = {d: decode_floor(timed, tok, PROMPTS, compute, d) for d in decoders}
+        print(prec, "decode", json.dumps(floors[prec]), flush=True)
+        del timed
+    if is_default and args.eval_items:
+        for d in decoders:  # warm-up: the first decode of a process pays for allocations and page faults
+            eval_rate(model, tok, args.eval_task, 1, d)
+        evals = {d: eval_rate(model, tok, args.eval_task, args.eval_items, d) for d in decoders}
+        print("eval", json.dumps({d: e["items_per_s"] for d, e in evals.items()}), flush=True)
+    lora = [f"{m}+lora" for m in ("sft", "sdft") if args.lora_r and m in args.methods.split(",")]
+    for name in args.methods.split(",") + lora:
+        for n in rollouts if name in ("sdft", "trl") else [1]:
+            for decoder in decoders if name.startswith("sdft") else ["-"]:
+                rows.append(_method_row(name, prec, n, decoder, model, tok, args, device))
+    return evals
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     precisions, rollouts, decoders = args.precisions, args.rollouts, args.decoders
@@ -208,23 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     floors: dict[str, dict[str, dict[str, float]]] = {}
     evals: dict[str, dict[str, Any]] = {}
     for prec in precisions:
-        compute = PRECISION_NAMES[prec]
-        if not args.no_decode_floor:
-            timed = _with_precision(model, compute)
-            floors[prec] = {d: decode_floor(timed, tok, PROMPTS, compute, d) for d in decoders}
-            print(prec, "decode", json.dumps(floors[prec]), flush=True)
-            del timed
-        if prec == default_name and args.eval_items:
-            for d in decoders:  # warm-up: the first decode of a process pays for allocations and page faults
-                eval_rate(model, tok, args.eval_task, 1, d)
-            evals = {d: eval_rate(model, tok, args.eval_task, args.eval_items, d) for d in decoders}
-            print("eval", json.dumps({d: e["items_per_s"] for d, e in evals.items()}), flush=True)
-        lora = [f"{m}+lora" for m in ("sft", "sdft") if args.lora_r and m in args.methods.split(",")]
-        for name in args.methods.split(",") + lora:
-            for n in rollouts if name in ("sdft", "trl") else [1]:
-                for decoder in decoders if name.startswith("sdft") else ["-"]:
-                    rows.append(_method_row(name, prec, n, decoder, model, tok, args, device))
-
+        evals = (
+            _measure_precision(args, prec, prec == default_name, model, tok, device, rows, floors) or evals
+        )
     table = ratios(rows, precisions, rollouts, decoders)
     headline = table.get(f"{default_name}/r1", {})
     machine = (

@@ -81,6 +81,26 @@ def distillation_loss(
         else advantages.to(tokens.device).unsqueeze(1).expand_as(completion_ids)[keep]
     )
 
+    per_token = _per_token(settings, tokens, teacher_logits, baselines, adv, fkl, trained_value)
+    loss = fused_head_loss(
+        student_hidden[keep], student_head, weights, per_token, settings.chunk_size, floor=torch.float32
+    )
+    position = torch.arange(completion_ids.shape[1], device=tokens.device).expand_as(completion_ids)[keep]
+    return loss, _diagnostics(fkl, trained_value, weights, position, trained[keep].bool())
+
+
+def _per_token(
+    settings: DistillSettings,
+    tokens: torch.Tensor,
+    teacher_logits: Callable[[int, int], torch.Tensor],
+    baselines: list[Callable[[int, int], torch.Tensor]],
+    adv: torch.Tensor | None,
+    fkl: torch.Tensor,
+    trained_value: torch.Tensor,
+) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """The per-token loss of positions [start, end) from the student's logits there; it also fills `fkl`
+    (forward KL, a diagnostic whatever is trained) and `trained_value` (the trained divergence)."""
+
     def per_token(student_logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
             t_logits = teacher_logits(start, end)
@@ -112,11 +132,7 @@ def distillation_loss(
             value = value + reward_term(student_logits, tokens[start:end], adv[start:end])
         return value
 
-    loss = fused_head_loss(
-        student_hidden[keep], student_head, weights, per_token, settings.chunk_size, floor=torch.float32
-    )
-    position = torch.arange(completion_ids.shape[1], device=tokens.device).expand_as(completion_ids)[keep]
-    return loss, _diagnostics(fkl, trained_value, weights, position, trained[keep].bool())
+    return per_token
 
 
 def _teacher_logits(

@@ -127,15 +127,7 @@ def sample(
                 )
     finally:
         model.train(was_training)
-    completion = completion.cpu()
-    is_eos = torch.isin(completion, torch.tensor(stops))
-    has_eos = is_eos.any(-1)
-    first = torch.where(
-        has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, completion.shape[1], dtype=torch.long)
-    )
-    mask = (torch.arange(completion.shape[1]).unsqueeze(0) <= first.unsqueeze(1)).long()
-    completion = completion.masked_fill(mask == 0, tokenizer.pad_token_id)
-    return Rollouts(prompt_ids, prompt_mask, completion, mask, ~has_eos)
+    return _cut_at_eos(prompt_ids, prompt_mask, completion.cpu(), stops, tokenizer.pad_token_id)
 
 
 def _generate(
@@ -178,3 +170,22 @@ def _generate(
         **extra,
     )
     return out[:, prompt_ids.shape[1] :]
+
+
+def _cut_at_eos(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion: torch.Tensor,
+    stops: list[int],
+    pad_id: int,
+) -> Rollouts:
+    """Each row up to and including its first end-of-turn token (padding after it); a row without one was
+    cut at the length cap (`truncated`)."""
+    is_eos = torch.isin(completion, torch.tensor(stops))
+    has_eos = is_eos.any(-1)
+    first = torch.where(
+        has_eos, is_eos.int().argmax(-1), torch.full_like(has_eos, completion.shape[1], dtype=torch.long)
+    )
+    mask = (torch.arange(completion.shape[1]).unsqueeze(0) <= first.unsqueeze(1)).long()
+    completion = completion.masked_fill(mask == 0, pad_id)
+    return Rollouts(prompt_ids, prompt_mask, completion, mask, ~has_eos)

@@ -62,13 +62,11 @@ def evaluate(
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template).
 
-    `max_length` (model.max_length) bounds the context lm-eval and vLLM plan for: a model's own maximum
-    (131072 for Llama-3.1) would size vLLM's KV cache and HFLM's automatic batch probe for contexts no stage
-    uses. `vllm_snapshot`: the folder `write_snapshot` filled with this stage's weights (backend vllm).
-    `auto_batch_size`: on CUDA lm-eval finds the largest batch that fits instead of `batch_size`.
-    `allow_code_execution`: lets tasks marked unsafe_code (HumanEval) execute the model's code.
-    `decoder`: greedy generation of the hf backend on harness.decoding ("static", falling back to `generate`
-    where it cannot run) or on lm-eval's own `generate` ("hf").
+    `max_length` (model.max_length) bounds the context lm-eval and vLLM plan for (a model's own maximum would
+    size vLLM's KV cache and HFLM's batch probe for contexts no stage uses). `vllm_snapshot`: the folder
+    `write_snapshot` filled with this stage's weights. `auto_batch_size`: on CUDA, the largest batch that fits.
+    `allow_code_execution`: tasks marked unsafe_code (HumanEval) may run the model's code. `decoder`: greedy
+    generation on harness.decoding ("static", else `generate` where it cannot run) or lm-eval's own ("hf").
     """
     if not task_names:
         return EvalResult(metrics={})
@@ -98,10 +96,8 @@ def evaluate(
         if backend == "vllm":
             _release_vllm(lm)
     if out is None:
-        raise RuntimeError(
-            f"lm-eval returned no results for {list(task_names)} (LOCAL_RANK="
-            f"{os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')})"
-        )
+        rank = f"LOCAL_RANK={os.environ.get('LOCAL_RANK')}, lm rank {getattr(lm, 'rank', '?')}"
+        raise RuntimeError(f"lm-eval returned no results for {list(task_names)} ({rank})")
     return from_lm_eval(out, limit, max_gen_toks, log_samples)
 
 

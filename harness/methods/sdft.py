@@ -18,26 +18,20 @@ from typing import Any
 
 import torch
 
-from harness.batching import chat_prompt_ids, completion_hidden, completion_ids, item_name, join, pad
+from harness.batching import chat_prompt_ids, completion_hidden, item_name, join, pad
 from harness.config import DistillConfig, MethodConfig, TrainerConfig
 from harness.distill.diagnostics import rollout_health
-from harness.distill.loss import DistillSettings, distillation_loss
-from harness.distill.probe import probe, warn_if_recitable
+from harness.distill.loss import distillation_loss
 from harness.distill.rollout import Rollouts, eos_ids, sample
 from harness.distill.teacher import Teacher
 from harness.methods import MethodSpec
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.contrast import check_credit, credit_baselines
+from harness.methods.distill_setup import check_rollout_length, settings_from, stage_probe
 from harness.methods.sft import SupervisedStep
-from harness.parallel import sharding
 from harness.tasks.spec import (
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_SKIP_TOKENS,
-    DEFAULT_TEMPLATE,
     Item,
     TaskSpec,
-    effective_setting,
-    resolve_template,
     student_messages,
     teacher_messages,
 )
@@ -67,26 +61,6 @@ METHOD = MethodSpec(
     teacher_copy=True,
     display=distill_display("SDFT"),
 )
-
-
-def settings_from(d: DistillConfig, spec: TaskSpec | None) -> tuple[DistillSettings, str, int]:
-    """(loss settings, teacher template, max new tokens): the method's value, else the task's, else default."""
-    skip = effective_setting(d.skip_tokens, spec.skip_tokens if spec else None, DEFAULT_SKIP_TOKENS)
-    max_new = effective_setting(
-        d.max_new_tokens, spec.max_new_tokens if spec else None, DEFAULT_MAX_NEW_TOKENS
-    )
-    settings = DistillSettings(
-        divergence=d.divergence,
-        beta=d.jsd_beta,
-        support=d.support,
-        topk=d.topk,
-        tail=d.topk_tail,
-        skip_tokens=skip,
-        temperature=d.temperature,
-        chunk_size=d.loss_chunk_size,
-        credit_weight=d.credit_weight,
-    )
-    return settings, resolve_template(d.template, spec), max_new
 
 
 class DistillStep:
@@ -324,45 +298,6 @@ class DistillStep:
             ids = row[: int(n)]
             token_rows.append(ids[:-1] if ids and ids[-1] in stops else ids)
         return self.tokenizer.batch_decode(token_rows, skip_special_tokens=True), token_rows
-
-
-def check_rollout_length(
-    tokenizer: Any, items: list[Item], spec: TaskSpec | None, d: DistillConfig
-) -> str | None:
-    """A rollout cap below the demonstrations' length cuts the answers the student should learn to give:
-    warn loudly (or raise, `distill.short_rollouts=error`), naming the task and the lengths. Returns the text."""
-    _, _, max_new = settings_from(d, spec)
-    lengths = sorted(len(completion_ids(tokenizer, it.demonstration)) for it in items)  # EOS included
-    longer = [n for n in lengths if n > max_new]
-    if not longer:
-        return None
-    name = spec.name if spec else "?"
-    task_value = spec.max_new_tokens if spec else None
-    message = (
-        f"task {name}: rollouts are capped at {max_new} new tokens (method.distill.max_new_tokens="
-        f"{d.max_new_tokens}, the task's max_new_tokens={task_value}) but {len(longer)} of {len(lengths)} "
-        f"demonstrations are longer ({longer[0]}-{longer[-1]} tokens with EOS; median of all {lengths[len(lengths) // 2]}):"
-        f" such answers can only be distilled cut off; raise method.distill.max_new_tokens to >= {longer[-1]}"
-        " or leave it null to use the task's"
-    )
-    if d.short_rollouts == "error":
-        raise ValueError(message)
-    log.warning(message)
-    return message
-
-
-def stage_probe(
-    model: Any, tokenizer: Any, items: list[Item], spec: TaskSpec | None, d: DistillConfig
-) -> dict[str, float]:
-    """The teacher-forcing probe (harness.distill.probe) on the first `probe_items` train items, before training."""
-    n = min(d.probe_items, len(items))
-    if n <= 0 or sharding.is_sharded(model):  # under FSDP the layers are sharded outside a forward: skipped
-        return {}
-    _, template, _ = settings_from(d, spec)
-    result = probe(model, tokenizer, items[:n], template)
-    name = d.template or (spec.teacher_template if spec else None) or DEFAULT_TEMPLATE
-    warn_if_recitable(result, spec.name if spec else "?", name)
-    return result.stats()
 
 
 def train(

@@ -15,7 +15,6 @@ Rules that keep the words honest:
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from harness.report.passk import passk_section
 from harness.report.power import power_section
 from harness.report.render import Section, Table, interval_text, md_table
 from harness.report.runs import BASE_LABEL, Group, RunResult, seed_order, slug
+from harness.report.samples import generations_html
 from harness.report.streams import StreamStats
 
 # summary columns after the per-task ones: (csv name, display name, higher is better)
@@ -44,7 +44,6 @@ METRIC_COLUMNS = (
 )
 LEARNED_ONLY = ("bwt", "forgetting")
 NOT_LEARNED = "n/a (not learned)"
-SAMPLES_PER_TASK = 3  # generations shown per task, stage and group in the HTML
 EQUIVALENCE_MARGIN = 0.05  # a difference is called equivalent only when its interval lies inside +-5 points
 
 STATS_NOTE = (
@@ -244,36 +243,6 @@ def general_table(ss: StreamStats, g: Group) -> Table | None:
 
 
 # ---- sample generations (HTML only) ---------------------------------------------------------------------
-def generations_html(ss: StreamStats) -> str:
-    out = []
-    for g in ss.groups:
-        run = next((r for r in sorted(g.runs, key=lambda r: seed_order(r.seed)) if r.items is not None), None)
-        if run is None:
-            continue
-        out.append(
-            f"<details><summary>Sample generations: {html.escape(g.label)} (seed {html.escape(run.seed)}, "
-            f"order {html.escape(run.order)})</summary>"
-        )
-        for stage in sorted(run.items["stage"].unique()):
-            for task in run.tasks:
-                sub = run.items[(run.items["stage"] == stage) & (run.items["task"] == task)]
-                sub = sub.sort_values("doc_id").head(SAMPLES_PER_TASK)
-                if sub.empty:
-                    continue
-                out.append(f"<h4>after stage {stage}, task {html.escape(task)}</h4>")
-                for _, row in sub.iterrows():
-                    mark = "ok" if float(row["score"]) >= 1 else "bad"
-                    prompt = str(row.get("prompt", ""))[-400:]
-                    out.append(
-                        f"<details><summary class='{mark}'>item {row['doc_id']}: score {row['score']:g}"
-                        f"</summary><pre>…{html.escape(prompt)}</pre><b>generation</b>"
-                        f"<pre>{html.escape(str(row['generation']))}</pre><b>target</b>"
-                        f"<pre>{html.escape(str(row['target']))}</pre></details>"
-                    )
-        out.append("</details>")
-    return "\n".join(out)
-
-
 # ---- sections -----------------------------------------------------------------------------------------
 def facts(runs: list[RunResult], skipped: int) -> list[str]:
     def values(get) -> str:

@@ -16,6 +16,7 @@ from harness import config
 from harness.config import Config
 from harness.eval.passk import check_pass_k
 from harness.methods import method_names, method_options, option_values
+from harness.run.config_checks import check_ranges, check_settings, check_vllm, one_of
 
 ROLLOUT_SOURCES = ("student", "teacher", "mix")
 
@@ -25,19 +26,19 @@ def validate(cfg: DictConfig | Config) -> None:
     c: Any = cfg
     # nan passes every range test (nan < 0 and nan > 0 are both False)
     check_finite(asdict(c) if isinstance(c, Config) else OmegaConf.to_container(c, resolve=True))
-    config.check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
-    config.check_settings(c)
-    config.one_of("method.name", c.method.name, method_names())
+    check_ranges(c)  # first: the checks below may divide by a checked knob (batch_size % grad_accum)
+    check_settings(c)
+    one_of("method.name", c.method.name, method_names())
     method_options(c.method.name, c.method.options)
-    config.one_of("method.distill.teacher", c.method.distill.teacher, config.TEACHERS)
-    config.one_of("method.distill.divergence", c.method.distill.divergence, config.DIVERGENCES)
-    config.one_of("method.distill.support", c.method.distill.support, config.SUPPORTS)
-    config.one_of("checkpoints", c.checkpoints, ("all", "last", "none"))
+    one_of("method.distill.teacher", c.method.distill.teacher, config.TEACHERS)
+    one_of("method.distill.divergence", c.method.distill.divergence, config.DIVERGENCES)
+    one_of("method.distill.support", c.method.distill.support, config.SUPPORTS)
+    one_of("checkpoints", c.checkpoints, ("all", "last", "none"))
     # the remedy knobs whose valid values are names; their numeric ranges are in config.RANGES
-    config.one_of("method.distill.rollout_source", c.method.distill.rollout_source, ROLLOUT_SOURCES)
-    config.one_of("method.distill.short_rollouts", c.method.distill.short_rollouts, ("warn", "error"))
-    config.one_of("method.distill.decoder", c.method.distill.decoder, ("static", "hf"))
-    config.one_of("eval.decoder", c.eval.decoder, ("static", "hf"))
+    one_of("method.distill.rollout_source", c.method.distill.rollout_source, ROLLOUT_SOURCES)
+    one_of("method.distill.short_rollouts", c.method.distill.short_rollouts, ("warn", "error"))
+    one_of("method.distill.decoder", c.method.distill.decoder, ("static", "hf"))
+    one_of("eval.decoder", c.eval.decoder, ("static", "hf"))
     if c.trainer.batch_size % c.trainer.grad_accum:
         raise ValueError(
             f"trainer.batch_size={c.trainer.batch_size} is not divisible by trainer.grad_accum={c.trainer.grad_accum}"
@@ -48,10 +49,10 @@ def validate(cfg: DictConfig | Config) -> None:
         # Path("") is the current folder: the store, checkpoints and Hydra's folder would land wherever
         # the command happened to start
         raise ValueError("results_dir is empty: give a folder, e.g. results_dir=results")
-    config.one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
+    one_of("eval.backend", c.eval.backend, config.EVAL_BACKENDS)
     check_pass_k(c.eval.pass_k, c.eval.samples)
     if c.eval.backend == "vllm":
-        config.check_vllm(c)
+        check_vllm(c)
     if c.model.lora.r > 0 and c.eval.backend == "vllm":
         raise ValueError(
             "model.lora.r>0 with eval.backend=vllm: the vLLM snapshot has no adapters; use eval.backend=hf"

@@ -17,12 +17,9 @@ API used by the loop::
     tracker.finish_parent(parent, R, G, final_metrics, config_yaml=...)     # idempotent
     tracker.mark_failed(parent, message)
 
-Parent runs carry MLflow's source tags (`mlflow.source.name/type`, `mlflow.source.git.commit`, `mlflow.user`)
-as `mlflow.start_run` would set them. Stage runs may carry `items.csv.gz` (every eval item's score, see
-`ITEMS_ARTIFACT`); `read_items` reads it back.
-
-The contract's names and helpers (`run_key`, `flatten_config`, ...) live in harness.tracking.keys; artifact
-writing in harness.tracking.artifacts.
+Parent runs carry MLflow's source tags as `mlflow.start_run` would set them; stage runs may carry
+`items.csv.gz` (`read_items`). Names and helpers (`run_key`, ...): harness.tracking.keys; artifact writing:
+harness.tracking.artifacts.
 """
 
 from __future__ import annotations
