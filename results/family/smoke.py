@@ -29,6 +29,7 @@ COMMON = [f"trainer.max_steps={STEPS}", "trainer.batch_size=2", "trainer.warmup_
 # the scored members with one prompt per step (two rollouts) and shorter rollouts: on a loaded, shared CPU a
 # step of two prompts x two rollouts x 72 tokens took a quarter of an hour
 EXTRA = ["trainer.batch_size=1", "method.distill.max_new_tokens=32"]
+EXTRA_FULL = ["trainer.batch_size=1"]  # `*_full`: the task's own rollout length (72), so answers can be right
 
 
 def run(model, tok, items, spec, overrides: list[str]) -> None:
@@ -71,7 +72,8 @@ def main() -> None:
             run(model, tok, items, spec, ["method=opd", f"method.options.teacher_model={folder}"])
     for name in chosen:
         if name != "opd":
-            run(model, tok, items, spec, [*RUNS[name], *EXTRA])
+            base = name.removesuffix("_full")
+            run(model, tok, items, spec, [*RUNS[base], *(EXTRA_FULL if name.endswith("_full") else EXTRA)])
 
 
 if __name__ == "__main__":
