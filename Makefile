@@ -36,8 +36,8 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
-# the linter and the formatter, as CI runs them (`ruff format harness tests tasks results/smallscale results/study` fixes format)
-LINTED := harness tests tasks results/smallscale results/study
+# the linter and the formatter, as CI runs them (`ruff format harness tests tasks results/smallscale results/study results/regime` fixes format)
+LINTED := harness tests tasks results/smallscale results/study results/regime
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)

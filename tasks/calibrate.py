@@ -28,6 +28,7 @@ CHANCE = {
     "knowledge": "0",
     "knowledge_ood": "0",
     "dates": "0",
+    "caps": "0",
     "general_ifeval": "~0",
     "general_arith": "~0",
     "general_mc": "0.25",
