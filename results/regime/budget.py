@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument(
         "--deadline", default="", help="UTC HH:MM: evaluate the current step (and the general suite) and stop"
     )
+    ap.add_argument("--runs-dir", default=str(HERE / "runs"), help="where the run files go")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--extra", nargs="*", default=[], help="more config overrides")
     args = ap.parse_args()
@@ -170,7 +171,7 @@ def main() -> None:
         overrides.append(f"trainer.lr={args.lr}")
     cfg = compose(overrides)
     args.lr = args.lr or str(cfg.trainer.lr)
-    out = HERE / "runs" / f"{run_name(args)}.jsonl"
+    out = Path(args.runs_dir) / f"{run_name(args)}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     if finished(out):
         logging.info("%s is finished; skipped", out)
