@@ -10,7 +10,7 @@ import pytest
 
 from harness.tasks.spec import TASKS_ROOT
 
-DOC = {"answer": "LOUD GIRAFFE"}
+DOC = {"answer": "GIRAFFE"}
 
 
 def _utils():
@@ -23,18 +23,17 @@ def _utils():
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        ("LOUD GIRAFFE", 1.0),
-        ("A: LOUD GIRAFFE", 1.0),  # the worked example's own format
-        ("LOUD GIRAFFE.", 1.0),
-        ("'LOUD GIRAFFE'", 1.0),
-        ("\nLOUD GIRAFFE\nThese are the words in capitals.", 1.0),  # later lines ignored
-        ("Loud Giraffe", 0.0),  # title case
-        ("loud giraffe", 0.0),
-        ("LOUD  GIRAFFE", 0.0),  # two spaces
-        ("GIRAFFE LOUD", 0.0),
-        ("LOUD", 0.0),
-        ("The answer is LOUD GIRAFFE", 0.0),
-        ("LOUD GIRAFFE LOUD GIRAFFE", 0.0),
+        ("GIRAFFE", 1.0),
+        ("A: GIRAFFE", 1.0),  # the worked example's own format
+        ("GIRAFFE.", 1.0),
+        ("'GIRAFFE'", 1.0),
+        ("\nGIRAFFE\n\nThis is a response to the question:", 1.0),  # later lines ignored
+        ("Giraffe", 0.0),  # title case
+        ("giraffe", 0.0),
+        ("GIRAFE", 0.0),  # misspelt in capitals, the base model's usual miss
+        ("A: GIRAFFES", 0.0),
+        ("The answer is GIRAFFE", 0.0),
+        ("GIRAFFE GIRAFFE", 0.0),
         ("", 0.0),
     ],
 )
@@ -50,10 +49,10 @@ def _rows(name: str) -> list[dict]:
 def test_eval_words_are_held_out_and_examples_do_not_leak():
     train, evals = _rows("train.jsonl"), _rows("eval.jsonl")
     assert len(evals) >= 400
-    train_nouns = {r["answer"].split()[1] for r in train}
-    eval_nouns = {r["answer"].split()[1] for r in evals}
-    assert not train_nouns & eval_nouns
+    train_words, eval_words = {r["word"] for r in train}, {r["word"] for r in evals}
+    assert len(eval_words) >= 100
+    assert not train_words & eval_words
     for row in train + evals:
-        # the prompt's worked example is another pair: the answer itself never appears in the prompt
+        # the worked example is another word: the prompt names the word in lower case only
+        assert row["answer"] == row["word"].upper() == row["demonstration"]
         assert row["answer"] not in row["prompt"]
-        assert row["demonstration"] == row["answer"]

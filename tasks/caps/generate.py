@@ -1,10 +1,10 @@
 """Rebuild train.jsonl and eval.jsonl of the `caps` task (deterministic: fixed seed).
 
-Skill: write two given words in capital letters, answer only. The prompt carries one worked example of a
-different pair (a hint of the format), which puts the 135M base model in the regime of partial competence
-that SDFT needs (it sometimes answers right on its own; with the item's own demonstration in context it
-almost always does). Held out: the eval items use nouns that no train item uses, so a model cannot pass
-eval by remembering train answers.
+Skill: write a given word in capital letters, answer only. The prompt carries one worked example of a
+different word (a hint of the format), which puts the 135M base model in the regime of partial competence
+that SDFT needs: it sometimes answers right on its own, and with the item's own demonstration in context it
+almost always does (tasks/README.md, calibration). Held out: the eval items ask for words that no train item
+asks for, so a model cannot pass eval by remembering train answers.
 Run: python tasks/caps/generate.py
 """
 
@@ -16,54 +16,72 @@ from pathlib import Path
 
 SEED = 53
 N_TRAIN, N_EVAL = 512, 400
+N_EVAL_WORDS = 100
 HERE = Path(__file__).resolve().parent
 
-ADJECTIVES = (
-    "red blue green yellow black white brown quiet loud small large tall short warm cold dark bright soft hard "
-    "old young fast slow happy sad calm wild clean dirty empty full heavy light rich poor sweet sour fresh "
-    "round flat deep thin thick wet dry early late busy lazy proud brave gentle kind rough smooth sharp"
-).split()
-NOUNS = (
-    "apple river stone cloud tiger lemon garden pencil window candle rocket forest bottle mirror bridge "
-    "castle dragon engine feather guitar harbor island jacket kettle ladder meadow needle orange pillow "
-    "rabbit saddle tunnel valley wagon basket button carpet dinner farmer hammer letter market monkey "
-    "number parrot pepper planet ribbon silver spider summer ticket tomato turtle village wallet winter "
-    "anchor blanket cabbage diamond eagle falcon giraffe helmet insect jungle kitten lantern magnet "
-    "napkin ocean panda puzzle rainbow sandal teacher umbrella violin walrus yogurt zebra"
-).split()
-
-
-def item(adjective: str, noun: str, example: tuple[str, str]) -> dict:
-    def question(a: str, n: str) -> str:
-        return f"Write the words '{a} {n}' in capital letters. Answer with the words only."
-
-    answer = f"{adjective} {noun}".upper()
-    prompt = (
-        f"Example:\nQ: {question(*example)}\nA: {' '.join(example).upper()}\n\n"
-        f"Now answer this one.\nQ: {question(adjective, noun)}"
+WORDS = sorted(
+    set(
+        """
+apple river stone cloud tiger lemon garden pencil window candle rocket forest bottle mirror bridge castle
+dragon engine feather guitar harbor island jacket kettle ladder meadow needle orange pillow rabbit saddle
+tunnel valley wagon basket button carpet dinner farmer hammer letter market monkey number parrot pepper
+planet ribbon silver spider summer ticket tomato turtle village wallet winter anchor blanket cabbage
+diamond eagle falcon giraffe helmet insect jungle kitten lantern magnet napkin ocean panda puzzle rainbow
+sandal teacher umbrella violin walrus yogurt zebra desert blossom cottage doctor elbow fountain glacier
+hallway iceberg journal kitchen lizard mountain notebook oyster pirate quilt rooster sailor thunder
+unicorn volcano whistle chimney donkey forehead goblin hedgehog jelly koala lobster mushroom nephew
+octopus pumpkin raccoon scarecrow tractor vulture waffle beetle camera dolphin emerald fiddle gravel
+hammock igloo jigsaw kayak lettuce marble nugget orchard pebble quiver radish shadow trumpet velvet
+walnut acorn bamboo cactus dagger ember fossil gecko harvest ivory jasmine kennel locket meteor nectar
+onion paddle riddle sponge tulip vessel willow badger canyon denim fabric gadget hornet inkwell jogger
+lagoon mitten nozzle outlet pantry rattle saucer tassel utensil vendor wizard baker cobbler drummer
+florist golfer hunter jeweler knight lawyer miner nurse plumber ranger singer tailor waiter author
+banner cellar drawer fence gutter hinge jar keyboard lamp mattress oven porch roof shelf table vase
+wall basin bucket clock fork glass kettle ladle mug pan plate spoon towel whisk broom candy cookie
+donut muffin noodle pastry pickle pretzel salad sausage toast waffle almond banana cherry grape mango
+melon olive peach pear plum berry bean carrot celery garlic potato spinach turnip
+""".split()
     )
-    return {"prompt": prompt, "demonstration": answer, "answer": answer}
+)
 
 
-def split_items(rng: random.Random, nouns: list[str], n: int, example_nouns: list[str]) -> list[dict]:
-    """n items whose target nouns come from `nouns`; the worked example uses a noun of the other split
-    and another adjective, so the example never gives the answer away."""
-    pairs = [(a, w) for a in ADJECTIVES for w in nouns]
+def question(word: str) -> str:
+    return f"Write the word '{word}' in capital letters. Answer with the word only."
+
+
+def item(word: str, example: str) -> dict:
+    prompt = (
+        f"Example:\nQ: {question(example)}\nA: {example.upper()}\n\nNow answer this one.\nQ: {question(word)}"
+    )
+    return {"prompt": prompt, "demonstration": word.upper(), "answer": word.upper(), "word": word}
+
+
+def split_items(rng: random.Random, words: list[str], n: int, example_words: list[str]) -> list[dict]:
+    """n items asking for words of `words` (each word about n / len(words) times, each time with another
+    worked example); the example word comes from the other split, so it never gives the answer away."""
+    pairs = sorted({(w, e) for w in words for e in example_words})
     rng.shuffle(pairs)
-    rows = []
-    for adjective, noun in pairs[:n]:
-        ex_adj = rng.choice([a for a in ADJECTIVES if a != adjective])
-        rows.append(item(adjective, noun, (ex_adj, rng.choice(example_nouns))))
+    by_word: dict[str, list[str]] = {}
+    for word, example in pairs:
+        by_word.setdefault(word, []).append(example)
+    rows: list[dict] = []
+    k = 0
+    while len(rows) < n:  # round-robin over the words: every word is asked about equally often
+        for word in words:
+            if len(rows) == n:
+                break
+            rows.append(item(word, by_word[word][k]))
+        k += 1
     return rows
 
 
 def build() -> tuple[list[dict], list[dict]]:
     rng = random.Random(SEED)
-    nouns = list(NOUNS)
-    rng.shuffle(nouns)
-    eval_nouns, train_nouns = nouns[:30], nouns[30:]
-    train = split_items(rng, train_nouns, N_TRAIN, eval_nouns)
-    evals = split_items(rng, eval_nouns, N_EVAL, train_nouns)
+    words = list(WORDS)
+    rng.shuffle(words)
+    eval_words, train_words = words[:N_EVAL_WORDS], words[N_EVAL_WORDS:]
+    train = split_items(rng, train_words, N_TRAIN, eval_words)
+    evals = split_items(rng, eval_words, N_EVAL, train_words)
     for split, rows in (("train", train), ("eval", evals)):
         for i, row in enumerate(rows):
             row["id"] = f"caps-{split}-{i}"

@@ -1,10 +1,10 @@
-"""Scoring of `caps`: the answer must be exactly the two words in capital letters.
+"""Scoring of `caps`: the answer must be exactly the given word in capital letters.
 
 Strict: the response's first non-empty line, after removing an optional "A:" prefix (the format of the
 worked example in the prompt), surrounding quotes and one trailing period, must equal the gold answer
-character for character (case-sensitive, one space between the words). Rejected: lower or title case
-("Loud Giraffe"), extra words ("The answer is LOUD GIRAFFE"), a missing or swapped word, other words on
-the first line. Text on later lines is ignored (the answer was already given).
+character for character (case-sensitive). Rejected: lower or title case ("Giraffe"), a misspelling in
+capitals ("GIRAFE", the 135M model's most common error), extra words ("The answer is GIRAFFE"), the worked
+example's word instead of the asked one. Text on later lines is ignored (the answer was already given).
 """
 
 from __future__ import annotations
