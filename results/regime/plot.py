@@ -54,6 +54,22 @@ def steps_to_reach(points: list[dict], level: float) -> int | None:
     return next((p["step"] for p in points if p["score"] >= level), None)
 
 
+def differences(runs: dict[str, list[dict]]) -> list[str]:
+    """Every other run of a task minus its SFT run, at the steps both scored, paired on items."""
+    out = ["", "| run - sft run | step | difference [95% CI] |", "|---|---|---|"]
+    for name, rows in runs.items():
+        task = name.split("_", 1)[0]
+        base = next((n for n in runs if n.startswith(f"{task}_sft_lr")), None)
+        if base is None or base == name:
+            continue
+        theirs = {p["step"]: p["scores"] for p in curve(runs[base])}
+        for p in curve(rows):
+            if p["step"] in theirs and len(theirs[p["step"]]) == len(p["scores"]):
+                mean, lo, hi = paired_diff(p["scores"], theirs[p["step"]])
+                out.append(f"| {name} - {base} | {p['step']} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+    return out
+
+
 def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
     head = "| run | step | acc [95% CI] | train CPU-s | train wall-s |"
     lines = [head, "|---|---|---|---|---|"]
@@ -75,6 +91,7 @@ def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
         cells = " | ".join("not reached" if g is None else str(g) for g in got)
         done = any(r["kind"] == "done" for r in rows)
         lines.append(f"| {name} | {cells} | {pts[-1]['step'] if pts else '-'} | {'yes' if done else 'no'} |")
+    lines += differences(runs)
     general = [(name, r) for name, rows in runs.items() for r in rows if r["kind"] == "general"]
     if general:
         lines += [
