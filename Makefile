@@ -41,8 +41,8 @@ gpu-check:
 test: lint
 	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
-# the linter and the formatter, as CI runs them (`ruff format harness tests tasks results/smallscale results/study results/stats` fixes format)
-LINTED := harness tests tasks results/smallscale results/study results/stats
+# the linter and the formatter, as CI runs them (`ruff format $(LINTED)` fixes format)
+LINTED := harness tests tasks results/smallscale results/study results/stats results/regime
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)

@@ -11,7 +11,7 @@ import pytest
 from harness.tasks.spec import TASKS_ROOT, TaskDataError, builtin_task_names, read_jsonl, resolve_task
 from harness.tasktools import commands as task_tools
 
-STREAM_TASKS = ["tooluse", "science", "knowledge", "dates"]
+STREAM_TASKS = ["tooluse", "science", "knowledge", "dates", "caps"]
 GENERAL_TASKS = ["general_mc", "general_ifeval", "general_arith"]
 
 
@@ -44,7 +44,7 @@ def test_builtin_task_validates(name):
 
 def test_cli_validate_returns_zero_for_builtins(capsys):
     assert task_tools.cmd_validate([]) == 0
-    assert "7/7 task(s) valid" in capsys.readouterr().out
+    assert "8/8 task(s) valid" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", STREAM_TASKS)

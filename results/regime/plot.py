@@ -1,0 +1,148 @@
+"""Budget curves from results/regime/runs/*.jsonl: accuracy against optimizer steps and training CPU-seconds,
+with 95% intervals, "steps to reach X%", and the general suite where it was measured.
+
+    PYTHONPATH=$PWD python results/regime/plot.py [--reach 0.5 0.8] [--out results/regime]
+
+Intervals: percentile bootstrap over the eval items (2000 draws, fixed seed); a difference between two
+runs at the same step is bootstrapped paired on items (the subset is the same fixed one at every point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_runs(folder: Path) -> dict[str, list[dict]]:
+    runs = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.name.endswith(".partial.jsonl"):
+            continue
+        runs[path.stem] = [
+            json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    return runs
+
+
+def bootstrap(scores: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = random.Random(seed)
+    n = len(scores)
+    means = sorted(sum(scores[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
+    return means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+
+
+def paired_diff(
+    a: list[float], b: list[float], draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of a - b and its percentile interval, resampling items (a and b score the same items)."""
+    rng = random.Random(seed)
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
+    return sum(d) / n, means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+
+
+def curve(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["kind"] == "eval"]
+
+
+def steps_to_reach(points: list[dict], level: float) -> int | None:
+    return next((p["step"] for p in points if p["score"] >= level), None)
+
+
+def differences(runs: dict[str, list[dict]]) -> list[str]:
+    """Every other run of a task minus its SFT run, at the steps both scored, paired on items."""
+    out = ["", "| run - sft run | step | difference [95% CI] |", "|---|---|---|"]
+    for name, rows in runs.items():
+        task = name.split("_", 1)[0]
+        base = next((n for n in runs if n.startswith(f"{task}_sft_lr")), None)
+        if base is None or base == name:
+            continue
+        theirs = {p["step"]: p["scores"] for p in curve(runs[base])}
+        for p in curve(rows):
+            if p["step"] in theirs and len(theirs[p["step"]]) == len(p["scores"]):
+                mean, lo, hi = paired_diff(p["scores"], theirs[p["step"]])
+                out.append(f"| {name} - {base} | {p['step']} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+    return out
+
+
+def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
+    head = "| run | step | acc [95% CI] | train CPU-s | train wall-s |"
+    lines = [head, "|---|---|---|---|---|"]
+    for name, rows in runs.items():
+        for p in curve(rows):
+            lo, hi = bootstrap(p["scores"])
+            lines.append(
+                f"| {name} | {p['step']} | {p['score']:.3f} [{lo:.3f}, {hi:.3f}] | {p['train_cpu_s']:.0f} | "
+                f"{p['train_wall_s']:.0f} |"
+            )
+    lines += [
+        "",
+        "| run | " + " | ".join(f"steps to {x:.0%}" for x in reach) + " | last step | done |",
+        "|---|" + "---|" * (len(reach) + 2),
+    ]
+    for name, rows in runs.items():
+        pts = curve(rows)
+        got = [steps_to_reach(pts, x) for x in reach]
+        cells = " | ".join("not reached" if g is None else str(g) for g in got)
+        done = any(r["kind"] == "done" for r in rows)
+        lines.append(f"| {name} | {cells} | {pts[-1]['step'] if pts else '-'} | {'yes' if done else 'no'} |")
+    lines += differences(runs)
+    general = [(name, r) for name, rows in runs.items() for r in rows if r["kind"] == "general"]
+    if general:
+        lines += [
+            "",
+            "| run | step | general_mc | general_ifeval | general_arith | n per task |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in general:
+            lines.append(
+                f"| {name} | {r['step']} | {r['general_mc']:.3f} | {r['general_ifeval']:.3f} | "
+                f"{r['general_arith']:.3f} | {r['limit']} |"
+            )
+    return "\n".join(lines)
+
+
+def draw(runs: dict[str, list[dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, rows in runs.items():
+        pts = curve(rows)
+        if not pts:
+            continue
+        ci = [bootstrap(p["scores"]) for p in pts]
+        for ax, key in zip(axes, ("step", "train_cpu_s"), strict=True):
+            x = [p[key] for p in pts]
+            ax.plot(x, [p["score"] for p in pts], marker="o", label=name)
+            ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
+    axes[0].set_xlabel("optimizer step (batch 4)")
+    axes[1].set_xlabel("training CPU-seconds (shared machine)")
+    axes[0].set_ylabel("greedy accuracy, fixed eval subset (95% CI)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "budget_curves.png", dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default=str(HERE / "runs"))
+    ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--reach", nargs="*", type=float, default=[0.5, 0.8])
+    args = ap.parse_args()
+    runs = load_runs(Path(args.runs))
+    text = table(runs, args.reach)
+    (Path(args.out) / "curves.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    draw(runs, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
