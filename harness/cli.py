@@ -244,12 +244,13 @@ def _report(argv: list[str]) -> int:
         print(REPORT_HELP)
         return 0
     from harness.console import quiet_console  # lazy: per command
+    from harness.methods import display_name  # lazy: per command (the report's method display names)
     from harness.report.write import write_report  # lazy: per command
     from harness.session import console_log, verbose_flag  # lazy: per command
 
     cfg = compose(verbose_flag(argv))
     with quiet_console(console_log(cfg), cfg.harness.verbose):
-        out = write_report(cfg)
+        out = write_report(cfg, display_name)
     print(f"report written to {out}")
     return 0
 

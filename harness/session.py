@@ -74,11 +74,12 @@ def summary_tables(markdown: str) -> str:
 def closing_summary(cfg: Config | DictConfig, argv: list[str]) -> None:
     """Write the report of the experiment and print its summary table, where report.html is and the
     command that reproduces the run. A report that cannot be written says why in one line."""
+    from harness.methods import display_name  # lazy: the report's method display names
     from harness.report.write import write_report  # lazy: plots and statistics load only here
 
     try:
         with quiet_console(console_log(cfg), cfg.harness.verbose):
-            out = write_report(cfg)
+            out = write_report(cfg, display_name)
     except ValueError as err:  # e.g. no complete run yet
         print(f"no report: {err}", file=sys.stderr)
         return

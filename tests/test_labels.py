@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.methods import display_name
 from harness.report.labels import assign_labels, method_section
 from harness.report.runs import RunResult, group_runs
 from harness.tracking.store import flatten_config
@@ -25,7 +26,7 @@ def _run(method: str, seed: int, **config) -> RunResult:
 
 def _labels(runs: list[RunResult], user: dict | None = None) -> dict[str, str]:
     groups = group_runs(runs)
-    assign_labels(groups, user)
+    assign_labels(groups, user, display_name)
     return {g.overrides: g.label for g in groups}
 
 

@@ -79,7 +79,7 @@ def test_report_of_a_sweep_draws_the_pareto_view(tmp_path):
     # sft at 0.7 = -0.05 + (-0.15) * 0.5 = -0.125; sdft at 0.7 = -0.02
     assert "at 70.0% new-task accuracy (the highest every method reaches)" in md
     assert "sdft -2.0, sft -12.5 points" in md
-    assert "Joint training on all tasks at once (joint" in md and "final accuracy 85.0" in md
+    assert "Joint training on all tasks at once (JOINT" in md and "final accuracy 85.0" in md
     assert (out / "pareto_two.png").stat().st_size > 10_000
     assert "pass@k: stream `two`" in md
     assert "a pass@1" in md and "a pass@5" in md and "| 50.0 | 60.0 |" in md  # stage 2: 0.5 and 0.6

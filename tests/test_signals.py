@@ -39,12 +39,12 @@ PAUSING_RUN = textwrap.dedent("""
         time.sleep(120)
 
     real_train = loop._train_stage
-    def train_stage(run, stage, progress, on_step=None):
+    def train_stage(run, stage, on_step=None):
         def step_hook(*args, **kwargs):
             if point == "train":
                 pause()  # after the first optimizer step of stage 1
             return on_step(*args, **kwargs) if on_step else None
-        return real_train(run, stage, progress, on_step=step_hook)
+        return real_train(run, stage, on_step=step_hook)
     loop._train_stage = train_stage
 
     real_evaluate = stage_eval.evaluate
@@ -90,7 +90,8 @@ def _runs(results: Path) -> list:
 )
 def test_signal_stops_cleanly_and_keeps_what_was_done(tmp_path, point, signum, capsys):
     results = tmp_path / "results"
-    args = [*FAST_ONE_TASK, f"results_dir={results}"]
+    # eval.decoder=hf: the pause hooks `generate`, which the static decoder does not call
+    args = [*FAST_ONE_TASK, "eval.decoder=hf", f"results_dir={results}"]
     proc = subprocess.Popen(
         [sys.executable, "-c", PAUSING_RUN, point, *args],
         stdout=subprocess.PIPE,

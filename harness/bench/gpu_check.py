@@ -29,7 +29,10 @@ from typing import Any
 
 import torch
 
-from harness.bench.step import _cfg, _items, decode_floor, run_ours
+from harness.bench.decode import decode_floor
+from harness.bench.fixed_batch import PROMPTS
+from harness.bench.fixed_batch import items as _items
+from harness.bench.step import _cfg, run_ours
 from harness.config import ModelConfig
 from harness.console import quiet_console
 from harness.distill import teacher as teacher_module
@@ -234,7 +237,9 @@ def check_bench(c: Check) -> Line:
     compute = torch.bfloat16 if c.cuda else torch.float32
     row = run_ours("sdft", c.model, c.tok, max(2, c.args.steps), c.args.new_tokens, c.device, compute)
     step_ms = 1e3 * statistics.median(s["step_s"] for s in row["steps"][1:])
-    floor = decode_floor(c.model, c.tok, c.device, compute, new_tokens=max(2, c.args.new_tokens), reps=2)
+    floor = decode_floor(
+        c.model, c.tok, PROMPTS, compute, "static", new_tokens=max(2, c.args.new_tokens), reps=2
+    )
     figure = (
         f"SDFT step {step_ms:.1f} ms, peak {row['peak_mib']:.0f} MiB; decode {floor['decode_ms']:.2f} ms "
         f"vs floor {floor['floor_ms']:.3f} ms ({floor['bandwidth_gbs']:.0f} GB/s)"

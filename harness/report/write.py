@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from harness.config import Config, results_path, tracking_uri
 from harness.report import render
-from harness.report.labels import assign_labels
+from harness.report.labels import Display, assign_labels
 from harness.report.runs import RunResult, group_runs, load_runs, seed_order
 from harness.report.sections import build_sections
 from harness.tracking.store import Tracker
@@ -40,7 +40,7 @@ def _natural(column: pd.Series) -> pd.Series:
     return numbers if numbers.notna().all() else column.astype(str)
 
 
-def write_report(cfg: Config | DictConfig) -> Path:
+def write_report(cfg: Config | DictConfig, display: Display | None = None) -> Path:
     """Write every table, plot and report.html for `cfg.experiment_name`; returns the output folder."""
     uri = tracking_uri(cfg)
     tracker = Tracker(uri, cfg.experiment_name, create=False)
@@ -54,7 +54,7 @@ def write_report(cfg: Config | DictConfig) -> Path:
     out = results_path(cfg) / cfg.experiment_name
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
-    assign_labels(groups, getattr(getattr(cfg, "report", None), "labels", None))
+    assign_labels(groups, getattr(getattr(cfg, "report", None), "labels", None), display)
     sections, summary = build_sections(cfg.experiment_name, runs, groups, skipped, out)
     # the machine-readable name of each row beside the readable one (empty for the base model)
     overrides = {(g.stream, g.label): g.overrides for g in groups}
