@@ -85,7 +85,7 @@ def sample(
     top_k: int = 0,
     min_p: float = 0.0,
     share_prefill: bool = True,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> Rollouts:
     """One completion per prompt (repeat a prompt for several rollouts: with `share_prefill` it is
     prefilled once for all its rows). Each row stops at its end-of-turn token, the batch when every row has.

@@ -58,7 +58,7 @@ def evaluate(
     max_length: int | None = None,
     allow_code_execution: bool = False,
     auto_batch_size: bool = True,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> EvalResult:
     """Run lm-eval's `simple_evaluate` on the model as it is now for `task_names` (greedy, chat template).
 
@@ -158,7 +158,7 @@ def _language_model(
     seed: int,
     vllm_gpu_memory: float,
     vllm_snapshot: Path | None,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> Any:
     """lm-eval's model object: HFLM on the live model (its greedy generation on harness.decoding when
     `decoder` is static and the model allows it), or vLLM on the stage's snapshot."""

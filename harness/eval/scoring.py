@@ -120,7 +120,7 @@ def greedy_generate(
     max_new_tokens: int,
     batch_size: int = 16,
     stops: Sequence[str] = STOP_STRINGS,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> list[str]:
     """Greedy completions of chat conversations, batched and left-padded, cut at the stop strings.
 
@@ -194,7 +194,7 @@ def greedy_responses(
     template: str | None = None,
     max_new_tokens: int | None = None,
     batch_size: int = 16,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> list[str]:
     """The greedy responses behind greedy_scores (useful to inspect what the model wrote)."""
     if mode == "base":
@@ -219,7 +219,7 @@ def greedy_scores(
     template: str | None = None,
     max_new_tokens: int | None = None,
     batch_size: int = 16,
-    decoder: str = "static",
+    decoder: str = "hf",
 ) -> list[float]:
     """Per-doc scores of greedy answers: mode "base" = the prompt alone (the student), "in_context" = the
     teacher prompt with the item's own demonstration (and privileged context), i.e. the SDFT teacher."""
