@@ -223,6 +223,9 @@ def _broken_store(command: str, damage):
     return make
 
 
+NEW_TASK = ("new", "mytask", "--from", "{src}", "--out", "{out}")  # `harness tasks new` on the case's source
+
+
 def _tasks(*args: str, expected: str, source: str | None = GOOD + "\n"):
     """`harness tasks ...`; {src} in args is a small JSONL source (or a file holding `source`), {out} the
     folder `tasks new` would write: under results_dir, which must stay absent."""
@@ -413,12 +416,7 @@ CASES = {
     "report-store-header-wiped": _broken_store("report", lambda data: b"\0" * 100 + data[100:]),
     "report-store-truncated": _broken_store("report", lambda data: data[: len(data) // 2]),
     "tasks-new-option-type": _tasks(
-        "new",
-        "mytask",
-        "--from",
-        "{src}",
-        "--out",
-        "{out}",
+        *NEW_TASK,
         "--scorer",
         "numeric",
         "--scorer-option",
@@ -426,12 +424,7 @@ CASES = {
         expected=r"--scorer-option rel_tol='abc': scorer 'numeric' wants a number",
     ),
     "tasks-new-option-unknown": _tasks(
-        "new",
-        "mytask",
-        "--from",
-        "{src}",
-        "--out",
-        "{out}",
+        *NEW_TASK,
         "--scorer",
         "numeric",
         "--scorer-option",
@@ -439,39 +432,22 @@ CASES = {
         expected=r"--scorer-option rel_tl=0.1: scorer 'numeric' takes rel_tol \(default 0.01\)",
     ),
     "tasks-new-regex-pattern": _tasks(
-        "new",
-        "mytask",
-        "--from",
-        "{src}",
-        "--out",
-        "{out}",
+        *NEW_TASK,
         "--scorer",
         "regex",
         "--scorer-option",
         "pattern=(unclosed",
         expected=r"--scorer-option pattern='\(unclosed': not a valid regex",
     ),
-    "tasks-new-empty-source": _tasks(
-        "new", "mytask", "--from", "{src}", "--out", "{out}", expected=r"{src}: empty file", source=""
-    ),
+    "tasks-new-empty-source": _tasks(*NEW_TASK, expected=r"{src}: empty file", source=""),
     "tasks-new-limit-zero": _tasks(
-        "new",
-        "mytask",
-        "--from",
-        "{src}",
-        "--out",
-        "{out}",
+        *NEW_TASK,
         "--limit",
         "0",
         expected=r"harness tasks new: error: argument --limit: must be an integer >= 1, got 0\n  hint: ",
     ),
     "tasks-new-calibrate-negative": _tasks(
-        "new",
-        "mytask",
-        "--from",
-        "{src}",
-        "--out",
-        "{out}",
+        *NEW_TASK,
         "--calibrate",
         "-1",
         expected=r"argument --calibrate: must be an integer >= 0, got -1",
