@@ -5,7 +5,8 @@
 
 Generative tasks: greedy answers scored by the task's utils.score (harness.eval.scoring.greedy_scores), the
 first --n items of each eval file. Multiple-choice tasks (general_mc): lm-eval's loglikelihood accuracy.
-Prints one Markdown table row per eval file (the table in tasks/README.md came from this script).
+Prints one Markdown table row per eval file, scores with 95% Wilson intervals (the tables in tasks/README.md
+came from this script).
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ def chance(name: str) -> str:
     """The task's declared chance level (task.yaml `chance`: its best constant answer on the whole eval set)."""
     spec = resolve_task(name.removesuffix("_ood"))
     return "n/a" if spec.chance is None or name.endswith("_ood") else f"{spec.chance:.3f}"
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion k/n (k may be fractional for partial-credit scorers)."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def with_interval(scores: list[float]) -> str:
+    lo, hi = wilson(sum(scores), len(scores))
+    return f"{sum(scores) / len(scores):.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def read_docs(path, n, start=0):
@@ -79,8 +93,9 @@ def main() -> None:
     parser.add_argument(
         "--lm-eval", type=int, default=0, help="run simple_evaluate on this many items per task"
     )
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, tok = load_model(ModelConfig())
     if args.lm_eval:
@@ -107,13 +122,13 @@ def main() -> None:
             for mode in modes:
                 resp = greedy_responses(model, tok, spec, docs, mode, template=args.template)
                 scores = [scorer(r, d) for r, d in zip(resp, docs, strict=True)]
-                row[mode] = sum(scores) / len(scores)
+                row[mode] = with_interval(scores)
                 for r, d, s in list(zip(resp, docs, scores, strict=True))[: args.show]:
                     print(f"   [{mode} {s}] {d['prompt'][-60:]!r} -> {r!r}")
             template = args.template or spec.teacher_template or "paper"
-            ic = f"{row['in_context']:.2f}" if "in_context" in row else "n/a"
+            ic = row.get("in_context", "n/a")
             print(
-                f"| {label} | {eval_file.name} | {len(docs)} | {row['base']:.2f} | {ic} | "
+                f"| {label} | {eval_file.name} | {len(docs)} | {row['base']} | {ic} | "
                 f"{chance(label)} | {template if 'in_context' in row else 'n/a'} |  "
                 f"({time.time() - t:.0f}s)",
                 flush=True,

@@ -74,7 +74,8 @@ def finished(path: Path) -> bool:
 
 
 def general_scores(model, tok, cfg, limit: int) -> dict[str, float]:
-    from harness.eval.lmeval import evaluate, primary_metric
+    from harness.eval.lmeval import evaluate
+    from harness.eval.results import primary_metric
     from harness.tasks.spec import TASKS_ROOT
 
     res = evaluate(

@@ -18,7 +18,10 @@ from pathlib import Path
 
 SEED = 77
 N_ENTITIES = 64
-N_EVAL_ID, N_EVAL_OOD = 128, 120
+N_EVAL_ID, N_EVAL_OOD = 400, 120
+# the first 128 eval items (two facts per entity) came first and keep their place: runs that scored the first
+# 120 items stay comparable; items 128-399 were added later (issue 25: at least 400 eval items per task)
+N_EVAL_FIRST = 128
 HERE = Path(__file__).resolve().parent
 
 SYL_A = [
@@ -171,6 +174,13 @@ EVAL_Q = {
     "person": ["{N} was {verb} by whom?", "Which person {verb} {n}?"],
     "num": ["What number of {unit} is reported for {n}?", "{N}: how many {unit}? Answer with the number."],
 }
+# More paraphrases for the later eval items: each asks a fact in words used nowhere else
+EVAL_Q_MORE = {
+    "city": ["Where, by city, is {n}?", "Tell me the city of {n}."],
+    "date": ["Give the month and year {n} started.", "{N} began in which month of which year?"],
+    "person": ["Name the person who {verb} {n}.", "Whose name is linked to {n} as the one who {verb} it?"],
+    "num": ["State the count of {unit} for {n}.", "Report the number of {unit} of {n}."],
+}
 
 
 def unit_phrase(kind: str) -> str:
@@ -277,7 +287,28 @@ def build() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
                 q = f"How many {unit_phrase(e['kind'])} does {where_when} have?"
                 demo = f"That is {e['name']}, with {e['num']} {unit_phrase(e['kind'])}."
             eval_ood.append(row(q, e, f, f"knowledge-ood-{i}-{f}", demo))
+    eval_id += more_eval_items(rng, entities, eval_id)
     return corpus, train, eval_id[:N_EVAL_ID], eval_ood[:N_EVAL_OOD]
+
+
+def more_eval_items(rng: random.Random, entities: list[dict], first: list[dict]) -> list[dict]:
+    """Items 128-399, drawn after every other file so the earlier items do not change: first the two facts
+    of each entity the first pass left out (so all 256 facts are asked once), then a second wording of
+    facts chosen at random. Every wording differs from the train question and from the fact's other
+    eval wording; items of one fact are correlated, so intervals over these items are a little narrow."""
+    asked = {r["id"] for r in first}
+    rows = []
+    for i, e in enumerate(entities):
+        for f in sorted(TRAIN_Q):
+            if f"knowledge-eval-{i}-{f}" not in asked:
+                rows.append(row(question(rng.choice(EVAL_Q_MORE[f]), e), e, f, f"knowledge-eval-{i}-{f}"))
+    used = {r["id"]: r["prompt"] for r in first + rows}
+    pairs = [(i, f) for i in range(len(entities)) for f in sorted(TRAIN_Q)]
+    for i, f in rng.sample(pairs, N_EVAL_ID - N_EVAL_FIRST - len(rows)):
+        e = entities[i]
+        options = [q for q in EVAL_Q[f] + EVAL_Q_MORE[f] if question(q, e) != used[f"knowledge-eval-{i}-{f}"]]
+        rows.append(row(question(rng.choice(options), e), e, f, f"knowledge-eval-{i}-{f}-b"))
+    return rows
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
