@@ -64,10 +64,25 @@ def test_general_suite_size():
     assert sum(len(_rows(TASKS_ROOT / n / "eval.jsonl")) for n in GENERAL_TASKS) >= 600  # issue 25
 
 
-@pytest.mark.parametrize("name", ["tooluse", "science", "dates"])
+@pytest.mark.parametrize("name", ["tooluse", "science", "dates", "knowledge", "caps"])
 def test_generated_stream_tasks_have_400_eval_items(name):
-    # issue 25: enough items that the item part of an interval is small; knowledge's facts are a fixed list
+    # issue 25: enough items that the item part of an interval is small
     assert len(_rows(TASKS_ROOT / name / "eval.jsonl")) >= 400
+
+
+def test_knowledge_eval_asks_every_fact_in_a_wording_of_its_own():
+    """Items 0-255 ask each of the 256 train facts once, items 256+ ask a fact again in another wording;
+    the first 128 items are the original set (older runs stay comparable)."""
+    train = _rows(TASKS_ROOT / "knowledge" / "train.jsonl")
+    evals = _rows(TASKS_ROOT / "knowledge" / "eval.jsonl")
+    facts = {r["id"].removeprefix("knowledge-train-") for r in train}
+    first = [r["id"].removeprefix("knowledge-eval-") for r in evals[:256]]
+    assert sorted(first) == sorted(facts)
+    wording = {r["id"].removeprefix("knowledge-eval-"): r["prompt"] for r in evals[:256]}
+    for r in evals[256:]:
+        fact = r["id"].removeprefix("knowledge-eval-").removesuffix("-b")
+        assert r["id"].endswith("-b") and fact in facts and r["prompt"] != wording[fact]
+    assert evals[0]["id"] == "knowledge-eval-0-person" and evals[127]["id"].startswith("knowledge-eval-63-")
 
 
 @pytest.mark.parametrize("name", STREAM_TASKS + GENERAL_TASKS)
