@@ -37,9 +37,12 @@ demo: $(STAMP)
 gpu-check:
 	PY=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) scripts/gpu_check.sh
 
-# lint first (seconds), then pytest; pytest exits 5 when it collects no tests: that is a failure here, not a pass
+# lint first (seconds), then pytest; pytest exits 5 when it collects no tests: that is a failure here, not a pass.
+# The tests are shared between TEST_WORKERS processes (pytest-xdist), whole files at a time (a file's tests
+# share their fixtures); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 test: lint
-	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -q tests $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) --durations=15; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
 # the linter and the formatter, as CI runs them (`ruff format $(LINTED)` fixes format)
 LINTED := harness tests tasks results/smallscale results/study results/stats results/regime

@@ -13,8 +13,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # At most 2 intra-op threads, fewer when OMP_NUM_THREADS says so (a shared machine: oversubscribed OpenMP
-# threads spin-wait and slow everything down many times over).
-torch.set_num_threads(min(2, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
+# threads spin-wait and slow everything down many times over). Under pytest-xdist every worker is one process
+# of its own on one core: one thread each.
+_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(min(_THREADS, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Convert the embedded model once, in the controlling process, before any xdist worker starts: two
+    workers converting at the same time would replace the cache folder under each other's feet."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    from harness.models import EMBEDDED_NAME, locate_weights
+
+    locate_weights(EMBEDDED_NAME)
 
 
 @pytest.fixture(scope="session")
