@@ -70,6 +70,39 @@ def differences(runs: dict[str, list[dict]]) -> list[str]:
     return out
 
 
+GENERAL = ("general_mc", "general_ifeval", "general_arith")
+
+
+def binomial_diff(p1: float, p0: float, n: int) -> tuple[float, float]:
+    """95% interval of p1 - p0 for two proportions of n binary items each, treated as independent samples:
+    conservative here, where both score the same items (a paired interval would be narrower)."""
+    se = (p1 * (1 - p1) / n + p0 * (1 - p0) / n) ** 0.5
+    return p1 - p0 - 1.96 * se, p1 - p0 + 1.96 * se
+
+
+def general_table(runs: dict[str, list[dict]]) -> list[str]:
+    """The general suite where it was measured, and its change from the base model (the step-0 measurement,
+    made once: the base model is the same for every run)."""
+    general = [(name, r) for name, rows in runs.items() for r in rows if r["kind"] == "general"]
+    if not general:
+        return []
+    base = next((r for _, r in general if r["step"] == 0), None)
+    head = " | ".join(f"{g} (change [95% CI])" for g in GENERAL)
+    lines = ["", f"| run | step | {head} | mean change | n per task |", "|---|---|---|---|---|---|---|"]
+    for name, r in general:
+        cells, changes = [], []
+        for g in GENERAL:
+            if base is None or r["step"] == 0:
+                cells.append(f"{r[g]:.3f}")
+                continue
+            lo, hi = binomial_diff(r[g], base[g], r["limit"])
+            changes.append(r[g] - base[g])
+            cells.append(f"{r[g]:.3f} ({r[g] - base[g]:+.3f} [{lo:+.3f}, {hi:+.3f}])")
+        mean = f"{sum(changes) / len(changes):+.3f}" if changes else "base"
+        lines.append(f"| {name} | {r['step']} | {' | '.join(cells)} | {mean} | {r['limit']} |")
+    return lines
+
+
 def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
     head = "| run | step | acc [95% CI] | train CPU-s | train wall-s |"
     lines = [head, "|---|---|---|---|---|"]
@@ -92,41 +125,38 @@ def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
         done = any(r["kind"] == "done" for r in rows)
         lines.append(f"| {name} | {cells} | {pts[-1]['step'] if pts else '-'} | {'yes' if done else 'no'} |")
     lines += differences(runs)
-    general = [(name, r) for name, rows in runs.items() for r in rows if r["kind"] == "general"]
-    if general:
-        lines += [
-            "",
-            "| run | step | general_mc | general_ifeval | general_arith | n per task |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, r in general:
-            lines.append(
-                f"| {name} | {r['step']} | {r['general_mc']:.3f} | {r['general_ifeval']:.3f} | "
-                f"{r['general_arith']:.3f} | {r['limit']} |"
-            )
+    lines += general_table(runs)
     return "\n".join(lines)
 
 
+def task_of(name: str) -> str:
+    return name.split("_", 1)[0]
+
+
 def draw(runs: dict[str, list[dict]], out: Path) -> None:
+    """One row of panels per task: accuracy against optimizer steps and against training CPU-seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for name, rows in runs.items():
-        pts = curve(rows)
-        if not pts:
-            continue
-        ci = [bootstrap(p["scores"]) for p in pts]
-        for ax, key in zip(axes, ("step", "train_cpu_s"), strict=True):
-            x = [p[key] for p in pts]
-            ax.plot(x, [p["score"] for p in pts], marker="o", label=name)
-            ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
-    axes[0].set_xlabel("optimizer step (batch 4)")
-    axes[1].set_xlabel("training CPU-seconds (shared machine)")
-    axes[0].set_ylabel("greedy accuracy, fixed eval subset (95% CI)")
-    axes[0].legend(fontsize=8)
+    tasks = sorted({task_of(n) for n, rows in runs.items() if curve(rows)})
+    fig, grid = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
+    for axes, task in zip(grid, tasks, strict=True):
+        for name, rows in runs.items():
+            pts = curve(rows)
+            if task_of(name) != task or not pts:
+                continue
+            ci = [bootstrap(p["scores"]) for p in pts]
+            for ax, key in zip(axes, ("step", "train_cpu_s"), strict=True):
+                x = [p[key] for p in pts]
+                ax.plot(x, [p["score"] for p in pts], marker="o", label=name.removeprefix(task + "_"))
+                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
+        axes[0].set_title(f"{task}: accuracy on a fixed eval subset (95% CI)", fontsize=10)
+        axes[0].set_xlabel("optimizer step (batch 4)")
+        axes[1].set_xlabel("training CPU-seconds (shared machine)")
+        axes[0].set_ylabel("greedy accuracy")
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "budget_curves.png", dpi=110)
 
