@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from harness.batching import encode_demonstration
 from harness.config import Config
 from harness.distill.teacher import Teacher
-from harness.methods import method_options, method_spec, train_stage
+from harness.methods import StudentSize, method_options, method_spec, train_stage
 from harness.methods.base import StageContext
 from harness.methods.lwf import LwFSettings, LwFStep
 from harness.tasks.spec import Item
@@ -123,7 +123,9 @@ def test_options_and_registry():
     assert (opts.weight, opts.temperature) == (0.5, 1.5)
     with pytest.raises(ValueError, match="valid: weight, temperature"):
         method_options("lwf", {"alpha": 1.0})
-    assert method_spec("lwf").teacher_copy
+    # the frozen previous model: a copy of what trains (the adapters alone under LoRA), in the weights' dtype
+    held = method_spec("lwf").held(LwFSettings(), StudentSize(params=10, trainable=3))
+    assert [(h.values, h.value_bytes, h.model) for h in held] == [(3, None, None)]
 
 
 def test_bad_temperature_is_one_line(tiny_model):

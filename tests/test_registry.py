@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from harness.cli import compose
-from harness.methods import get_method, method_names, method_spec, needs_teacher_copy, result_relevant
+from harness.methods import (
+    Held,
+    StudentSize,
+    get_method,
+    held_state,
+    method_names,
+    method_spec,
+    needs_teacher_copy,
+    result_relevant,
+)
 from harness.run.validate import typed
 from harness.tracking.store import run_key
 
@@ -61,6 +70,17 @@ def test_teacher_copy_is_declared_by_the_method():
     assert needs_teacher_copy({"name": "sdft", "distill": {"teacher": "ema"}})
     assert not needs_teacher_copy({"name": "sdft", "distill": {"teacher": "live"}})
     assert not needs_teacher_copy({"name": "sft", "distill": {"teacher": "ema"}})
+
+
+def test_a_method_that_cannot_shard_declares_the_whole_tensors_it_holds():
+    """What keeps a method off FSDP is state outside the sharded root; the memory estimate must see it."""
+    student = StudentSize(params=100, trainable=10)
+    for name in method_names():
+        cfg = typed(compose([f"method={name}"]))
+        held = held_state(cfg.method, student)
+        assert all(isinstance(h, Held) and h.values > 0 for h in held), name
+        if not method_spec(name).supports_fsdp:
+            assert held, f"{name} cannot shard but declares nothing it holds (MethodSpec.held)"
 
 
 def test_unknown_method_lists_the_registered_ones():

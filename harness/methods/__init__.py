@@ -25,14 +25,41 @@ from harness.methods.base import NonFiniteLossError, StageContext, TrainStats
 
 
 @dataclass(frozen=True)
+class StudentSize:
+    """The student's parameter counts, from its config (no weights), for `MethodSpec.held`."""
+
+    params: int  # every parameter: the model's own plus any LoRA adapters
+    trainable: int  # those that train: all of them, or the adapters alone under LoRA (harness/lora.py)
+
+
+@dataclass(frozen=True)
+class Held:
+    """One piece of device state a method keeps through a stage (`MethodSpec.held`), in values.
+
+    what: how the estimate names it ("EWC Fisher diagonal").
+    values: how many numbers it holds.
+    value_bytes: bytes per value; None = the student's stored weight dtype (float32 master weights).
+    model: a whole other model (hub id or local folder): the estimate counts that model's own parameters,
+        read from its config on disk (no weights, no download); when the config cannot be read, `values`
+        stands in, and should then be the student's size: the start-up warning says it was.
+    """
+
+    what: str
+    values: int
+    value_bytes: int | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """What the loop needs to know about a method, declared in the method's own module.
 
     reads: the keys under `method.` (dotted, e.g. "distill" or "distill.loss_chunk_size") whose values can
         change this method's results; the run key hashes only these, so a sweep over a knob the method
         ignores does not train it twice.
-    teacher_copy: whether the method may hold a second set of weights (EMA or frozen teacher); the
-        `live` teacher setting turns it off (see `needs_teacher_copy`).
+    teacher_copy: whether the method distils from the teacher harness.distill.teacher builds from
+        `distill.teacher` (an EMA or frozen copy of what trains; FSDP shards it with the student and `live`
+        turns it off, see `needs_teacher_copy`). Any other state is declared in `held`.
     options: a dataclass for the free-form `method.options` mapping of this method (None: it takes none);
         its own fields' types and defaults are the method's schema, declared once there (the YAML names
         only what differs), and checked at start-up. Fields it inherits from a family's settings (e.g.
@@ -44,6 +71,11 @@ class MethodSpec:
         (before any weights load) instead of failing inside the first stage.
     display: the name a report shows ("SFT", "SDFT + SFT anchor"): a fixed string, or a function of the
         settings object; None = the name in capitals.
+    held: what else the method keeps on the device through a stage, beside the student's weights, gradients
+        and AdamW moments (which every method has) and the `teacher_copy`: a function of the settings object
+        and the student's size (`StudentSize`) returning `Held` pieces (an anchor, a Fisher diagonal, a
+        frozen model, a tensor an autograd graph keeps until backward). The start-up memory estimate
+        (harness.run.memory_estimate) adds them up; None = nothing more.
     """
 
     name: str
@@ -53,6 +85,7 @@ class MethodSpec:
     options: type | None = None
     supports_fsdp: bool = True
     display: str | Callable[[Any], str] | None = None
+    held: Callable[[Any, StudentSize], tuple[Held, ...]] | None = None
 
 
 @cache
@@ -180,6 +213,18 @@ def needs_teacher_copy(method: Mapping[str, Any]) -> bool:
     return spec.teacher_copy and method.get("distill", {}).get("teacher") != "live"
 
 
+def held_state(method: MethodConfig, student: StudentSize) -> tuple[Held, ...]:
+    """What the method of a `method:` section declares it keeps beside the student (see MethodSpec.held)."""
+    spec = method_spec(method.name)
+    return spec.held(spec.settings(method), student) if spec.held else ()
+
+
+def rollouts_per_prompt(method: MethodConfig) -> int:
+    """Sequences trained per prompt: `distill.num_rollouts` for a method that reads the `distill` section
+    (the rollout family, whatever its teacher), else 1 (the demonstration)."""
+    return method.distill.num_rollouts if "distill" in method_spec(method.name).reads else 1
+
+
 def result_relevant(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the resolved config whose `method` section keeps only what the method reads (plus its name
     and options): the input of the run key."""
@@ -200,6 +245,7 @@ def result_relevant(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "Held",
     "MethodSpec",
     "NonFiniteLossError",
     "StageContext",
@@ -207,6 +253,7 @@ __all__ = [
     "check_shardable",
     "display_name",
     "get_method",
+    "held_state",
     "method_names",
     "method_options",
     "option_names",
@@ -215,5 +262,7 @@ __all__ = [
     "needs_teacher_copy",
     "registry",
     "result_relevant",
+    "rollouts_per_prompt",
+    "StudentSize",
     "train_stage",
 ]

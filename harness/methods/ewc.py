@@ -9,7 +9,8 @@ Loss of a stage: SFT's cross-entropy + (weight / 2) * sum_i F_i (theta_i - theta
   one anchor and one summed Fisher instead of one pair per task.
 The first stage has no Fisher yet and is plain SFT. The penalty of one optimizer step is spread over its
 micro-batches by their share of the batch, as in sft_l2, so accumulation and data parallelism add up to
-one penalty per step. Memory: two more copies of the trainable weights (F and theta*).
+one penalty per step. Memory: three float32 tensors the size of what trains: F, theta*, and the penalty's
+(theta - theta*) that autograd keeps for the square's backward until the micro-batch's backward (`ewc_held`).
 
 Where the state lives: on the model object itself (attribute `ewc_state`), so that stage k+1 of the same
 process finds stage k's Fisher without any module-global state and a new model (a sweep's next job) starts
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 
 from harness.config import TrainerConfig
-from harness.methods import MethodSpec
+from harness.methods import Held, MethodSpec, StudentSize
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, SupervisedStep, settings_with_options
 from harness.models import autocast
@@ -46,13 +47,24 @@ class EWCSettings(SupervisedSettings):
     fisher_items: int = 64  # train items of a stage used to estimate its Fisher (0 = all)
 
 
+def ewc_held(settings: EWCSettings, student: StudentSize) -> tuple[Held, ...]:
+    """The Fisher and the anchor (float32, on the model for the whole run), and the penalty's difference
+    tensor, saved by autograd until backward: the training peak. Estimating a Fisher after the stage needs
+    less (the AdamW moments are freed by then: gradients, old and new Fisher, old and new anchor)."""
+    return (
+        Held("EWC Fisher diagonal", student.trainable, 4),
+        Held("EWC anchor", student.trainable, 4),
+        Held("EWC penalty graph", student.trainable, 4),
+    )
+
+
 METHOD = MethodSpec(
     name="ewc",
     settings=settings_with_options,
     reads=SUPERVISED_READS,
-    teacher_copy=False,  # the Fisher and anchor are two weight-sized tensors, not a model copy
     options=EWCSettings,
     supports_fsdp=False,  # the Fisher and anchor are whole weight-sized tensors
+    held=ewc_held,
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.config import TrainerConfig
-from harness.methods import MethodSpec
+from harness.methods import Held, MethodSpec, StudentSize
 from harness.methods.base import (
     StageContext,
     TrainStats,
@@ -34,12 +34,17 @@ from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, Supervised
 from harness.parallel import sharding
 from harness.tasks.spec import Item, TaskSpec
 
+
+def joint_held(settings: SupervisedSettings, student: StudentSize) -> tuple[Held, ...]:
+    return (Held("joint base weights", student.trainable),)  # a clone of what trains, for the whole run
+
+
 METHOD = MethodSpec(
     name="joint",
     settings=supervised_settings,
     reads=SUPERVISED_READS,
-    teacher_copy=True,  # the base weights, kept for the whole run: one more copy in the memory estimate
     supports_fsdp=False,  # the base weights are a whole copy kept outside the sharded root
+    held=joint_held,
 )
 
 

@@ -7,8 +7,9 @@ new task's inputs only, no stored data of earlier tasks). T^2 keeps the KL's gra
 the CE's when T changes (Hinton et al. 2015). Both terms are averaged over the step's demonstration tokens,
 as SFT's loss is, so gradient accumulation and data parallelism add up to the one-batch loss.
 
-Costs one frozen copy of the weights for the stage (harness.distill.teacher, kind "base"), so the memory
-estimate counts a teacher copy (`teacher_copy=True`); no rollouts.
+Costs one frozen copy of what trains for the stage (harness.distill.teacher, kind "base", whatever
+`distill.teacher` says; under LoRA the adapters alone), declared to the memory estimate in `lwf_held`;
+no rollouts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from harness.config import TrainerConfig
 from harness.distill.divergence import kl
 from harness.distill.fused_head import fused_head_loss
 from harness.distill.teacher import Teacher
-from harness.methods import MethodSpec
+from harness.methods import Held, MethodSpec, StudentSize
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import SUPERVISED_READS, SupervisedSettings, SupervisedStep, settings_with_options
 from harness.tasks.spec import Item, TaskSpec
@@ -35,13 +36,18 @@ class LwFSettings(SupervisedSettings):
     temperature: float = 2.0  # T of both distributions in the KL
 
 
+def lwf_held(settings: LwFSettings, student: StudentSize) -> tuple[Held, ...]:
+    # not `teacher_copy`: that one follows distill.teacher (live = none), which LwF does not read
+    return (Held("LwF previous model", student.trainable),)
+
+
 METHOD = MethodSpec(
     name="lwf",
     settings=settings_with_options,
     reads=SUPERVISED_READS,
-    teacher_copy=True,  # the frozen previous model: one more copy of the weights
     options=LwFSettings,
     supports_fsdp=False,  # the frozen previous model is a whole copy outside the sharded root
+    held=lwf_held,
 )
 
 

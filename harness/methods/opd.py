@@ -12,9 +12,10 @@ is one of:
 The teacher is frozen for the whole stage; `distill.teacher` and `distill.ema_rate` do not apply, and
 `distill.teacher=live` (no teacher at all) is refused.
 
-Memory: the start-up estimate (harness.run.memory_estimate) counts one teacher copy of the student's size in
-float32 (`teacher_copy=True`): exact for a stage checkpoint of the same model, an under-count for a larger
-hub teacher (the estimate knows one model shape only). Not supported under FSDP (the teacher is whole).
+Memory (`opd_held`, for the start-up estimate, harness.run.memory_estimate): a stage checkpoint's teacher is a
+copy of the whole student (frozen LoRA base included); a hub or local teacher counts its own parameters, read
+from its config on disk (a hub teacher not yet downloaded is counted at the student's size, with a warning),
+in float32 as `load_teacher` loads it. Not supported under FSDP (the teacher is whole).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from harness.batching import chat_prompt_ids, item_name
 from harness.config import DistillConfig, MethodConfig, ModelConfig, TrainerConfig
-from harness.methods import MethodSpec, method_options, sdft
+from harness.methods import Held, MethodSpec, StudentSize, method_options, sdft
 from harness.methods.base import StageContext, TrainStats
 from harness.models import load_model, precision_of, set_precision
 from harness.parallel import sharding
@@ -50,9 +51,17 @@ def opd_settings(method: MethodConfig) -> OPDSettings:
     return OPDSettings(method.distill, method_options(method.name, method.options))
 
 
-METHOD = MethodSpec(
-    name="opd", settings=opd_settings, reads=("distill",), teacher_copy=True, options=OPDOptions
-)
+def opd_held(settings: OPDSettings, student: StudentSize) -> tuple[Held, ...]:
+    """The frozen teacher: a copy of the student (a stage checkpoint), or a model of its own size."""
+    source = settings.options.teacher_model
+    if not source or stage_checkpoint(source) is not None:  # no source: refused when the stage starts
+        return (Held("OPD teacher (a stage checkpoint: a copy of the student)", student.params),)
+    # load_teacher loads it in float32; counted at the student's size if its config is not on disk
+    return (Held(f"OPD teacher {source}", student.params, value_bytes=4, model=source),)
+
+
+# no `teacher_copy`: the teacher is not built from distill.teacher (live is refused), it is `held`
+METHOD = MethodSpec(name="opd", settings=opd_settings, reads=("distill",), options=OPDOptions, held=opd_held)
 
 
 def stage_checkpoint(source: str) -> Path | None:

@@ -2,7 +2,8 @@
 
 theta_stage is the student as it was when the stage began, so every stage is pulled back towards what the
 previous stages left, not towards the original model: the simplest regularisation baseline of continual
-learning (L2-SP; EWC with a uniform Fisher). Costs one extra copy of the weights for the stage.
+learning (L2-SP; EWC with a uniform Fisher). Costs one extra copy of the weights for the stage, and the
+penalty's float32 (theta - theta_stage) that autograd keeps until the micro-batch's backward (`l2_held`).
 
 The penalty of one optimizer step is spread over its micro-batches in proportion to their share of the
 batch, so gradient accumulation and data-parallel gradient sums add up to exactly one penalty per step.
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from harness.config import TrainerConfig
-from harness.methods import MethodSpec
+from harness.methods import Held, MethodSpec, StudentSize
 from harness.methods.base import StageContext, TrainStats, limit_items, run_stage, shuffled_batches
 from harness.methods.sft import (
     SUPERVISED_READS,
@@ -33,6 +34,13 @@ class L2Settings(SupervisedSettings):
     weight: float = 0.01  # option: strength of the pull towards the stage's starting weights
 
 
+def l2_held(settings: L2Settings, student: StudentSize) -> tuple[Held, ...]:
+    return (
+        Held("L2 anchor", student.trainable),  # a clone of what trains, in its dtype
+        Held("L2 penalty graph", student.trainable, 4),  # saved for the square's backward, float32
+    )
+
+
 METHOD = MethodSpec(
     name="sft_l2",
     settings=settings_with_options,
@@ -40,6 +48,7 @@ METHOD = MethodSpec(
     options=L2Settings,
     supports_fsdp=False,  # the anchor is a whole copy of the weights
     display="SFT + L2 anchor",
+    held=l2_held,
 )
 
 

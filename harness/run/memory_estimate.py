@@ -1,18 +1,27 @@
 """Will the run fit? A start-up estimate of each process's device memory, from arithmetic alone.
 
-What a training process keeps for a whole stage (P = the model's parameter count, N = processes):
+What a training process keeps for a whole stage (P = the model's parameter count, N = processes, T = what
+trains: P, or A under LoRA):
 
 | piece | bytes per process |
 |---|---|
 | student weights | P x weight bytes (the stored dtype: fp32 master weights, or the model's own dtype) |
 | gradients | P x weight bytes (same dtype as the weights) |
 | AdamW moments (exp_avg, exp_avg_sq) | 2 x P x weight bytes (torch keeps them in the parameter's dtype) |
-| teacher copy (teacher=ema or base) | P x teacher bytes (none for teacher=live and for SFT-like methods) |
+| teacher copy (`MethodSpec.teacher_copy`, teacher=ema or base) | T x teacher bytes (none for teacher=live) |
 | with LoRA (A = adapter parameters) | weights (P + A), gradients and moments 3 x A, teacher copy A only |
+| held by the method (`MethodSpec.held`) | as each method declares it, in `Setting.held`: |
+| - EWC: Fisher, anchor, the penalty's saved diff | 3 x T x 4 (float32 whatever the weights) |
+| - sft_l2: anchor, the penalty's saved diff | T x weight bytes + T x 4 |
+| - LwF: the frozen previous model | T x weight bytes |
+| - joint: the base weights | T x weight bytes |
+| - OPD: its teacher, a stage checkpoint | (P + A) x weight bytes (a copy of the student) |
+| - OPD: its teacher, a hub id or model folder | P_t x 4, P_t from the teacher's own config |
 | gradient all-reduce bucket (DDP) | bounded by the bucket size, counted |
 
-FSDP divides every row by N. On top of that, at each stage's evaluation rank 0 holds a whole gathered copy of
-the student (FSDP) while the sharded weights and teacher stay resident; the optimizer is freed by then.
+FSDP divides every row by N but the held state (whole tensors: those methods do not shard). On top of that,
+at each stage's evaluation rank 0 holds a whole gathered copy of the student (FSDP) while the sharded
+weights, teacher and held state stay resident; the optimizer is freed by then.
 Activations are estimated roughly (per token per layer: about 10 x hidden + 3 x intermediate values
 without gradient checkpointing, the hidden state alone with it), for a micro-batch of `rows` sequences at
 the full `model.max_length`: an upper bound, reported as a warning rather than a refusal, since kernels and
@@ -59,13 +68,19 @@ class Setting:
     # parameters that train (LoRA: the adapters, harness/lora.py); None = all. Only these have gradients and
     # AdamW moments, and a teacher copy holds only these (the frozen base is shared with the student)
     trainable: int | None = None
+    # what the method keeps beside the student and the teacher copy (harness.methods.Held, sized by the run):
+    # (what, bytes per process), counted whole, in the training state and as resident at evaluation (EWC's
+    # and joint's stay for the whole run; the others' are freed at the stage's end: an upper bound there)
+    held: tuple[tuple[str, float], ...] = ()
+    shardable: bool = True  # whether the method trains under FSDP (no FSDP suggestion otherwise)
 
 
 @dataclass(frozen=True)
 class Estimate:
-    static: float  # bytes per process that are certain: weights, gradients, optimizer, teacher copy
+    static: float  # bytes per process that are certain: weights, gradients, optimizer, teacher copy, held
     evaluation: float  # bytes on rank 0 while it evaluates (FSDP: a whole gathered copy of the student)
     activations: float  # rough upper bound for one micro-batch
+    pieces: tuple[tuple[str, float], ...] = ()  # the teacher copy and the held state within `static`, named
 
     @property
     def peak(self) -> float:
@@ -79,8 +94,9 @@ def estimate(shape: Shape, s: Setting) -> Estimate:
     student = (trains + 3 * grads) * s.weight_bytes / shard  # weights, gradients, two AdamW moments
     teacher = grads * s.teacher_bytes / shard
     bucket = 0 if s.sharded or s.processes == 1 else s.ddp_bucket_bytes
-    static = student + teacher + bucket
-    resident = trains * s.weight_bytes / shard + teacher  # what survives the stage's optimizer
+    held = sum(b for _, b in s.held)
+    static = student + teacher + held + bucket
+    resident = trains * s.weight_bytes / shard + teacher + held  # what survives the stage's optimizer
     whole = trains * s.weight_bytes if s.sharded else 0.0  # rank 0's gathered copy for evaluation
     evaluation = resident + whole
     per_token_layer = shape.hidden if s.gradient_checkpointing else 10 * shape.hidden + 3 * shape.intermediate
@@ -88,7 +104,8 @@ def estimate(shape: Shape, s: Setting) -> Estimate:
     acts = tokens * per_token_layer * shape.layers * s.compute_bytes
     if s.gradient_checkpointing:  # one layer at a time is recomputed with everything kept
         acts += tokens * (10 * shape.hidden + 3 * shape.intermediate) * s.compute_bytes
-    return Estimate(static=static, evaluation=evaluation, activations=acts)
+    pieces = ((("teacher copy", teacher),) if teacher else ()) + s.held
+    return Estimate(static=static, evaluation=evaluation, activations=acts, pieces=pieces)
 
 
 def _gib(x: float) -> str:
@@ -96,8 +113,10 @@ def _gib(x: float) -> str:
 
 
 def describe(e: Estimate) -> str:
+    within = ", ".join(f"{what} {_gib(size)}" for what, size in e.pieces)
+    state = f"training state {_gib(e.static)}" + (f" (of which {within})" if within else "")
     return (
-        f"training state {_gib(e.static)} + activations up to {_gib(e.activations)} per process; "
+        f"{state} + activations up to {_gib(e.activations)} per process; "
         f"evaluation {_gib(e.evaluation)} on rank 0"
     )
 
@@ -134,7 +153,7 @@ def _suggest(shape: Shape, s: Setting, device_bytes: float) -> str:
     if s.teacher_bytes and _fits(shape, replace(s, teacher_bytes=0), device_bytes):
         ideas.append("method.distill.teacher=live (no teacher copy)")
     found = None
-    for checkpointing in sorted({s.gradient_checkpointing, True}):
+    for checkpointing in sorted({s.gradient_checkpointing, True}) if s.shardable else []:
         for n in (2, 4, 8, 16, 32, 64):
             # the global batch is shared out: each process's micro-batch shrinks with more processes
             rows = max(1, -(-s.rows * s.processes // n)) if s.rows else 0

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Config
+from harness.methods import Held, StudentSize, held_state, method_spec, rollouts_per_prompt
 from harness.run import vllm_compat
-from harness.run.memory_estimate import Setting, adapter_parameters, check, shape_of
+from harness.run.memory_estimate import GIB, Setting, Shape, adapter_parameters, check, shape_of
 
 CODE_EXECUTION_ENV = "HF_ALLOW_CODE_EVAL"  # what HF `evaluate`'s code_eval metric demands before running code
 PAPER_EXTRA = "pip install -e '.[paper]'"
@@ -153,7 +154,7 @@ def memory_setting(cfg: Config, processes: int, sharded: bool, teacher_copy: boo
     precision = resolve_precision(cfg.model.dtype, device)
     size = torch.tensor([], dtype=precision.weights).element_size()
     compute = torch.tensor([], dtype=precision.compute).element_size()
-    rollouts = cfg.method.distill.num_rollouts if teacher_copy else 1
+    rollouts = rollouts_per_prompt(cfg.method)  # a live teacher rolls out as many as an EMA one
     rows = -(-cfg.trainer.batch_size // (processes * cfg.trainer.grad_accum)) * rollouts
     return Setting(
         weight_bytes=size,
@@ -176,7 +177,8 @@ def check_memory(
     device_bytes: float | None = None,
 ) -> str | None:
     """Refuse a run whose training state cannot fit the GPU (ValueError naming the shortfall and what would
-    fit); return a warning when the activations may not. The model's config only is read, no weights.
+    fit); return a warning when the activations may not, or when a held model had to be sized by the
+    student's (its config not on disk). The model's config only is read, no weights.
     Runs on CUDA (or when `device_bytes` is given); random-init test models are small by construction."""
     import torch
 
@@ -186,6 +188,21 @@ def check_memory(
         if device.type != "cuda":
             return None
         device_bytes = torch.cuda.get_device_properties(device).total_memory
+    shape, setting, notes = memory_plan(cfg, processes, sharded, teacher_copy, device)
+    try:
+        _, warning = check(shape, setting, device_bytes)
+    except ValueError as err:
+        if notes:  # the shortfall rests on a guessed size: say which
+            raise ValueError(f"{err} ({'; '.join(notes)})") from None
+        raise
+    return "; ".join(n for n in (warning, *notes) if n) or None
+
+
+def memory_plan(
+    cfg: Config, processes: int, sharded: bool, teacher_copy: bool, device: Any
+) -> tuple[Shape, Setting, list[str]]:
+    """The student's Shape, the run's full Setting (LoRA adapters and what the method declares it holds,
+    `MethodSpec.held`, included) and a note for each held model sized by the fallback."""
     from transformers import AutoConfig
 
     from harness.models import locate_weights  # lazy: loads torch only when needed
@@ -193,11 +210,47 @@ def check_memory(
     config = AutoConfig.from_pretrained(locate_weights(cfg.model.name, cfg.model.cache_dir))
     shape = shape_of(config)
     setting = memory_setting(cfg, processes, sharded, teacher_copy, device)
+    adapters = 0
     if cfg.model.lora.r > 0:  # adapters train; the teacher copy is the adapters alone
         lora = cfg.model.lora
-        setting = replace(setting, trainable=adapter_parameters(config, lora.r, list(lora.target_modules)))
-    _, warning = check(shape, setting, device_bytes)
-    return warning
+        adapters = adapter_parameters(config, lora.r, list(lora.target_modules))
+        setting = replace(setting, trainable=adapters)
+    student = StudentSize(params=shape.params + adapters, trainable=adapters or shape.params)
+    held, notes = held_bytes(held_state(cfg.method, student), setting.weight_bytes)
+    shardable = method_spec(cfg.method.name).supports_fsdp
+    return shape, replace(setting, held=held, shardable=shardable), notes
+
+
+def held_bytes(
+    pieces: tuple[Held, ...], weight_bytes: int
+) -> tuple[tuple[tuple[str, float], ...], list[str]]:
+    """((what, bytes), ...) of a method's held pieces, and a note for each model that fell back to its
+    declared count because its config could not be read from disk."""
+    sized, notes = [], []
+    for piece in pieces:
+        values = piece.values
+        if piece.model is not None:
+            try:
+                values = model_parameters(piece.model)
+            except (OSError, ValueError, KeyError) as err:  # not on disk, or an architecture unknown here
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+                notes.append(
+                    f"memory: {piece.what}: its config could not be read from disk ({first}); counted at the "
+                    f"student's size, {values * (piece.value_bytes or weight_bytes) / GIB:.1f} GiB (download "
+                    "its config.json for an exact estimate)"
+                )
+        sized.append((piece.what, float(values * (piece.value_bytes or weight_bytes))))
+    return tuple(sized), notes
+
+
+def model_parameters(name: str) -> int:
+    """The parameter count of the model `name` (hub id or local folder) from its config alone: offline,
+    reading only what is already on disk (raises OSError when the config is not there)."""
+    from transformers import AutoConfig
+
+    from harness.models import locate_weights  # lazy: loads torch only when needed
+
+    return shape_of(AutoConfig.from_pretrained(locate_weights(name), local_files_only=True)).params
 
 
 def before_loading(
