@@ -103,6 +103,27 @@ def general_table(runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+WINDOW = 64  # optimizer steps per row of the diagnostics table
+
+
+def diagnostics(runs: dict[str, list[dict]]) -> list[str]:
+    """SDFT's diagnostics along the curve, averaged over windows of WINDOW steps: per-token KL (student to
+    teacher on the student's rollouts), the share of rollouts clipped at the length cap, rollout length,
+    the share of rollouts reciting the teacher's template, and the training loss (any method)."""
+    keys = ("loss", "kl", "clipped_frac", "completion_len", "recite_frac")
+    lines = ["", "| run | steps | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for name, rows in runs.items():
+        train = [r for r in rows if r["kind"] == "train"]
+        for start in range(0, len(train), WINDOW):
+            window = train[start : start + WINDOW]
+            cells = []
+            for k in keys:
+                vals = [r[k] for r in window if k in r]
+                cells.append(f"{sum(vals) / len(vals):.3f}" if vals else "-")
+            lines.append(f"| {name} | {window[0]['step']}-{window[-1]['step']} | {' | '.join(cells)} |")
+    return lines
+
+
 def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
     head = "| run | step | acc [95% CI] | train CPU-s | train wall-s |"
     lines = [head, "|---|---|---|---|---|"]
@@ -126,6 +147,7 @@ def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
         lines.append(f"| {name} | {cells} | {pts[-1]['step'] if pts else '-'} | {'yes' if done else 'no'} |")
     lines += differences(runs)
     lines += general_table(runs)
+    lines += diagnostics(runs)
     return "\n".join(lines)
 
 
