@@ -54,6 +54,17 @@ def steps_to_reach(points: list[dict], level: float) -> int | None:
     return next((p["step"] for p in points if p["score"] >= level), None)
 
 
+def gains(runs: dict[str, list[dict]]) -> list[str]:
+    """Each point minus the run's own step 0 (the base model), paired on items."""
+    out = ["", "| run | step | gain over step 0 [95% CI] |", "|---|---|---|"]
+    for name, rows in runs.items():
+        pts = curve(rows)
+        for p in pts[1:]:
+            mean, lo, hi = paired_diff(p["scores"], pts[0]["scores"])
+            out.append(f"| {name} | {p['step']} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+    return out
+
+
 def differences(runs: dict[str, list[dict]]) -> list[str]:
     """Every other run of a task minus its SFT run, at the steps both scored, paired on items."""
     out = ["", "| run - sft run | step | difference [95% CI] |", "|---|---|---|"]
@@ -145,6 +156,7 @@ def table(runs: dict[str, list[dict]], reach: list[float]) -> str:
         cells = " | ".join("not reached" if g is None else str(g) for g in got)
         done = any(r["kind"] == "done" for r in rows)
         lines.append(f"| {name} | {cells} | {pts[-1]['step'] if pts else '-'} | {'yes' if done else 'no'} |")
+    lines += gains(runs)
     lines += differences(runs)
     lines += general_table(runs)
     lines += diagnostics(runs)
