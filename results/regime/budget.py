@@ -1,12 +1,13 @@
 """Budget curves (issue 26): one stage trained far past the stream budget, scored every k optimizer steps.
 
-    PYTHONPATH=$PWD nice -n 19 python results/regime/budget.py --task listrev --method sft [--lr 2e-4]
-    PYTHONPATH=$PWD nice -n 19 python results/regime/budget.py --task listrev --method sdft
+    PYTHONPATH=$PWD nice -n 19 python results/regime/budget.py --task caps --method sft [--lr 2e-4]
+    PYTHONPATH=$PWD nice -n 19 python results/regime/budget.py --task caps --method sdft
 
 Settings come from `conf/experiment/budget.yaml` (composed like `harness run experiment=budget`), so the
 steps, batch, evaluation cadence and sizes are the experiment's; the command line only picks the task, the
 method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0), the learning rate and
-the seed. Each run writes `runs/<name>.jsonl`, one line per event, flushed as it happens:
+the seed (`--tag NAME --extra KEY=VALUE` runs a variant, e.g. a rollout temperature, under its own name).
+Each run writes `runs/<name>.jsonl`, one line per event, flushed as it happens:
 - `eval`: the step, the greedy per-item scores on the first `eval.every_steps_items` eval items, and the
   training CPU-seconds and wall-seconds spent up to that step (evaluation time excluded);
 - `general`: the general suite (lm-eval, `eval.limit` items per task) at the steps of `--general-at`;
@@ -37,7 +38,8 @@ GENERAL = ["general_mc", "general_ifeval", "general_arith"]
 
 
 def run_name(args: argparse.Namespace) -> str:
-    return f"{args.task}_{args.method}_lr{args.lr}_s{args.seed}"
+    tag = f"_{args.tag}" if args.tag else ""
+    return f"{args.task}_{args.method}_lr{args.lr}_s{args.seed}{tag}"
 
 
 class Recorder:
@@ -156,6 +158,7 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(HERE / "runs"), help="where the run files go")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--extra", nargs="*", default=[], help="more config overrides")
+    ap.add_argument("--tag", default="", help="suffix of the run's name, for a variant set by --extra")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
