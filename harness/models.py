@@ -341,18 +341,14 @@ def placement(device: torch.device) -> dict[str, Any]:
     return {"device_map": {"": str(device)}} if device.type == "cuda" else {}
 
 
-def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, Any]:
-    """(model, tokenizer) for a ModelConfig: embedded default, hub id or local path; optionally random init."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_config(cfg: ModelConfig) -> Any:
+    """The transformers config of the model `cfg` builds (no weights read): the named model's own, or with
+    `random_init` the same architecture family cut to the test size (what `load_model` initialises)."""
+    from transformers import AutoConfig
 
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.dtype, device)
-    dtype = precision.weights  # master weights; compute dtype via autocast (set below)
-    source = locate_weights(cfg.name, cfg.cache_dir)
-    tokenizer = load_tokenizer(cfg.name, cfg.cache_dir)
+    config = AutoConfig.from_pretrained(locate_weights(cfg.name, cfg.cache_dir))
     if cfg.random_init:
         # Same architecture family and tokenizer, a fraction of the size: fast tests of the machinery.
-        config = AutoConfig.from_pretrained(source)
         config.num_hidden_layers = cfg.random_init_layers
         config.hidden_size = cfg.random_init_hidden
         config.intermediate_size = cfg.random_init_hidden * 2
@@ -360,7 +356,20 @@ def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, Any]:
         config.num_key_value_heads = 2
         if hasattr(config, "head_dim"):
             config.head_dim = cfg.random_init_hidden // 4
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return config
+
+
+def load_model(cfg: ModelConfig) -> tuple[torch.nn.Module, Any]:
+    """(model, tokenizer) for a ModelConfig: embedded default, hub id or local path; optionally random init."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.dtype, device)
+    dtype = precision.weights  # master weights; compute dtype via autocast (set below)
+    source = locate_weights(cfg.name, cfg.cache_dir)
+    tokenizer = load_tokenizer(cfg.name, cfg.cache_dir)
+    if cfg.random_init:
+        model = AutoModelForCausalLM.from_config(model_config(cfg), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **placement(device))
     model.to(device)

@@ -21,11 +21,13 @@ checkpoints (written from the gathered copy) must match as tightly as DDP's.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -100,15 +102,55 @@ def _step_metrics(results: Path, name: str) -> dict[tuple[int, int], float]:
     return out
 
 
+# Every kind of evaluation, each with more than one unit to share: 2 eval tasks, and greedy batches of 2
+# for the in-context score and the within-stage curve (4 items: one batch per process).
+SHARED_EVAL = [
+    "eval.in_context_items=4",
+    "eval.every_steps=2",
+    "eval.every_steps_items=4",
+    "eval.batch_size=2",
+]
+
+
+def _items(results: Path) -> dict[int, pd.DataFrame]:
+    """Each stage's items.csv.gz (every evaluated item, in the order written), without the run id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results}/mlflow.db")
+    exp = client.get_experiment_by_name("smoke")
+    out = {}
+    for run in client.search_runs([exp.experiment_id]):
+        if "stage" in run.data.tags:
+            path = client.download_artifacts(run.info.run_id, "items.csv.gz")
+            out[int(run.data.tags["stage"])] = pd.read_csv(path).drop(columns="run")
+    return out
+
+
+def _assert_same_evaluation(multi: Path, single: Path) -> None:
+    """Both processes evaluated (each its share, `eval/processes`), and what rank 0 merged is what one
+    process computed: the same items in the same order with the same generations and scores, the same
+    in-context score and within-stage curve. (The tiny random model answers alike to most prompts, so the
+    rows' order, prompts and ids are what a wrong merge would change first.)"""
+    assert set(_step_metrics(multi, "eval/processes").values()) == {2.0}
+    assert set(_step_metrics(single, "eval/processes").values()) == {1.0}
+    got, want = _items(multi), _items(single)
+    assert sorted(got) == [0, 1, 2] and sorted(want) == [0, 1, 2]
+    for stage, frame in want.items():
+        assert len(frame) > 2 and frame["task"].nunique() == 2
+        pd.testing.assert_frame_equal(got[stage], frame, check_exact=True, obj=f"items of stage {stage}")
+    for key in ("train/teacher_in_context_acc", "step_eval/score", "step_eval/n_items"):
+        curve = _step_metrics(single, key)
+        assert curve and _step_metrics(multi, key) == curve, key
+
+
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 @pytest.mark.parametrize("method", ["sft", "sdft"])
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, method, parallelism):
-    multi = _launch(
-        [*COMMON, f"method={method}", "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"],
-        2,
-        parallelism,
-    )
-    _launch([*COMMON, f"method={method}", "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
+    """...and evaluate the same: under FSDP every rank gathers its own copy (the start-up memory plan
+    allows it for this tiny model) and evaluates its share, merged on rank 0 (`_assert_same_evaluation`)."""
+    args = [*COMMON, *SHARED_EVAL, f"method={method}"]
+    multi = _launch([*args, "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"], 2, parallelism)
+    _launch([*args, "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
     assert "accuracy matrix" in multi.stdout and multi.stdout.count("accuracy matrix") == 1  # rank 0 prints
     if parallelism == "ddp":
         assert "data parallel: 2 processes share each global batch of 4" in multi.stdout
@@ -117,6 +159,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
             "fully sharded (FSDP): 2 processes share each global batch of 4; this process stores 50.0%"
             in multi.stdout
         )
+        assert "evaluation shared: each of 2 ranks holds a gathered copy" in multi.stdout
 
     losses_multi = _step_metrics(tmp_path / "multi", "train_step/loss")
     losses_single = _step_metrics(tmp_path / "single", "train_step/loss")
@@ -130,6 +173,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
     for key, value in _step_metrics(tmp_path / "single", "train_step/grad_norm").items():
         assert norms_multi[key] == pytest.approx(value, rel=1e-5 if parallelism == "ddp" else 1e-3), key
     _assert_same_checkpoints(tmp_path / "multi", tmp_path / "single", parallelism)
+    _assert_same_evaluation(tmp_path / "multi", tmp_path / "single")
     # evaluation is dealt out (tooluse to rank 0, dates to rank 1) and gathered: every task scored, as 1 process
     for key in ("score/tooluse", "score/dates", "n_items/tooluse", "n_items/dates"):
         per_stage = _step_metrics(tmp_path / "multi", key)
@@ -145,7 +189,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
     if method == "sdft":  # the same rollouts: same lengths, summed over both processes' shards
         tokens_multi = _step_metrics(tmp_path / "multi", "train_step/completion_tokens")
         assert tokens_multi == _step_metrics(tmp_path / "single", "train_step/completion_tokens")
-        _resume_repeats_stage_2(tmp_path / "multi", losses_multi, parallelism)
+        _resume_repeats_stage_2(tmp_path / "multi", losses_multi, parallelism, args)
 
     from mlflow.tracking import MlflowClient  # exactly one parent and one child per stage: only rank 0 logs
 
@@ -190,7 +234,9 @@ def _assert_same_checkpoints(multi: Path, single: Path, parallelism: str) -> Non
     assert max(float((want[k] - start[k]).abs().max()) for k in want) > 1e-4
 
 
-def _resume_repeats_stage_2(results: Path, losses: dict[tuple[int, int], float], parallelism: str) -> None:
+def _resume_repeats_stage_2(
+    results: Path, losses: dict[tuple[int, int], float], parallelism: str, args: list[str]
+) -> None:
     """Forget stage 2 (delete its child run), rerun with 2 processes: rank 0 finds stages 0-1 done, every
     process loads the stage-1 checkpoint, and stage 2 trains to the same losses as the first time."""
     from mlflow.tracking import MlflowClient
@@ -200,9 +246,7 @@ def _resume_repeats_stage_2(results: Path, losses: dict[tuple[int, int], float],
     stage2 = client.search_runs([exp], "tags.stage = '2'")
     assert len(stage2) == 1
     client.delete_run(stage2[0].info.run_id)
-    rerun = _launch(
-        [*COMMON, "method=sdft", "trainer.grad_accum=1", f"results_dir={results}"], 2, parallelism
-    )
+    rerun = _launch([*args, "trainer.grad_accum=1", f"results_dir={results}"], 2, parallelism)
     assert "stages 0..1 already done" in rerun.stdout
     again = _step_metrics(results, "train_step/loss")
     assert {k: v for k, v in again.items() if k[0] == 2} == {k: v for k, v in losses.items() if k[0] == 2}
@@ -334,3 +378,56 @@ def test_fsdp_with_gradient_checkpointing_gives_the_same_steps(tmp_path):
         assert len(without) == 4 and with_ckpt.keys() == without.keys()
         for step, value in without.items():
             assert with_ckpt[step] == pytest.approx(value, rel=1e-6), (key, step)
+
+
+def test_fsdp_bf16_trains_both_stages_and_stays_close_to_one_process(tmp_path):
+    """model.dtype=bfloat16 (float32 master weights, bf16 compute) under FSDP with shared evaluation.
+
+    Why not the float32 tolerances: bf16 keeps 8 mantissa bits, so every activation and gradient carries
+    a relative rounding of up to 2^-8 (0.4%), and FSDP's other memory layout picks other kernel paths and
+    rounds elsewhere; Adam then turns a gradient entry that nearly cancels into a full-size update of
+    either sign. Measured on this run (2 stages x 2 SFT steps, lr 1e-3): losses agree to 9e-6 relative
+    (the first step of each stage bit for bit: same weights, same batch), gradient norms to 2e-4, weights
+    by 5.7e-7 on average against 2.3e-3 of training movement, 0.03% of entries by more than 1e-4. The
+    test allows 10x that: losses rel 1e-4, gradient norms rel 2e-3, a mean weight gap under 1% of the mean
+    movement, under 0.3% of entries off by more than 1e-4. A process training on the wrong shard changes
+    the losses by percent and moves the weights apart by about the training movement itself.
+    Evaluation: stage 0 (identical weights, identical batches) must give identical items; later stages
+    the same items in the same order, with finite scores (greedy answers may flip on bf16 rounding).
+    """
+    args = [*COMMON, "model.dtype=bfloat16", "method=sft", "trainer.max_steps=2"]
+    args += ["eval.in_context_items=4", "eval.batch_size=2"]
+    multi = _launch([*args, "trainer.grad_accum=1", f"results_dir={tmp_path / 'multi'}"], 2, "fsdp")
+    _launch([*args, "trainer.grad_accum=2", f"results_dir={tmp_path / 'single'}"], 1)
+    assert "bfloat16 compute" in multi.stdout and "evaluation shared: each of 2 ranks" in multi.stdout
+    multi_dir, single_dir = tmp_path / "multi", tmp_path / "single"
+
+    losses, want = _step_metrics(multi_dir, "train_step/loss"), _step_metrics(single_dir, "train_step/loss")
+    assert sorted(want) == [(1, 1), (1, 2), (2, 1), (2, 2)] and sorted(losses) == sorted(want)
+    for key, value in want.items():
+        assert math.isfinite(losses[key]) and losses[key] == pytest.approx(value, rel=1e-4), key
+    norms = _step_metrics(multi_dir, "train_step/grad_norm")
+    for key, value in _step_metrics(single_dir, "train_step/grad_norm").items():
+        assert norms[key] == pytest.approx(value, rel=2e-3), key
+
+    from safetensors.torch import load_file
+
+    (start,) = single_dir.glob("checkpoints/smoke/*/stage_0.safetensors")
+    base = load_file(str(start))
+    for stage in (1, 2):
+        (a,) = multi_dir.glob(f"checkpoints/smoke/*/stage_{stage}.safetensors")
+        (b,) = single_dir.glob(f"checkpoints/smoke/*/stage_{stage}.safetensors")
+        got, ref = load_file(str(a)), load_file(str(b))
+        assert all(bool(torch.isfinite(t).all()) for t in got.values()), f"stage {stage}: non-finite weights"
+        gap = torch.cat([(got[k] - ref[k]).abs().flatten() for k in ref])
+        moved = torch.cat([(ref[k] - base[k]).abs().flatten() for k in ref])
+        assert float(gap.mean()) < 0.01 * float(moved.mean()), (stage, float(gap.mean()), float(moved.mean()))
+        assert float((gap > 1e-4).float().mean()) < 0.003, stage
+
+    assert set(_step_metrics(multi_dir, "eval/processes").values()) == {2.0}
+    items, ref_items = _items(multi_dir), _items(single_dir)
+    pd.testing.assert_frame_equal(items[0], ref_items[0], check_exact=True)
+    for stage in (1, 2):
+        keys = ["task", "doc_id", "item_id", "prompt"]
+        pd.testing.assert_frame_equal(items[stage][keys], ref_items[stage][keys])
+        assert items[stage]["score"].map(math.isfinite).all()

@@ -7,6 +7,7 @@ pieces against the tensors the methods really keep (the EWC state, the penalties
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -17,8 +18,19 @@ from harness.config import Config
 from harness.methods import StudentSize, needs_teacher_copy
 from harness.methods.ewc import EWCSettings, EWCState, consolidate, ewc_held, ewc_penalty
 from harness.methods.sft_l2 import L2Settings, l2_held, l2_penalty
-from harness.run.memory_estimate import Estimate, Setting, Shape, check, describe, estimate
-from harness.run.readiness import check_memory, memory_plan
+from harness.run.memory_estimate import (
+    RANK0,
+    REPLICAS,
+    SHARED,
+    Estimate,
+    Setting,
+    Shape,
+    check,
+    describe,
+    estimate,
+    eval_sharing,
+)
+from harness.run.readiness import check_memory, evaluation_plan, memory_plan
 from harness.tasks.spec import Item
 
 CPU = torch.device("cpu")
@@ -217,3 +229,73 @@ def test_a_method_that_cannot_shard_is_not_offered_fsdp():
         with pytest.raises(ValueError) as err:
             check(shape, s, 16 * 2**30)  # 16 GiB of student state + 4 GiB held: short
         assert ("FSDP over" in str(err.value)) == shardable
+
+
+# Evaluation under FSDP: every rank on its own gathered copy (shared), or rank 0 alone.
+# SFT, float32, 2 processes: per process the sharded weights stay through evaluation (4 x P / 2 bytes;
+# the optimizer is freed by then), and a rank that evaluates adds a whole copy, 4 x P.
+RESIDENT = 4 * P / 2
+COPY = 4 * P
+
+
+def _fsdp(per_budget: int, processes: int = 2) -> Setting:
+    return Setting(
+        weight_bytes=4,
+        compute_bytes=4,
+        teacher_bytes=0,
+        processes=processes,
+        sharded=True,
+        rows=0,
+        per_budget=per_budget,
+    )
+
+
+def test_each_evaluating_rank_counts_its_own_gathered_copy():
+    shape = Shape(params=P, layers=2, hidden=64, intermediate=128)
+    e = estimate(shape, _fsdp(per_budget=2))
+    assert (e.resident, e.eval_copy, e.evaluation) == (RESIDENT, COPY, RESIDENT + COPY)
+    shared = eval_sharing(e, _fsdp(per_budget=2), budget_bytes=2 * (RESIDENT + COPY))
+    assert (shared.mode, shared.copies, shared.need) == (SHARED, 2, 2 * (RESIDENT + COPY))
+    # 4 processes on one host: four copies count against the one budget
+    four = _fsdp(per_budget=4, processes=4)
+    e4 = estimate(shape, four)
+    assert eval_sharing(e4, four, 4 * (4 * P / 4 + COPY)).need == 4 * (4 * P / 4 + COPY)
+    # a GPU each: a budget holds one process, its shard and its own copy
+    gpu = eval_sharing(e, _fsdp(per_budget=1), budget_bytes=RESIDENT + COPY)
+    assert (gpu.mode, gpu.need) == (SHARED, RESIDENT + COPY)
+
+
+def test_the_budget_chooses_shared_or_rank_0():
+    shape = Shape(params=P, layers=2, hidden=64, intermediate=128)
+    s = _fsdp(per_budget=2)
+    e = estimate(shape, s)
+    just_enough = 2 * (RESIDENT + COPY)
+    assert eval_sharing(e, s, just_enough).mode == SHARED
+    rank0 = eval_sharing(e, s, just_enough - 1)  # one byte short of a second copy
+    assert (rank0.mode, rank0.copies, rank0.need) == (RANK0, 1, 2 * RESIDENT + COPY)
+    assert eval_sharing(e, s, None).mode == RANK0  # unknown budget: the one copy of before
+    assert "memory budget unknown" in eval_sharing(e, s, None).describe()
+    unsharded = eval_sharing(estimate(shape, replace(s, sharded=False)), replace(s, sharded=False), 1.0)
+    assert unsharded.mode == REPLICAS and unsharded.copies == 0
+
+
+def test_describe_says_which_evaluation_mode_and_its_copy():
+    shape = Shape(params=2**28, layers=1, hidden=8, intermediate=16)  # 1 GiB of float32 weights
+    s = _fsdp(per_budget=1)
+    e = estimate(shape, s)
+    assert describe(e, eval_sharing(e, s, 2**40)).endswith(
+        "evaluation 1.5 GiB on each of 2 ranks (shared: a gathered copy of 1.0 GiB per rank)"
+    )
+    assert describe(e, eval_sharing(e, s, 2**30)).endswith(
+        "evaluation 1.5 GiB on rank 0 alone (rank-0 mode: one gathered copy of 1.0 GiB)"
+    )
+
+
+def test_start_up_plan_shares_evaluation_when_the_host_holds_every_copy(tmp_path, monkeypatch):
+    """On the CPU every process of the node draws on the host's memory: the plan adds their copies up."""
+    cfg = _cfg(tmp_path, "sft")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    need = 2 * (RESIDENT + COPY)
+    assert evaluation_plan(cfg, 2, True, False, CPU, budget_bytes=need).mode == SHARED
+    assert evaluation_plan(cfg, 2, True, False, CPU, budget_bytes=need - 1).mode == RANK0
+    assert evaluation_plan(cfg, 2, False, False, CPU, budget_bytes=1).mode == REPLICAS

@@ -18,6 +18,7 @@ from harness.decoding.choose import pick
 from harness.decoding.static import decode
 from harness.decoding.warpers import StopStrings, declared_eos
 from harness.models import autocast
+from harness.parallel import shares
 from harness.tasks.spec import Item, TaskSpec, resolve_template, student_messages, teacher_messages
 
 # greedy_scores cuts a response where the task's lm-eval YAML `until` does, so both paths score the same
@@ -112,7 +113,11 @@ def doc_to_item(doc: dict) -> Item:
     )
 
 
-@torch.no_grad()
+# (rank, world): which contiguous block of the greedy batches this process decodes (harness.parallel.shares)
+Share = tuple[int, int]
+WHOLE: Share = (0, 1)
+
+
 def greedy_generate(
     model: Any,
     tokenizer: Any,
@@ -127,6 +132,34 @@ def greedy_generate(
     `decoder`: "static" (harness.decoding, the same tokens as `generate`; falls back to it where it cannot
     run) or "hf" (Hugging Face `generate`).
     """
+    out = greedy_generate_share(model, tokenizer, conversations, max_new_tokens, batch_size, stops, decoder)
+    return [out[i] for i in range(len(conversations))]
+
+
+def greedy_batches(tokenizer: Any, texts: list[str], batch_size: int) -> list[list[int]]:
+    """The positions of `texts` batch by batch: similar lengths together (longest first), so short prompts
+    are not padded to long ones. Every process computes the same batches from the same texts."""
+    order = sorted(
+        range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
+    )
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def greedy_generate_share(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    stops: Sequence[str] = STOP_STRINGS,
+    decoder: str = "hf",
+    share: Share = WHOLE,
+) -> dict[int, str]:
+    """`greedy_generate` of this process's block of the batches only, keyed by conversation position.
+
+    Whole batches are shared, never single items: a batch's padding and shapes change the floating-point
+    path, so an item decoded in another batch could come out differently from one process's answer."""
     if tokenizer.padding_side != "left":
         raise ValueError("greedy_generate needs a left-padded tokenizer (harness.models.prepare_tokenizer)")
 
@@ -136,16 +169,11 @@ def greedy_generate(
     texts = [
         tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
     ]
-    # batches of similar lengths (longest first), so short prompts are not padded to long ones; order restored
-    order = sorted(
-        range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False)["input_ids"])
-    )
-    out: list[str] = [""] * len(texts)
+    out: dict[int, str] = {}
     static = pick(model, decoder)[0] == "static"
     try:
         with autocast(model):  # the model's compute dtype (harness.models.Precision)
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
+            for index in shares.share(greedy_batches(tokenizer, texts, batch_size), *share):
                 enc = tokenizer(
                     [texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False
                 ).to(device)
@@ -197,6 +225,22 @@ def greedy_responses(
     decoder: str = "hf",
 ) -> list[str]:
     """The greedy responses behind greedy_scores (useful to inspect what the model wrote)."""
+    out = _responses_share(model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size, decoder)
+    return [out[i] for i in range(len(docs))]
+
+
+def _responses_share(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None,
+    max_new_tokens: int | None,
+    batch_size: int,
+    decoder: str,
+    share: Share = WHOLE,
+) -> dict[int, str]:
     if mode == "base":
         conversations = [student_messages(doc_to_item(d)) for d in docs]
     elif mode == "in_context":
@@ -205,9 +249,8 @@ def greedy_responses(
     else:
         raise ValueError(f"mode must be 'base' or 'in_context', got {mode!r}")
     limit = max_new_tokens or spec.eval_max_gen_toks or spec.max_new_tokens or 256
-    return greedy_generate(
-        model, tokenizer, conversations, limit, batch_size, task_stop_strings(spec), decoder
-    )
+    stops = task_stop_strings(spec)
+    return greedy_generate_share(model, tokenizer, conversations, limit, batch_size, stops, decoder, share)
 
 
 def greedy_scores(
@@ -223,8 +266,28 @@ def greedy_scores(
 ) -> list[float]:
     """Per-doc scores of greedy answers: mode "base" = the prompt alone (the student), "in_context" = the
     teacher prompt with the item's own demonstration (and privileged context), i.e. the SDFT teacher."""
-    responses = greedy_responses(
+    out = greedy_scores_share(
         model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size, decoder
     )
+    return [out[i] for i in range(len(docs))]
+
+
+def greedy_scores_share(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    docs: list[dict],
+    mode: str,
+    template: str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int = 16,
+    decoder: str = "hf",
+    share: Share = WHOLE,
+) -> dict[int, float]:
+    """`greedy_scores` of this process's block of the batches, keyed by doc position
+    (harness.parallel.shares.merge_indexed puts the processes' parts back together)."""
+    responses = _responses_share(
+        model, tokenizer, spec, docs, mode, template, max_new_tokens, batch_size, decoder, share
+    )
     scorer = load_scorer(spec)
-    return [float(scorer(r, d)) for r, d in zip(responses, docs, strict=True)]
+    return {i: float(scorer(text, docs[i])) for i, text in responses.items()}

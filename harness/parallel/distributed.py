@@ -9,7 +9,7 @@ averaged: the sum equals the single-process gradient of the same global batch. C
 and the EMA teacher update then run on identical numbers on every process, which keeps the replicas equal;
 `check_in_sync` verifies that at the end of every stage.
 
-Evaluation is dealt out by task (harness.run.loop); only the main process (rank 0) talks to MLflow, writes
+Evaluation is dealt out by task and by greedy batch (harness.parallel.shares, harness.run.stage_eval); only the main process (rank 0) talks to MLflow, writes
 checkpoints and prints. Without a launcher (WORLD_SIZE unset or 1) every call here is a no-op.
 
 With an FSDP launch config (`uses_fsdp`), the process group and micro-batch sharding are the same, but the
@@ -66,6 +66,10 @@ class Replicas:
     world: int = 1
     local_rank: int = 0
     sharded: bool = False  # FSDP: each process holds a shard of the weights, not a replica
+    # whether every process holds whole weights at evaluation and scores its share (harness.parallel.shares):
+    # true for replicas; under FSDP the loop sets it from the start-up memory plan (a gathered copy per
+    # rank), and false leaves rank 0 to evaluate alone on the one gathered copy
+    eval_everywhere: bool = True
 
     @property
     def is_main(self) -> bool:
@@ -160,6 +164,7 @@ def replicas() -> Replicas:
         world=torch.distributed.get_world_size(),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         sharded=uses_fsdp(),
+        eval_everywhere=not uses_fsdp(),
     )
     return _REPLICAS
 

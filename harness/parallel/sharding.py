@@ -19,7 +19,8 @@ Three things differ from the data-parallel path (harness.parallel.distributed):
 - every process must run the same number of forward passes: rollouts use `generate(synced_gpus=True)`,
   and no micro-batch of the global batch may be empty (validated at start-up, harness.run.loop);
 - evaluation, the in-context check and checkpoints need whole weights: `gathered_copy` assembles a plain
-  copy of the student on rank 0 (the other processes take part in the gather, then wait).
+  copy of the student on every process where the start-up memory plan allows it (each then evaluates its
+  share, harness.parallel.shares), else on rank 0 alone (the other processes take part in the gather, then wait).
 """
 
 from __future__ import annotations
@@ -200,16 +201,23 @@ def local_fraction(model: torch.nn.Module) -> float:
     return stored / max(1, sum(p.numel() for p in model.parameters()))
 
 
-def gathered_copy(student: torch.nn.Module, is_main: bool) -> torch.nn.Module | None:
-    """A plain (unsharded) copy of the student's current weights on rank 0, None elsewhere.
+def gathered_copy(
+    student: torch.nn.Module, is_main: bool, everywhere: bool = False
+) -> torch.nn.Module | None:
+    """A plain (unsharded) copy of the student's current weights: on rank 0 only (None elsewhere), or with
+    `everywhere` on every process (evaluation shared by all ranks, harness.run.stage_eval).
 
-    A collective: every process must call it. The weights are gathered to CPU (rank 0 only) and assigned
-    to a model skeleton built on the meta device, so no second random initialisation is paid for.
+    A collective: every process must call it, with the same `everywhere`. The weights are assigned to a
+    model skeleton built on the meta device, so no second random initialisation is paid for. For rank 0
+    alone they are gathered to host memory (the other ranks' devices never see a whole copy); for every
+    rank they are all-gathered on the device itself, where the copy lives anyway (N host copies of a large
+    model at once would fill a node's memory).
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if not is_main:
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not everywhere)
+    state = get_model_state_dict(student, options=options)
+    if not (is_main or everywhere):
         return None
     device = _device_of(student)
     with torch.device("meta"):

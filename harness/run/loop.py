@@ -2,7 +2,8 @@
 
 Data parallelism (harness.parallel.distributed, `accelerate launch`): every process trains its share of each step
 and evaluates its share of the eval tasks; only rank 0 talks to MLflow, writes checkpoints and prints.
-Under FSDP (harness.parallel.sharding) the weights are sharded: rank 0 evaluates and checkpoints a gathered copy.
+Under FSDP (harness.parallel.sharding) the weights are sharded: each rank evaluates its share on a gathered copy
+where the start-up memory plan allows (else rank 0 evaluates alone); rank 0 checkpoints from its copy.
 
 Resume: a stage is done when its MLflow child run is FINISHED. Rerunning the same command reuses the done
 stages' results, reloads the weights from the last done stage's checkpoint (or, with `checkpoints=none`,
@@ -31,7 +32,7 @@ from harness.methods.base import NonFiniteLossError, StageContext
 from harness.models import load_model, precision_summary
 from harness.parallel import sharding
 from harness.parallel.distributed import Replicas, micro_batches, replicas
-from harness.run import progress, readiness
+from harness.run import progress, readiness, stage_eval
 from harness.run.checkpoints import checkpoint_dir, load_checkpoint
 from harness.run.preflight import USER_ERRORS, check_run
 from harness.run.signals import signal_name
@@ -213,6 +214,7 @@ def _prepare(composed: DictConfig | Config) -> ExperimentRun:
         dist.sharded,
         needs_teacher_copy(asdict(cfg.method)),
     )
+    dist, sharing_line = stage_eval.evaluation_sharing(cfg, dist)  # who evaluates under FSDP
     ensure_writable(results_path(cfg))
     _seed_everything(cfg.seed)
     # The model and the item lengths are checked before the parent run exists: a bad model name or an
@@ -228,6 +230,7 @@ def _prepare(composed: DictConfig | Config) -> ExperimentRun:
             f"({precision['precision/reason']})",
             f"\ndecoder: rollouts {pick(model, cfg.method.distill.decoder)[1]}; "
             f"greedy evaluation {pick(model, cfg.eval.decoder)[1]}",
+            *([f"\n{sharing_line}"] if sharing_line else []),
             flush=True,
         )
     dist.check_in_sync(model, "after loading the model")

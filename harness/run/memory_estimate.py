@@ -20,8 +20,11 @@ trains: P, or A under LoRA):
 | gradient all-reduce bucket (DDP) | bounded by the bucket size, counted |
 
 FSDP divides every row by N but the held state (whole tensors: those methods do not shard). On top of that,
-at each stage's evaluation rank 0 holds a whole gathered copy of the student (FSDP) while the sharded
-weights, teacher and held state stay resident; the optimizer is freed by then.
+at each stage's evaluation a process that evaluates under FSDP holds a whole gathered copy of the student
+while its sharded weights, teacher and held state stay resident (the optimizer is freed by then). Whether
+every rank may hold such a copy and evaluate its share (*shared*), or only rank 0 (*rank 0*, the others
+wait), is `eval_sharing`'s decision: every copy is counted against the memory budget it draws on (one per
+GPU; on the CPU all of a node's processes draw on the same host memory, `Setting.per_budget`).
 Activations are estimated roughly (per token per layer: about 10 x hidden + 3 x intermediate values
 without gradient checkpointing, the hidden state alone with it), for a micro-batch of `rows` sequences at
 the full `model.max_length`: an upper bound, reported as a warning rather than a refusal, since kernels and
@@ -73,14 +76,19 @@ class Setting:
     # and joint's stay for the whole run; the others' are freed at the stage's end: an upper bound there)
     held: tuple[tuple[str, float], ...] = ()
     shardable: bool = True  # whether the method trains under FSDP (no FSDP suggestion otherwise)
+    # processes drawing on one memory budget: 1 with a GPU each; on the CPU every process of the node shares
+    # the host's memory, so their evaluation copies add up there
+    per_budget: int = 1
 
 
 @dataclass(frozen=True)
 class Estimate:
     static: float  # bytes per process that are certain: weights, gradients, optimizer, teacher copy, held
-    evaluation: float  # bytes on rank 0 while it evaluates (FSDP: a whole gathered copy of the student)
+    evaluation: float  # bytes on a process while it evaluates (FSDP: resident + a whole gathered copy)
     activations: float  # rough upper bound for one micro-batch
     pieces: tuple[tuple[str, float], ...] = ()  # the teacher copy and the held state within `static`, named
+    resident: float = 0.0  # bytes per process that stay through evaluation (sharded weights, teacher, held)
+    eval_copy: float = 0.0  # one gathered whole copy of the student (FSDP), per process that holds one
 
     @property
     def peak(self) -> float:
@@ -105,37 +113,86 @@ def estimate(shape: Shape, s: Setting) -> Estimate:
     if s.gradient_checkpointing:  # one layer at a time is recomputed with everything kept
         acts += tokens * (10 * shape.hidden + 3 * shape.intermediate) * s.compute_bytes
     pieces = ((("teacher copy", teacher),) if teacher else ()) + s.held
-    return Estimate(static=static, evaluation=evaluation, activations=acts, pieces=pieces)
+    return Estimate(
+        static=static,
+        evaluation=evaluation,
+        activations=acts,
+        pieces=pieces,
+        resident=resident,
+        eval_copy=whole,
+    )
+
+
+SHARED, RANK0, REPLICAS = "shared", "rank 0", "replicas"
+
+
+@dataclass(frozen=True)
+class EvalSharing:
+    """Who evaluates a stage, and what that costs one memory budget."""
+
+    mode: str  # SHARED: every rank a gathered copy and a share; RANK0: rank 0 alone; REPLICAS: not sharded
+    copies: int  # processes holding a whole copy at once (FSDP); 0 without FSDP (the replica is the model)
+    need: float  # bytes the evaluation takes from one budget (all of its processes together)
+    why: str = "a gathered copy on every rank would not fit"  # why RANK0 was chosen
+
+    def describe(self) -> str:
+        if self.mode == SHARED:
+            return (
+                f"evaluation shared: each of {self.copies} ranks holds a gathered copy and scores its share"
+            )
+        if self.mode == RANK0:
+            return f"evaluation on rank 0 alone ({self.why})"
+        return "evaluation shared: each process scores its share on its own replica"
+
+
+def eval_sharing(e: Estimate, s: Setting, budget_bytes: float | None) -> EvalSharing:
+    """SHARED where every rank's gathered copy fits the budget(s) beside what stays resident, else RANK0.
+
+    A budget holds `s.per_budget` processes: shared, each of them holds resident + copy; rank 0 alone adds
+    one copy to their residents. An unknown budget keeps the cautious RANK0 (one copy, as before sharing)."""
+    pool = max(1, s.per_budget)
+    if not s.sharded:
+        return EvalSharing(REPLICAS, 0, pool * e.evaluation)
+    shared = pool * (e.resident + e.eval_copy)
+    if budget_bytes is not None and shared <= budget_bytes:
+        return EvalSharing(SHARED, s.processes, shared)
+    why = "memory budget unknown" if budget_bytes is None else EvalSharing.why
+    return EvalSharing(RANK0, 1, pool * e.resident + e.eval_copy, why)
 
 
 def _gib(x: float) -> str:
     return f"{x / GIB:.1f} GiB"
 
 
-def describe(e: Estimate) -> str:
+def describe(e: Estimate, sharing: EvalSharing | None = None) -> str:
     within = ", ".join(f"{what} {_gib(size)}" for what, size in e.pieces)
     state = f"training state {_gib(e.static)}" + (f" (of which {within})" if within else "")
-    return (
-        f"{state} + activations up to {_gib(e.activations)} per process; "
-        f"evaluation {_gib(e.evaluation)} on rank 0"
-    )
+    if sharing is None or sharing.mode == REPLICAS:
+        where = "on rank 0" if sharing is None else "per process"
+    elif sharing.mode == SHARED:
+        where = f"on each of {sharing.copies} ranks (shared: a gathered copy of {_gib(e.eval_copy)} per rank)"
+    else:
+        where = f"on rank 0 alone (rank-0 mode: one gathered copy of {_gib(e.eval_copy)})"
+    return f"{state} + activations up to {_gib(e.activations)} per process; evaluation {_gib(e.evaluation)} {where}"
 
 
 def check(shape: Shape, setting: Setting, device_bytes: float) -> tuple[Estimate, str | None]:
     """(estimate, warning or None). Raises ValueError when the certain part cannot fit `device_bytes`,
     naming the shortfall and the settings that would fit."""
     e = estimate(shape, setting)
+    sharing = eval_sharing(e, setting, device_bytes)
     certain = max(e.static, e.evaluation)
     if certain > device_bytes:
         raise ValueError(
-            f"memory: this run needs about {_gib(certain)} per process before activations ({describe(e)}), "
+            f"memory: this run needs about {_gib(certain)} per process before activations "
+            f"({describe(e, sharing)}), "
             f"the device has {_gib(device_bytes)}: short by {_gib(certain - device_bytes)}. "
             + _suggest(shape, setting, device_bytes)
         )
     if e.peak > device_bytes:
         hint = "" if setting.gradient_checkpointing else "trainer.gradient_checkpointing=true, "
         return e, (
-            f"memory: {describe(e)}, the device has {_gib(device_bytes)}; activations at full "
+            f"memory: {describe(e, sharing)}, the device has {_gib(device_bytes)}; activations at full "
             f"model.max_length may not fit: consider {hint}a larger trainer.grad_accum (smaller "
             "micro-batches) or a lower model.max_length"
         )

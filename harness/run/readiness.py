@@ -22,7 +22,19 @@ from typing import Any
 from harness.config import Config
 from harness.methods import Held, StudentSize, held_state, method_spec, rollouts_per_prompt
 from harness.run import vllm_compat
-from harness.run.memory_estimate import GIB, Setting, Shape, adapter_parameters, check, shape_of
+from harness.run.memory_estimate import (
+    GIB,
+    RANK0,
+    REPLICAS,
+    EvalSharing,
+    Setting,
+    Shape,
+    adapter_parameters,
+    check,
+    estimate,
+    eval_sharing,
+    shape_of,
+)
 
 CODE_EXECUTION_ENV = "HF_ALLOW_CODE_EVAL"  # what HF `evaluate`'s code_eval metric demands before running code
 PAPER_EXTRA = "pip install -e '.[paper]'"
@@ -203,11 +215,9 @@ def memory_plan(
 ) -> tuple[Shape, Setting, list[str]]:
     """The student's Shape, the run's full Setting (LoRA adapters and what the method declares it holds,
     `MethodSpec.held`, included) and a note for each held model sized by the fallback."""
-    from transformers import AutoConfig
+    from harness.models import model_config  # lazy: loads torch only when needed
 
-    from harness.models import locate_weights  # lazy: loads torch only when needed
-
-    config = AutoConfig.from_pretrained(locate_weights(cfg.model.name, cfg.model.cache_dir))
+    config = model_config(cfg.model)  # random_init: the cut-down architecture that will be built
     shape = shape_of(config)
     setting = memory_setting(cfg, processes, sharded, teacher_copy, device)
     adapters = 0
@@ -219,6 +229,41 @@ def memory_plan(
     held, notes = held_bytes(held_state(cfg.method, student), setting.weight_bytes)
     shardable = method_spec(cfg.method.name).supports_fsdp
     return shape, replace(setting, held=held, shardable=shardable), notes
+
+
+def evaluation_plan(
+    cfg: Config,
+    processes: int,
+    sharded: bool,
+    teacher_copy: bool,
+    device: Any,
+    budget_bytes: float | None = None,
+) -> EvalSharing:
+    """Under FSDP, whether every rank may gather a whole copy and evaluate its share (shared) or only rank 0
+    (harness.run.memory_estimate.eval_sharing). The budget is the GPU's memory, one process each; on the CPU
+    (or MPS) the host's physical memory, which all of this node's processes share. Rank 0's answer is the
+    one to use (`Replicas.broadcast`): every rank must take the same path through the gathers."""
+    if not sharded:
+        return EvalSharing(REPLICAS, 0, 0.0)
+    try:
+        shape, setting, _ = memory_plan(cfg, processes, sharded, teacher_copy, device)
+    except (OSError, ValueError) as err:  # no config to size the model by: the cautious mode
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        return EvalSharing(RANK0, 1, float("nan"), f"the model could not be sized ({first})")
+    if device.type != "cuda":
+        setting = replace(setting, per_budget=int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
+    if budget_bytes is None:
+        budget_bytes = _memory_budget(device)
+    return eval_sharing(estimate(shape, setting), setting, budget_bytes)
+
+
+def _memory_budget(device: Any) -> float:
+    """The memory one budget holds: the GPU's, or the host's physical memory."""
+    import torch
+
+    if device.type == "cuda":
+        return float(torch.cuda.get_device_properties(device).total_memory)
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def held_bytes(

@@ -1,12 +1,19 @@
 """What the loop evaluates around a stage: the teacher's in-context score before it, the within-stage
 curve while it trains (`StageHook`), every eval task after it (stage 0 reused from the cache), the
-item-level artifact and the one-line summary. Under FSDP each of these runs on a gathered copy on rank 0."""
+item-level artifact and the one-line summary.
+
+Every process that holds whole weights evaluates a contiguous share (harness.parallel.shares): of the eval
+tasks for lm-eval, of the greedy batches for the in-context score and the within-stage curve; rank 0 merges
+the parts into what one process would have computed. Replicas (one process, DDP) always do; under FSDP each
+rank gathers a whole copy when the start-up memory plan allows (`Replicas.eval_everywhere`), else rank 0
+gathers the one copy and evaluates everything while the others wait. pass@k samples (random numbers drawn
+in sequence) and the checkpoint stay on rank 0."""
 
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,56 +24,96 @@ from harness.console import third_party_output
 from harness.eval.lmeval import evaluate, stream_eval_names, write_snapshot
 from harness.eval.passk import pass_k_metrics
 from harness.eval.results import item_frame, merge_results, primary_metric
-from harness.eval.scoring import greedy_scores
-from harness.models import precision_of, precision_summary, set_precision
-from harness.parallel import sharding
+from harness.eval.scoring import greedy_scores_share
+from harness.methods import needs_teacher_copy
+from harness.models import precision_of, precision_summary, resolve_device, set_precision
+from harness.parallel import sharding, shares
 from harness.parallel.distributed import Replicas
-from harness.run import base_eval_cache
+from harness.parallel.shares import merge_indexed
+from harness.run import base_eval_cache, readiness
 from harness.run.checkpoints import save_checkpoint
+from harness.run.memory_estimate import SHARED
 from harness.run.stream_plan import StreamPlan, extra_eval_tasks
 from harness.tasks.spec import TaskSpec
 
 
-def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: Config) -> float | None:
-    """The SDFT teacher's ceiling on this task: greedy accuracy with the demonstration in context."""
-    n = cfg.eval.in_context_items
-    if n <= 0:
-        return None
-
-    lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
-    docs = [json.loads(line) for line in lines if line.strip()][:n]
-    scores = greedy_scores(
-        model,
-        tokenizer,
-        spec,
-        docs,
-        mode="in_context",
-        template=cfg.method.distill.template,
-        batch_size=cfg.eval.batch_size,
-        decoder=cfg.eval.decoder,
+def evaluation_sharing(cfg: Config, dist: Replicas) -> tuple[Replicas, str]:
+    """Under FSDP, the start-up memory plan's choice of who evaluates (every rank on its own gathered copy,
+    or rank 0 alone), taken from rank 0 so that every process takes the same path through the gathers; and
+    the line that says which. Unchanged otherwise (replicas always share the evaluation)."""
+    if not dist.sharded:
+        return dist, ""
+    plan = readiness.evaluation_plan(
+        cfg,
+        dist.world,
+        dist.sharded,
+        needs_teacher_copy(asdict(cfg.method)),
+        resolve_device(cfg.model.device),
     )
+    mode, line = dist.broadcast((plan.mode, plan.describe()))
+    return replace(dist, eval_everywhere=mode == SHARED), line
+
+
+def _in_context_score(model, tokenizer, spec: TaskSpec, cfg: Config, dist: Replicas) -> float | None:
+    """The SDFT teacher's ceiling on this task: greedy accuracy with the demonstration in context."""
+    lines = spec.eval_file.read_text(encoding="utf-8").splitlines()
+    docs = [json.loads(line) for line in lines if line.strip()][: cfg.eval.in_context_items]
+    return _shared_greedy_mean(model, tokenizer, spec, docs, cfg, dist, "in_context")
+
+
+def _evaluators(dist: Replicas) -> tuple[int, int] | None:
+    """(rank, world) of this process's share of the evaluation, or None: it holds no whole weights."""
+    if dist.eval_everywhere:
+        return dist.rank, dist.world
+    return (0, 1) if dist.is_main else None
+
+
+def _shared_greedy_mean(
+    model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: Config, dist: Replicas, mode: str
+) -> float | None:
+    """Mean greedy score over `docs`, each evaluating process scoring its block of the batches; rank 0
+    gets the merged mean (None elsewhere). `model` has whole weights wherever `_evaluators` gives a share."""
+    share = _evaluators(dist)
+    part: dict[int, float] = {}
+    if share is not None:
+        part = greedy_scores_share(
+            model,
+            tokenizer,
+            spec,
+            docs,
+            mode=mode,
+            template=cfg.method.distill.template if mode == "in_context" else None,
+            batch_size=cfg.eval.batch_size,
+            decoder=cfg.eval.decoder,
+            share=share,
+        )
+    parts = dist.gather(part) if dist.eval_everywhere else [part]
+    if not dist.is_main:
+        return None
+    scores = merge_indexed(parts, len(docs))
     return sum(scores) / max(len(scores), 1)
 
 
 @contextmanager
 def _whole_model(model: torch.nn.Module, dist: Replicas):
     """The student with whole weights, for evaluation and checkpoints: the model itself, or under FSDP a
-    gathered copy on rank 0 (None on the other processes), freed on exit. Every process must enter it."""
+    gathered copy on every rank (`eval_everywhere`) or on rank 0 alone (None on the other processes),
+    freed on exit. Every process must enter it."""
     if not dist.sharded:
         yield model
         return
-    whole = sharding.gathered_copy(model, dist.is_main)
+    whole = sharding.gathered_copy(model, dist.is_main, everywhere=dist.eval_everywhere)
     if whole is not None:  # the copy evaluates in the student's precision too
         set_precision(whole, precision_of(model))
     yield whole
 
 
 def stage_ceiling(model, tokenizer, spec: TaskSpec, cfg: Config, dist: Replicas) -> float | None:
-    """The in-context score before a stage, on rank 0 (on a gathered copy under FSDP)."""
+    """The in-context score before a stage, on rank 0 (None elsewhere), from every evaluating process."""
     if cfg.eval.in_context_items <= 0:
         return None
     with _whole_model(model, dist) as whole:
-        return _in_context_score(whole, tokenizer, spec, cfg) if dist.is_main else None
+        return _in_context_score(whole, tokenizer, spec, cfg, dist)
 
 
 def evaluate_and_checkpoint(
@@ -114,13 +161,12 @@ def _base_cache_key(model, plan: StreamPlan, cfg: Config, dist: Replicas) -> str
 def _evaluate_stage(
     model, tokenizer, plan: StreamPlan, cfg: Config, dist: Replicas, snapshot: Path | None = None
 ) -> tuple[dict[str, float], Any] | tuple[None, None]:
-    """Every eval task once; under data parallelism the tasks are dealt out round-robin to the processes
-    (identical replicas, greedy decoding: the same scores as one process) and rank 0 gathers the results.
-    Under FSDP only rank 0 holds whole weights (`_whole_model`), so it evaluates every task itself."""
+    """Every eval task once, each evaluating process taking a contiguous block of the task list (identical
+    whole weights, greedy decoding: the same scores as one process); rank 0 concatenates the blocks in rank
+    order, which is one process's order. Returns (None, None) off rank 0."""
     names = stream_eval_names(plan.specs) + plan.suite_tasks
-    if dist.sharded and not dist.is_main:
-        return None, None
-    mine = names if dist.sharded else names[dist.rank :: dist.world]
+    share = _evaluators(dist)
+    mine = shares.share(names, *share) if share is not None else []
     with third_party_output():  # lm-eval's own request bars: into the log file of a quiet console
         result = evaluate(
             model,
@@ -141,11 +187,10 @@ def _evaluate_stage(
             auto_batch_size=cfg.eval.auto_batch_size,
             decoder=cfg.eval.decoder,
         )
-    if dist.active and not dist.sharded:
-        parts = dist.gather(result)
-        if not dist.is_main:
-            return None, None
-        result = merge_results(parts)
+    parts = dist.gather(result) if dist.eval_everywhere else [result]
+    if not dist.is_main:
+        return None, None
+    result = merge_results(parts)
     from harness.tracking.store import lm_eval_metrics  # lazy: loads mlflow only when needed
 
     metrics = lm_eval_metrics(result.metrics)  # `<task>/<metric>`, scores and stderr, bookkeeping dropped
@@ -160,6 +205,7 @@ def _evaluate_stage(
         metrics["general/avg"] = sum(general) / len(general)
     for task, n in result.n_items.items():
         metrics[f"n_items/{task}"] = float(n)
+    metrics["eval/processes"] = float(sum(1 for part in parts if part.metrics))  # who really evaluated
     metrics.update(pass_k_metrics(model, tokenizer, plan.specs, cfg.eval, cfg.seed))  # rank 0, whole weights
     return metrics, result
 
@@ -167,21 +213,9 @@ def _evaluate_stage(
 def _subset_score(
     model, tokenizer, spec: TaskSpec, docs: list[dict], cfg: Config, dist: Replicas
 ) -> float | None:
-    """Greedy score of the student on `docs` (rank 0; a gathered copy under FSDP, so every process enters)."""
-
+    """Greedy score of the student on `docs` on rank 0 (None elsewhere); every process enters (the gather)."""
     with _whole_model(model, dist) as whole:
-        if not dist.is_main:
-            return None
-        scores = greedy_scores(
-            whole,
-            tokenizer,
-            spec,
-            docs,
-            mode="base",
-            batch_size=cfg.eval.batch_size,
-            decoder=cfg.eval.decoder,
-        )
-    return sum(scores) / max(len(scores), 1)
+        return _shared_greedy_mean(whole, tokenizer, spec, docs, cfg, dist, "base")
 
 
 class StageHook:
