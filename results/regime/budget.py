@@ -5,7 +5,7 @@
 
 Settings come from `conf/experiment/budget.yaml` (composed like `harness run experiment=budget`), so the
 steps, batch, evaluation cadence and sizes are the experiment's; the command line only picks the task, the
-method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0), the learning rate and
+method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0 | sdfb | pbsd), the learning rate and
 the seed (`--tag NAME --extra KEY=VALUE` runs a variant, e.g. a rollout temperature, under its own name).
 Each run writes `runs/<name>.jsonl`, one line per event, flushed as it happens:
 - `eval`: the step, the greedy per-item scores on the first `eval.every_steps_items` eval items, and the
@@ -33,6 +33,9 @@ PRESETS = {
     "sft": ("sft", []),
     "sdft": ("sdft", []),
     "sdft_anchor": ("sdft", ["method.distill.sft_weight=1.0"]),
+    # SDFT's family (docs/family.md): 4 rollouts per prompt each, so 64 steps give SDFT's 1,024 rollouts
+    "sdfb": ("sdfb", []),
+    "pbsd": ("pbsd", []),
 }
 GENERAL = ["general_mc", "general_ifeval", "general_arith"]
 
