@@ -183,6 +183,10 @@ class EvalConfig:
     pass_k: list[int] = field(default_factory=list)
     samples: int = 10
     pass_temperature: float = 0.8
+    # under FSDP, who evaluates: auto (the start-up memory plan decides: every rank on its own gathered copy
+    # when that fits, else rank 0 alone) | every_rank | rank0 (for a memory estimate you know to be wrong).
+    # The scores are the same either way; only memory and time differ
+    fsdp_sharing: str = "auto"
 
 
 @dataclass
@@ -328,6 +332,7 @@ RANGES: dict[str, Range] = {
 # resolves it; the step benchmark takes the canonical names). "auto" picks one of them per device.
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 DTYPES = ("auto", *DTYPE_NAMES)
+FSDP_SHARING = ("auto", "every_rank", "rank0")  # eval.fsdp_sharing
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 # What MLflow can track to: its database back ends (a `+driver` suffix allowed), a folder, a server.

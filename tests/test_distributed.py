@@ -174,6 +174,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, me
         assert norms_multi[key] == pytest.approx(value, rel=1e-5 if parallelism == "ddp" else 1e-3), key
     _assert_same_checkpoints(tmp_path / "multi", tmp_path / "single", parallelism)
     _assert_same_evaluation(tmp_path / "multi", tmp_path / "single")
+    if parallelism == "fsdp" and method == "sft":  # the fallback: rank 0 alone on its gathered copy
+        rank0 = tmp_path / "rank0"
+        alone = _launch(
+            [*args, "trainer.grad_accum=1", "eval.fsdp_sharing=rank0", f"results_dir={rank0}"], 2, "fsdp"
+        )
+        assert "evaluation on rank 0 alone (eval.fsdp_sharing=rank0)" in alone.stdout
+        _assert_same_evaluation(rank0, tmp_path / "single")
+        assert set(_step_metrics(rank0, "eval/processes").values()) == {1.0}
     # evaluation is dealt out (tooluse to rank 0, dates to rank 1) and gathered: every task scored, as 1 process
     for key in ("score/tooluse", "score/dates", "n_items/tooluse", "n_items/dates"):
         per_stage = _step_metrics(tmp_path / "multi", key)

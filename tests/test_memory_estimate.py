@@ -299,3 +299,27 @@ def test_start_up_plan_shares_evaluation_when_the_host_holds_every_copy(tmp_path
     assert evaluation_plan(cfg, 2, True, False, CPU, budget_bytes=need).mode == SHARED
     assert evaluation_plan(cfg, 2, True, False, CPU, budget_bytes=need - 1).mode == RANK0
     assert evaluation_plan(cfg, 2, False, False, CPU, budget_bytes=1).mode == REPLICAS
+
+
+@pytest.mark.parametrize(("forced", "mode"), [("rank0", RANK0), ("every_rank", SHARED)])
+def test_eval_fsdp_sharing_overrides_the_plan_whatever_the_budget(tmp_path, forced, mode):
+    """A user who knows the estimate is wrong picks the mode; without FSDP there is nothing to choose."""
+    cfg = _cfg(tmp_path, "sft")
+    cfg.eval.fsdp_sharing = forced
+    for budget in (1, 2**50):
+        plan = evaluation_plan(cfg, 2, True, False, CPU, budget_bytes=budget)
+        assert plan.mode == mode
+    assert evaluation_plan(cfg, 2, False, False, CPU, budget_bytes=1).mode == REPLICAS
+    if forced == "rank0":
+        assert plan.describe() == "evaluation on rank 0 alone (eval.fsdp_sharing=rank0)"
+
+
+def test_an_unknown_fsdp_sharing_is_refused_in_one_line(tmp_path):
+    from harness.run.config_checks import check_settings
+
+    cfg = _cfg(tmp_path, "sft")
+    cfg.eval.fsdp_sharing = "half"
+    with pytest.raises(
+        ValueError, match=r"eval.fsdp_sharing='half' is not known; valid values: auto, every_rank"
+    ):
+        check_settings(cfg)

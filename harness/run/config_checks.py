@@ -9,7 +9,15 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 
-from harness.config import DEVICE_PATTERN, DEVICES, DTYPES, RANGES, TRACKING_SCHEMES, Config
+from harness.config import (
+    DEVICE_PATTERN,
+    DEVICES,
+    DTYPES,
+    FSDP_SHARING,
+    RANGES,
+    TRACKING_SCHEMES,
+    Config,
+)
 
 
 def _lookup(c: Config | DictConfig, dotted: str) -> Any:
@@ -45,6 +53,7 @@ def check_settings(c: Config | DictConfig) -> None:
     if not DEVICE_PATTERN.fullmatch(device):
         raise ValueError(f"model.device={device!r} is not known; valid values: {DEVICES}")
     one_of("model.dtype", str(c.model.dtype), DTYPES)
+    one_of("eval.fsdp_sharing", str(c.eval.fsdp_sharing), FSDP_SHARING)
     if not str(c.model.name).strip():
         raise ValueError("model.name is empty: give the embedded default, a hub id (ORG/NAME) or a folder")
     if not str(c.experiment_name).strip():

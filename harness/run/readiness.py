@@ -26,6 +26,7 @@ from harness.run.memory_estimate import (
     GIB,
     RANK0,
     REPLICAS,
+    SHARED,
     EvalSharing,
     Setting,
     Shape,
@@ -245,6 +246,11 @@ def evaluation_plan(
     one to use (`Replicas.broadcast`): every rank must take the same path through the gathers."""
     if not sharded:
         return EvalSharing(REPLICAS, 0, 0.0)
+    forced = str(cfg.eval.fsdp_sharing)
+    if forced == "rank0":
+        return EvalSharing(RANK0, 1, float("nan"), "eval.fsdp_sharing=rank0")
+    if forced == "every_rank":
+        return EvalSharing(SHARED, processes, float("nan"))
     try:
         shape, setting, _ = memory_plan(cfg, processes, sharded, teacher_copy, device)
     except (OSError, ValueError) as err:  # no config to size the model by: the cautious mode

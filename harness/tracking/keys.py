@@ -43,6 +43,7 @@ NON_RESULT_KEYS = frozenset(
         "experiment_name",
         "model.cache_dir",
         "eval.log_samples",
+        "eval.fsdp_sharing",  # who evaluates under FSDP; the merged scores are one process's
     }
 )
 # whole sections of that kind: what the console shows (`harness.verbose`), how the report names groups
