@@ -175,6 +175,9 @@ def draw(runs: dict[str, list[dict]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = sorted({task_of(n) for n, rows in runs.items() if curve(rows)})
+    # one colour per variant (the name without its task) in every panel, so SFT is SFT's colour everywhere
+    variants = sorted({n.removeprefix(task_of(n) + "_") for n in runs})
+    colour = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(variants)}
     fig, grid = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
     for axes, task in zip(grid, tasks, strict=True):
         for name, rows in runs.items():
@@ -182,10 +185,11 @@ def draw(runs: dict[str, list[dict]], out: Path) -> None:
             if task_of(name) != task or not pts:
                 continue
             ci = [bootstrap(p["scores"]) for p in pts]
+            variant = name.removeprefix(task + "_")
             for ax, key in zip(axes, ("step", "train_cpu_s"), strict=True):
                 x = [p[key] for p in pts]
-                ax.plot(x, [p["score"] for p in pts], marker="o", label=name.removeprefix(task + "_"))
-                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], alpha=0.2)
+                ax.plot(x, [p["score"] for p in pts], marker="o", label=variant, color=colour[variant])
+                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], alpha=0.15, color=colour[variant])
         axes[0].set_title(f"{task}: accuracy on a fixed eval subset (95% CI)", fontsize=10)
         axes[0].set_xlabel("optimizer step (batch 4)")
         axes[1].set_xlabel("training CPU-seconds (shared machine)")
