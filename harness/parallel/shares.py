@@ -32,11 +32,6 @@ def share(units: Sequence[T], rank: int, world: int) -> list[T]:
     return list(units[block.start : block.stop])
 
 
-def merge_shares(parts: Sequence[Sequence[T]]) -> list[T]:
-    """Every process's results of its `share`, in rank order: the whole list, in the original order."""
-    return [value for part in parts for value in part]
-
-
 def merge_indexed(parts: Sequence[Mapping[int, T]], count: int) -> list[T]:
     """Results keyed by position (0..count-1), each position computed by exactly one process, as one list.
 
