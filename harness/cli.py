@@ -248,9 +248,36 @@ def _report(argv: list[str]) -> int:
     from harness.report.write import write_report  # lazy: per command
     from harness.session import console_log, verbose_flag  # lazy: per command
 
+    if argv and argv[0].startswith("--folder"):
+        return _report_folder(argv)
     cfg = compose(verbose_flag(argv))
     with quiet_console(console_log(cfg), cfg.harness.verbose):
         out = write_report(cfg, display_name)
+    print(f"report written to {out}")
+    return 0
+
+
+def _report_folder(argv: list[str]) -> int:
+    """`harness report --folder DIR [--label 'OVERRIDES=TEXT' ...]`: the report rewritten from a results folder."""
+    import argparse
+    import warnings
+
+    from harness.methods import display_name  # lazy: per command
+    from harness.report.write import write_folder_report  # lazy: per command
+
+    parser = argparse.ArgumentParser(prog="harness report", description=REPORT_HELP)
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--label", action="append", default=[], metavar="GROUP=TEXT")
+    args = parser.parse_args(argv)
+    labels = {}
+    for given in args.label:
+        key, sep, text = given.rpartition("=")
+        if not sep or not key:
+            parser.error(f"--label {given!r}: expected GROUP=TEXT (GROUP: a method name or override string)")
+        labels[key] = text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's empty-slice notes on absent curves
+        out = write_folder_report(args.folder, labels, display_name)
     print(f"report written to {out}")
     return 0
 

@@ -35,8 +35,12 @@ Hydra's own help: harness run --hydra-help
 
 REPORT_HELP = """usage: harness report [experiment=NAME] [results_dir=DIR] [tracking_uri=URI]
 
+       harness report --folder DIR [--label GROUP=TEXT ...]
+
 Read the runs of one MLflow experiment and write tables (Markdown, CSV, LaTeX), plots and report.html into
 <results_dir>/<experiment>/. Reads MLflow only, so runs from a cluster and a laptop mix.
+--folder rewrites the report of a results folder from its own files (runs.csv, items.csv.gz, details.csv),
+without the MLflow store: new labels (--label sft=Baseline, or by override string), the current statistics.
 """
 
 TASKS_HELP = """usage: harness tasks list | show NAME [-n N] | validate [PATH ...] | probe NAME|PATH [--template T]... [-n N]

@@ -1,13 +1,20 @@
-"""`harness power FOLDER`: the report's base/chance and power tables from a results folder alone.
+"""A results folder alone, without its MLflow store: `harness power FOLDER` and `harness report --folder FOLDER`.
 
-A report folder holds `runs.csv` (run id, stream, method, seed, order, tasks, group) and `items.csv.gz`
-(every evaluated item of every stage); that is enough to rebuild each run's accuracy matrices, so the power
-of any past study can be read without its MLflow store. Tasks in the items that are neither stream tasks
-nor a stream task's further eval tasks (e.g. `knowledge_ood`) are the general suite.
+A report folder holds `runs.csv` (one row per run: run key, stream, method, seed, order, tasks, group label and
+override string) and `items.csv.gz` (every evaluated item of every stage); that is enough to rebuild each run's
+accuracy matrices, so the statistics of any past study can be recomputed and its report rewritten (new labels,
+a new interval method) after the store is gone. `details.csv` adds what the matrices cannot give: the
+per-step curves, the teacher's in-context scores, the self-distillation diagnostics and the few settings the
+report prints. Folders written before these files existed name runs by `run_id` and hold no `details.csv`
+or `overrides` column (the group column was the override string); both forms are read. Tasks in the items
+that are neither stream tasks nor a stream task's further eval tasks (e.g. `knowledge_ood`) are the general
+suite.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +22,38 @@ import pandas as pd
 from harness.report.render import md_table
 from harness.report.runs import Group, RunResult
 from harness.tasks.spec import resolve_task
+from harness.tracking.keys import is_result_key
+
+DETAILS = "details.csv"
+# the run-level columns of items.csv.gz (the rest are the stage runs' own columns: stage, task, doc_id, ...)
+_RUN_COLUMNS = ("stream", "method", "seed", "order", "run_key", "run_id")
+
+
+def parse_overrides(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`"sdft (method.distill.sft_weight=1.0, trainer.lr=0.0002)"` -> ("sdft", (("method.distill...", "1.0"), ...)),
+    the inverse of how `group_runs` names a group (values hold no ", ")."""
+    match = re.fullmatch(r"\s*([^\s(]+)\s*(?:\((.*)\))?\s*", str(text))
+    if not match:
+        raise ValueError(f"cannot read the override string {text!r}: expected 'method (key=value, ...)'")
+    pairs = []
+    for part in filter(None, (match.group(2) or "").split(", ")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"cannot read {part!r} in the override string {text!r}: expected key=value")
+        pairs.append((key.strip(), value.strip()))
+    return match.group(1), tuple(pairs)
+
+
+def _key_column(frame: pd.DataFrame, name: str) -> str:
+    for column in ("run_key", "run_id"):
+        if column in frame.columns:
+            return column
+    raise ValueError(f"{name} names no run: it has neither a run_key nor a run_id column")
 
 
 def load_folder(folder: Path) -> list[Group]:
-    """Groups of runs rebuilt from `runs.csv` and `items.csv.gz` (one line error when either is missing)."""
+    """Groups of runs rebuilt from `runs.csv`, `items.csv.gz` and, when present, `details.csv` (one line error
+    when either of the first two is missing). Each group keeps the label runs.csv gives it."""
     missing = [n for n in ("runs.csv", "items.csv.gz") if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -26,32 +61,42 @@ def load_folder(folder: Path) -> list[Group]:
         )
     runs = pd.read_csv(folder / "runs.csv", dtype={"seed": str, "order": str})
     items = pd.read_csv(folder / "items.csv.gz", dtype={"seed": str, "order": str})
+    run_key, item_key = _key_column(runs, f"{folder}/runs.csv"), _key_column(items, f"{folder}/items.csv.gz")
+    details = _read_details(folder)
     groups: dict[tuple[str, str], Group] = {}
-    for row in runs.itertuples():
-        mine = items[items["run_id"] == row.run_id]
+    for row in runs.to_dict("records"):
+        key = str(row[run_key])
+        mine = items[items[item_key] == key]
         if mine.empty:
             continue
-        tasks = [t.strip() for t in str(row.tasks).split("->")]
-        extras = _extras(tasks)
-        suite = sorted(set(mine["task"]) - set(tasks) - extras)
+        overrides = str(row.get("overrides", row["group"]))
+        _, split = parse_overrides(overrides)
+        tasks = [t.strip() for t in str(row["tasks"]).split("->")]
+        suite = sorted(set(mine["task"]) - set(tasks) - _extras(tasks))
         means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
         stages = pd.Index(range(len(tasks) + 1), name="stage")
         run = RunResult(
-            run_id=row.run_id,
-            method=row.method,
-            stream=row.stream,
-            seed=str(row.seed),
-            model=str(row.model),
-            params={},
+            run_id=key,
+            method=str(row["method"]),
+            stream=str(row["stream"]),
+            seed=str(row["seed"]),
+            model=str(row["model"]),
+            params=dict(split),
             R=means.reindex(index=stages, columns=tasks).astype(float),
             G=means.reindex(index=stages, columns=suite).astype(float),
             extra=pd.DataFrame(index=stages),
-            order=str(row.order),
-            items=mine[["stage", "task", "doc_id", "score"]].reset_index(drop=True),
+            order=str(row["order"]),
+            items=mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns]).reset_index(drop=True),
             eval_sizes=mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
+            key=key,
         )
-        key = (row.stream, row.group)
-        groups.setdefault(key, Group(row.stream, row.method, row.group)).runs.append(run)
+        if details is not None:
+            _apply_details(run, details[details["run_key"] == key])
+        label = str(row["group"])
+        group = groups.setdefault(
+            (run.stream, overrides), Group(run.stream, run.method, label, overrides=overrides, split=split)
+        )
+        group.runs.append(run)
     return list(groups.values())
 
 
@@ -63,6 +108,61 @@ def _extras(tasks: list[str]) -> set[str]:
         except (ValueError, OSError):
             continue  # a task folder that is not here any more: its further eval tasks stay in the suite
     return out
+
+
+# ---- details.csv: what the matrices cannot give ------------------------------------------------------------
+def details_frame(runs: list[RunResult], train_keys: list[str]) -> pd.DataFrame:
+    """One row per value (run_key, stage, kind, key, step, value): `param` (the run's result-relevant settings),
+    `curve` (per-step curves), `in_context`, `train` (the stage's `train_keys` only: diagnostics, not timings,
+    so a rerun of the same experiment rewrites the same bytes) and `pass_k`."""
+    rows: list[tuple] = []
+    for r in runs:
+        params = sorted((k, v) for k, v in r.params.items() if is_result_key(k))
+        rows += [(r.key, -1, "param", k, -1, str(v)) for k, v in params]
+        for stage, curves in sorted(r.curves.items()):
+            for name, points in sorted(curves.items()):
+                rows += [(r.key, stage, "curve", name, step, v) for step, v in sorted(points.items())]
+        rows += [(r.key, s, "in_context", "score", -1, v) for s, v in sorted(r.in_context.items())]
+        for stage, stats in sorted(r.train.items()):
+            rows += [(r.key, stage, "train", k, -1, stats[k]) for k in train_keys if k in stats]
+        for stage, values in sorted(r.pass_k.items()):
+            rows += [(r.key, stage, "pass_k", k, -1, v) for k, v in sorted(values.items())]
+    frame = pd.DataFrame(rows, columns=["run_key", "stage", "kind", "key", "step", "value"])
+    numeric = frame["kind"] != "param"
+    frame["value"] = frame["value"].astype(object)
+    frame.loc[numeric, "value"] = [_number(v) for v in frame.loc[numeric, "value"]]
+    return frame
+
+
+def _number(value: object) -> str:
+    v = float(value)  # type: ignore[arg-type]
+    return "nan" if math.isnan(v) else repr(round(v, 10))
+
+
+def _read_details(folder: Path) -> pd.DataFrame | None:
+    path = folder / DETAILS
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"run_key": str, "value": str}, keep_default_na=False)
+    expected = {"run_key", "stage", "kind", "key", "step", "value"}
+    if not expected <= set(frame.columns):
+        raise ValueError(f"{path}: expected the columns {sorted(expected)}, found {list(frame.columns)}")
+    return frame
+
+
+def _apply_details(run: RunResult, rows: pd.DataFrame) -> None:
+    for row in rows.itertuples(index=False):
+        stage, key, value = int(row.stage), str(row.key), str(row.value)
+        if row.kind == "param":
+            run.params[key] = value
+        elif row.kind == "curve":
+            run.curves.setdefault(stage, {}).setdefault(key, {})[int(row.step)] = float(value)
+        elif row.kind == "in_context":
+            run.in_context[stage] = float(value)
+        elif row.kind == "train":
+            run.train.setdefault(stage, {})[key] = float(value)
+        elif row.kind == "pass_k":
+            run.pass_k.setdefault(stage, {})[key] = float(value)
 
 
 def power_text(folder: Path) -> str:

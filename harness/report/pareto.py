@@ -144,7 +144,8 @@ def pareto_figure(pts: list[Point], joint, path: Path, title: str) -> None:
     ax.set_xlabel("new-task accuracy (%)")
     ax.set_ylabel("general-suite change after the stream (points)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no front and no joint run: nothing to name
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

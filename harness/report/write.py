@@ -1,7 +1,9 @@
-"""`harness report`: every table, plot and report.html of one experiment, read from MLflow."""
+"""`harness report`: every table, plot and report.html of one experiment, read from MLflow or rebuilt from its
+results folder (`harness report --folder DIR`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -9,8 +11,10 @@ from omegaconf import DictConfig
 
 from harness.config import Config, results_path, tracking_uri
 from harness.report import render
+from harness.report.diagnostics import TRAIN_COLUMNS
+from harness.report.folder import DETAILS, details_frame, load_folder
 from harness.report.labels import Display, assign_labels
-from harness.report.runs import RunResult, group_runs, load_runs, seed_order
+from harness.report.runs import Group, RunResult, group_runs, load_runs, seed_order
 from harness.report.sections import build_sections
 from harness.tracking.store import Tracker
 
@@ -55,12 +59,55 @@ def write_report(cfg: Config | DictConfig, display: Display | None = None) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     assign_labels(groups, getattr(getattr(cfg, "report", None), "labels", None), display)
-    sections, summary = build_sections(cfg.experiment_name, runs, groups, skipped, out)
+    _write_outputs(cfg.experiment_name, runs, groups, skipped, out)
+    return out
+
+
+def write_folder_report(
+    folder: Path, labels: Mapping[str, str] | None = None, display: Display | None = None
+) -> Path:
+    """Rewrite the report in `folder` from the folder alone (runs.csv, items.csv.gz, details.csv): new labels,
+    the current interval method, no MLflow store. Figures that need what the folder lacks (a folder written
+    before details.csv: the step curves and diagnostics) are not drawn, and the report says so."""
+    groups = load_folder(folder)
+    if not groups:
+        raise ValueError(f"{folder}: runs.csv names no run that has items in items.csv.gz")
+    assign_labels(groups, labels, display)
+    runs = [r for g in groups for r in g.runs]
+    notes = (
+        []
+        if (folder / DETAILS).is_file()
+        else [
+            f"Rebuilt from the results folder, which has no {DETAILS} (written before it existed): the per-step "
+            "curves, the teacher's in-context scores and the self-distillation diagnostics of these runs are "
+            "not in it and are left out."
+        ]
+    )
+    _write_outputs(folder.name, runs, groups, 0, folder, notes, details=not notes)
+    return folder
+
+
+def _write_outputs(
+    name: str,
+    runs: list[RunResult],
+    groups: list[Group],
+    skipped: int,
+    out: Path,
+    notes: list[str] = (),
+    details: bool = True,
+) -> None:
+    """Every file of the report; `details=False` for a rebuild from a folder that had no details.csv (what it
+    would hold is not known, and an empty one would hide that)."""
+    sections, summary = build_sections(name, runs, groups, skipped, out)
+    sections[0].bullets.extend(notes)
     # the machine-readable name of each row beside the readable one (empty for the base model)
     overrides = {(g.stream, g.label): g.overrides for g in groups}
     keys = zip(summary["stream"], summary["method"], strict=True)
     summary.insert(2, "overrides", [overrides.get(k, k[1]) for k in keys])  # the base model's row: its label
     summary.round(10).to_csv(out / "summary.csv", index=False)  # drop float noise like 0.22499999999999998
+    ordered = [
+        (g, r) for g in groups for r in sorted(g.runs, key=lambda r: (seed_order(r.seed), r.order, r.key))
+    ]
     pd.DataFrame(
         [
             {
@@ -75,12 +122,14 @@ def write_report(cfg: Config | DictConfig, display: Display | None = None) -> Pa
                 "overrides": g.overrides,
                 "item_level": r.items is not None,
             }
-            for g in groups
-            for r in sorted(g.runs, key=lambda r: (seed_order(r.seed), r.order, r.key))
+            for g, r in ordered
         ]
     ).to_csv(out / "runs.csv", index=False)
     _write_items(runs, out)
+    if details:
+        details_frame([r for _, r in ordered], [k for k, _, _ in TRAIN_COLUMNS]).to_csv(
+            out / DETAILS, index=False
+        )
     (out / "summary.md").write_text(render.markdown(sections))
     (out / "summary.tex").write_text(render.latex(sections))
-    (out / "report.html").write_text(render.html_page(cfg.experiment_name, sections))
-    return out
+    (out / "report.html").write_text(render.html_page(name, sections))

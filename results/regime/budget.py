@@ -6,7 +6,8 @@
 Settings come from `conf/experiment/budget.yaml` (composed like `harness run experiment=budget`), so the
 steps, batch, evaluation cadence and sizes are the experiment's; the command line only picks the task, the
 method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0 | sdfb | pbsd), the learning rate and
-the seed (`--tag NAME --extra KEY=VALUE` runs a variant, e.g. a rollout temperature, under its own name).
+the seed (`--tag NAME --extra KEY=VALUE` runs a variant, e.g. a rollout temperature, under its own name;
+`--save DIR` keeps the trained weights as a stage checkpoint, e.g. the SFT model that `opd` uses as teacher).
 Each run writes `runs/<name>.jsonl`, one line per event, flushed as it happens:
 - `eval`: the step, the greedy per-item scores on the first `eval.every_steps_items` eval items, and the
   training CPU-seconds and wall-seconds spent up to that step (evaluation time excluded);
@@ -162,6 +163,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--extra", nargs="*", default=[], help="more config overrides")
     ap.add_argument("--tag", default="", help="suffix of the run's name, for a variant set by --extra")
+    ap.add_argument(
+        "--save", default="", help="folder for the trained weights (stage_1.safetensors), e.g. an OPD teacher"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -212,6 +216,11 @@ def main() -> None:
     last = len(stats.steps)
     if last % cfg.eval.every_steps:
         evaluate_now(last)
+    if args.save:
+        from harness.run.checkpoints import save_checkpoint
+
+        saved = save_checkpoint(model, Path(args.save), stage=1, policy="last")
+        rec.write("saved", path=str(saved))
     rec.write(
         "done",
         steps=last,
