@@ -28,15 +28,15 @@ def study() -> StreamStats:
 
 def _cell(items: pd.DataFrame, group: str, stage: int, task: str) -> np.ndarray:
     runs = pd.read_csv(STUDY / "runs.csv")
-    ids = runs.loc[runs["group"] == group, "run_id"]
-    sub = items[items["run_id"].isin(ids) & (items["stage"] == stage) & (items["task"] == task)]
+    ids = runs.loc[runs["group"] == group, "run_key"]
+    sub = items[items["run_key"].isin(ids) & (items["stage"] == stage) & (items["task"] == task)]
     return sub.pivot_table(index="seed", columns="doc_id", values="score").to_numpy(dtype=float)
 
 
 def test_sft_new_task_accuracy_matches_a_direct_anova(study: StreamStats) -> None:
     items = pd.read_csv(STUDY / "items.csv.gz")
     # new-task accuracy = (tooluse after stage 1 + science after stage 2) / 2: each task's items count 1/2
-    cells = [_cell(items, "sft", 1, "tooluse") / 2, _cell(items, "sft", 2, "science") / 2]
+    cells = [_cell(items, "SFT", 1, "tooluse") / 2, _cell(items, "SFT", 2, "science") / 2]
     S = cells[0].shape[0]
     per_seed = sum(c.mean(axis=1) for c in cells)
     terms = [(per_seed.var(ddof=1) / S, S - 1)]
@@ -50,11 +50,11 @@ def test_sft_new_task_accuracy_matches_a_direct_anova(study: StreamStats) -> Non
     v = sum(t for t, _ in terms)
     df = v**2 / sum(t**2 / d for t, d in terms)
     half = sps.t.ppf(0.975, df) * np.sqrt(v)
-    row = next(r for r in power_rows(study) if r.figure == "sft: new-task acc.")
+    row = next(r for r in power_rows(study) if r.figure == "SFT: new-task acc.")
     assert row.mean == pytest.approx(per_seed.mean())
     assert row.estimate.half_width() == pytest.approx(half, rel=1e-9)
     # and the summary table prints the same interval
-    iv = study.boot.interval("sft", st.cl_metric("new_task_acc"))
+    iv = study.boot.interval("SFT", st.cl_metric("new_task_acc"))
     assert iv.hi - iv.mean == pytest.approx(half, rel=1e-9)
     # the projection at the design as run gives back the half-width now
     assert projected_half_width(row.estimate, S, None) == pytest.approx(half, rel=1e-6)
@@ -80,7 +80,7 @@ def test_projection_by_hand() -> None:
 def test_harness_power_prints_the_sections(capsys) -> None:
     assert main(["power", str(STUDY)]) == 0
     out = capsys.readouterr().out
-    assert "## Power: stream `study`" in out and "| sft: new-task acc. |" in out
+    assert "## Power: stream `study`" in out and "| SFT: new-task acc. |" in out
     assert "## Base model and chance: stream `study`" in out
     # science: SFT's 6.3% right after learning it does not clear the chance level on these items
     science = next(line for line in out.splitlines() if line.startswith("| science |"))

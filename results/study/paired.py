@@ -20,7 +20,7 @@ from harness.report.folder import load_folder
 from harness.report.render import interval_text
 from harness.report.streams import StreamStats
 
-A, B = "sft", "sdft (method.distill.sft_weight=1.0)"
+A, B = "SFT", "SDFT + SFT anchor"  # the report labels of the two groups (runs.csv)
 
 
 def main() -> None:
