@@ -110,6 +110,17 @@ def _configure_lm_eval() -> None:
     setup_logging(logging.WARNING)
 
 
+def _transformers_bars(enable: bool) -> bool:
+    """Switch transformers' own progress bars on or off; returns whether they were on before."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # transformers is not installed: no bars of its own
+        return False
+    before = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enable else hf_logging.disable_progress_bar)()
+    return before
+
+
 @contextlib.contextmanager
 def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Path | None]:
     """Third-party logging, warnings and MLflow's download bars go to `log_file` (appended) inside the block;
@@ -134,6 +145,7 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Path | None
             logger.setLevel(logging.INFO)
     progress_env = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    hf_bars = _transformers_bars(False)  # "Loading weights" at every model load: not about the run
     logging.captureWarnings(True)
     _ACTIVE.append(log_file)
     try:
@@ -143,6 +155,8 @@ def quiet_console(log_file: Path, verbose: bool = False) -> Iterator[Path | None
     finally:
         _ACTIVE.pop()
         logging.captureWarnings(False)
+        if hf_bars:
+            _transformers_bars(True)
         if progress_env is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
         else:

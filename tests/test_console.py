@@ -92,3 +92,14 @@ def test_nothing_is_written_until_a_library_logs(tmp_path):
     with quiet_console(log_file):
         logging.getLogger("mlflow").warning("now there is something to keep")
     assert "now there is something to keep" in log_file.read_text()
+
+
+def test_transformers_loading_bars_are_off_inside_and_back_after(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_console(tmp_path / "x.log"):
+        assert not hf_logging.is_progress_bar_enabled()  # "Loading weights" at each model load
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_console(tmp_path / "x.log", verbose=True):
+        assert hf_logging.is_progress_bar_enabled()  # -v shows everything
