@@ -8,6 +8,7 @@ it cannot show."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -153,3 +154,18 @@ def test_a_folder_without_its_files_or_a_bad_label_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["report", "--folder", str(tmp_path), "--label", "nolabel"])
     assert stop.value.code == 2 and "expected GROUP=TEXT" in capsys.readouterr().err
+
+
+def test_the_committed_demo_report_rebuilds_byte_for_byte_from_its_folder(tmp_path):
+    """The demo's report was written from its MLflow store by `make demo`; its folder alone (suite order,
+    further eval tasks such as knowledge_ood, curves and diagnostics) must give back the same files. After a
+    change to the report's text, refresh the committed files with `harness report --folder results/demo`."""
+    demo = Path(__file__).resolve().parents[1] / "results" / "demo"
+    copy = tmp_path / "demo"
+    shutil.copytree(demo, copy)
+    write_folder_report(copy, display=display_name)
+    for name in ("summary.csv", "summary.md", "summary.tex", "report.html", "runs.csv", DETAILS):
+        assert (copy / name).read_bytes() == (demo / name).read_bytes(), (
+            f"{name}: the committed demo report differs from its rebuild; if the report's code changed on "
+            "purpose, run `harness report --folder results/demo`"
+        )

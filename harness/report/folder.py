@@ -13,8 +13,10 @@ suite.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -72,7 +74,12 @@ def load_folder(folder: Path) -> list[Group]:
         overrides = str(row.get("overrides", row["group"]))
         _, split = parse_overrides(overrides)
         tasks = [t.strip() for t in str(row["tasks"]).split("->")]
-        suite = sorted(set(mine["task"]) - set(tasks) - _extras(tasks))
+        params = dict(split)
+        if details is not None:
+            _apply_details(run_details := _Details(), details[details["run_key"] == key])
+            params.update(run_details.params)
+        extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
+        suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
         means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
         stages = pd.Index(range(len(tasks) + 1), name="stage")
         run = RunResult(
@@ -81,17 +88,22 @@ def load_folder(folder: Path) -> list[Group]:
             stream=str(row["stream"]),
             seed=str(row["seed"]),
             model=str(row["model"]),
-            params=dict(split),
+            params=params,
             R=means.reindex(index=stages, columns=tasks).astype(float),
             G=means.reindex(index=stages, columns=suite).astype(float),
-            extra=pd.DataFrame(index=stages),
+            extra=means.reindex(index=stages, columns=extras).astype(float),
             order=str(row["order"]),
             items=mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns]).reset_index(drop=True),
             eval_sizes=mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
             key=key,
         )
         if details is not None:
-            _apply_details(run, details[details["run_key"] == key])
+            run.curves, run.in_context, run.train, run.pass_k = (
+                run_details.curves,
+                run_details.in_context,
+                run_details.train,
+                run_details.pass_k,
+            )
         label = str(row["group"])
         group = groups.setdefault(
             (run.stream, overrides), Group(run.stream, run.method, label, overrides=overrides, split=split)
@@ -150,7 +162,29 @@ def _read_details(folder: Path) -> pd.DataFrame | None:
     return frame
 
 
-def _apply_details(run: RunResult, rows: pd.DataFrame) -> None:
+@dataclass
+class _Details:
+    """What details.csv holds for one run (the RunResult fields of the same names)."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    curves: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)
+    in_context: dict[int, float] = field(default_factory=dict)
+    train: dict[int, dict[str, float]] = field(default_factory=dict)
+    pass_k: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def _suite(params: dict[str, str], found: list[str]) -> list[str]:
+    """The general suite in the order the run logged it (`suite_tasks`), else sorted."""
+    try:
+        logged = json.loads(params.get("suite_tasks", "null"))
+    except json.JSONDecodeError:
+        logged = None
+    if isinstance(logged, list) and sorted(logged) == found:
+        return [str(t) for t in logged]
+    return found
+
+
+def _apply_details(run: _Details, rows: pd.DataFrame) -> None:
     for row in rows.itertuples(index=False):
         stage, key, value = int(row.stage), str(row.key), str(row.value)
         if row.kind == "param":

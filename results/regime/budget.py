@@ -5,7 +5,7 @@
 
 Settings come from `conf/experiment/budget.yaml` (composed like `harness run experiment=budget`), so the
 steps, batch, evaluation cadence and sizes are the experiment's; the command line only picks the task, the
-method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0 | sdfb | pbsd), the learning rate and
+method preset (sft | sdft | sdft_anchor = sdft with method.distill.sft_weight=1.0 | sdfb | pbsd | opd), the learning rate and
 the seed (`--tag NAME --extra KEY=VALUE` runs a variant, e.g. a rollout temperature, under its own name;
 `--save DIR` keeps the trained weights as a stage checkpoint, e.g. the SFT model that `opd` uses as teacher).
 Each run writes `runs/<name>.jsonl`, one line per event, flushed as it happens:
@@ -37,6 +37,8 @@ PRESETS = {
     # SDFT's family (docs/family.md): 4 rollouts per prompt each, so 64 steps give SDFT's 1,024 rollouts
     "sdfb": ("sdfb", []),
     "pbsd": ("pbsd", []),
+    # an external teacher: pass it with --extra method.options.teacher_model=PATH (e.g. a --save folder)
+    "opd": ("opd", []),
 }
 GENERAL = ["general_mc", "general_ifeval", "general_arith"]
 
