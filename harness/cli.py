@@ -248,7 +248,7 @@ def _report(argv: list[str]) -> int:
     from harness.report.write import write_report  # lazy: per command
     from harness.session import console_log, verbose_flag  # lazy: per command
 
-    if argv and argv[0].startswith("--folder"):
+    if any(a == "--folder" or a.startswith("--folder=") for a in argv):
         return _report_folder(argv)
     cfg = compose(verbose_flag(argv))
     with quiet_console(console_log(cfg), cfg.harness.verbose):

@@ -16,20 +16,41 @@ from omegaconf import OmegaConf
 from test_report import _log_item_run, _right
 
 from harness.cli import main
+from harness.eval import metrics
 from harness.methods import display_name
 from harness.report.folder import DETAILS, load_folder, parse_overrides
 from harness.report.write import write_folder_report, write_report
-from harness.tracking.store import Tracker
+from harness.tracking.store import Tracker, flatten_config
 
 TRAIN = {1: {"train/mean_kl_first": 0.25, "train/mean_step_s": 3.5}, 2: {"train/mean_kl_first": 0.125}}
 
 
-def _store_report(results):
+def _run_without_items(tracker: Tracker, tag: str, seed: int) -> None:
+    """A complete DFT run that logged scores but no item-level file (as runs of older builds did); its
+    `method.tag` splits the DFT runs into groups, one of them with ", " in its value."""
+    params = flatten_config(
+        {"method": {"name": "dft", "tag": tag}, "seed": seed, "model": {"name": "m"}, "stream": {"name": "s"}}
+    )
+    params.update({"stream_tasks": '["a", "b"]', "suite_tasks": "[]"})
+    tags = {"method": "dft", "stream": "s", "seed": seed, "model": "m"}
+    parent = tracker.open_parent(f"s-dft-{tag}-{seed}", tags, params)
+    R = pd.DataFrame([[0.0, 0.0], [0.5 + seed / 10, 0.0], [0.25, 0.5]], columns=["a", "b"])
+    R.index.name = "stage"
+    for stage in range(3):
+        scores = {f"score/{t}": R.loc[stage, t] for t in R.columns}
+        tracker.log_stage(parent, stage, "base" if stage == 0 else "ab"[stage - 1], scores)
+    G = pd.DataFrame(index=R.index)
+    tracker.finish_parent(parent, R, G, metrics.all_metrics(R, G))
+
+
+def _store_report(results, labels=None):
     tracker = Tracker(f"sqlite:///{results / 'mlflow.db'}", "fold", results / "mlartifacts")
     for method, seed in [(m, s) for m in ("sft", "sdft") for s in (0, 1)]:
         stages = [{"a": _right(0), "b": _right(0)}, {"a": _right(20 + seed, seed), "b": _right(1)}]
         stages.append({"a": _right(5, seed), "b": _right(20 if method == "sft" else 3, seed)})
         _log_item_run(tracker, "s", method, seed, stages)
+    for tag, seed in (("x, y", 0), ("x, y", 1), ("z", 0), ("z", 1)):
+        _run_without_items(tracker, tag, seed)
     # step curves and diagnostics for one run, as a training stage logs them
     parent = tracker.parents(complete_only=True)[0]
     for child in tracker.children(parent.info.run_id):
@@ -39,12 +60,12 @@ def _store_report(results):
         if stage:
             for step, loss in enumerate([1.5, 0.75], start=1):
                 tracker.client.log_metric(child.info.run_id, "train_step/loss", loss, step=step)
-    cfg = OmegaConf.create({"experiment_name": "fold", "results_dir": str(results), "tracking_uri": None})
-    return write_report(cfg, display_name)
+    cfg = {"experiment_name": "fold", "results_dir": str(results), "tracking_uri": None}
+    return write_report(OmegaConf.create({**cfg, "report": {"labels": labels or {}}}), display_name)
 
 
 def test_the_rebuild_equals_the_store_report_file_by_file(tmp_path):
-    out = _store_report(tmp_path / "store")
+    out = _store_report(tmp_path / "store", labels={"sft": "Baseline"})
     before = {
         n: (out / n).read_bytes() for n in ("summary.csv", "runs.csv", "items.csv.gz", DETAILS, "summary.md")
     }
@@ -60,8 +81,15 @@ def test_the_rebuild_equals_the_store_report_file_by_file(tmp_path):
     assert sorted(train["value"].astype(float)) == [0.125, 0.25] and set(train["key"]) == {"mean_kl_first"}
     assert details[details["kind"] == "curve"]["value"].astype(float).tolist() == [1.5, 0.75, 1.5, 0.75]
     groups = {g.label: g for g in load_folder(out)}
-    assert sorted(groups) == ["SDFT", "SFT"]
+    # the config's label kept; runs without item data kept (their logged scores); ", " inside a swept value
+    assert sorted(groups) == ["Baseline", "DFT (tag=x, y)", "DFT (tag=z)", "SDFT"]
+    assert [r.items for r in groups["DFT (tag=x, y)"].runs] == [None, None]
+    assert groups["DFT (tag=x, y)"].runs[1].R.loc[1, "a"] == pytest.approx(0.6)
     run = next(r for g in groups.values() for r in g.runs if r.curves)
+    # a rebuilt folder stays a folder that rebuilds: the second pass writes the same bytes again
+    write_folder_report(out, display=display_name)
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data, name
     assert run.curves[1]["train_step/loss"] == {1: 1.5, 2: 0.75} and run.train[1] == {"mean_kl_first": 0.25}
 
 
@@ -72,7 +100,7 @@ def _old_folder(tmp_path):
     runs, items = [], []
     for weight, right in (("0.0", 2), ("1.0", 20)):
         for seed in (0, 1):
-            rid = f"id{weight}{seed}"
+            rid = f"{int(float(weight))}e{seed}"  # keys that read as numbers unless read as text
             group = f"sdft (method.distill.sft_weight={weight})"
             runs.append(
                 dict(
@@ -101,7 +129,7 @@ def _old_folder(tmp_path):
                             task=task,
                             doc_id=i,
                             score=v,
-                            generation=f"g{i}",
+                            generation="None" if i == 0 else f"g{i}",
                             target=f"t{i}",
                             prompt=f"p{i}",
                         )
@@ -124,7 +152,11 @@ def test_an_old_folder_gets_readable_labels_and_says_what_it_lacks(tmp_path, cap
     assert "run_id" not in runs.columns and "run_id" not in pd.read_csv(folder / "items.csv.gz").columns
     summary = pd.read_csv(folder / "summary.csv")
     assert set(summary["method"]) == {"SDFT", "SDFT + SFT anchor", "base model"}
-    assert "generation" in pd.read_csv(folder / "items.csv.gz").columns  # the stage runs' columns all kept
+    rebuilt = pd.read_csv(folder / "items.csv.gz", keep_default_na=False, dtype={"generation": str})
+    assert "prompt" in rebuilt.columns  # the stage runs' columns all kept
+    assert set(rebuilt.loc[rebuilt["doc_id"] == 0, "generation"]) == {
+        "None"
+    }  # an answer, not a missing value
     md = (folder / "summary.md").read_text()
     assert "Accuracy matrix: SDFT + SFT anchor" in md and "sft_weight=1.0)" not in md.split("##")[2]
     assert "no details.csv" in md
@@ -164,7 +196,15 @@ def test_the_committed_demo_report_rebuilds_byte_for_byte_from_its_folder(tmp_pa
     copy = tmp_path / "demo"
     shutil.copytree(demo, copy)
     write_folder_report(copy, display=display_name)
-    for name in ("summary.csv", "summary.md", "summary.tex", "report.html", "runs.csv", DETAILS):
+    for name in (
+        "summary.csv",
+        "summary.md",
+        "summary.tex",
+        "report.html",
+        "runs.csv",
+        "items.csv.gz",
+        DETAILS,
+    ):
         assert (copy / name).read_bytes() == (demo / name).read_bytes(), (
             f"{name}: the committed demo report differs from its rebuild; if the report's code changed on "
             "purpose, run `harness report --folder results/demo`"

@@ -55,33 +55,51 @@ def _key_column(frame: pd.DataFrame, name: str) -> str:
 
 def load_folder(folder: Path) -> list[Group]:
     """Groups of runs rebuilt from `runs.csv`, `items.csv.gz` and, when present, `details.csv` (one line error
-    when either of the first two is missing). Each group keeps the label runs.csv gives it."""
+    when either of the first two is missing). Each group keeps the label runs.csv gives it.
+
+    With details.csv, a run's matrices are the logged ones (as the MLflow path reads them; the items are then
+    used only where their means reproduce them) and a run without item-level data is kept; without it (an
+    older folder), the matrices are the item means, and a run with no items is an error, not a silent gap."""
     missing = [n for n in ("runs.csv", "items.csv.gz") if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{folder}: no {' or '.join(missing)}; point at a folder written by `harness report`"
         )
-    runs = pd.read_csv(folder / "runs.csv", dtype={"seed": str, "order": str})
-    items = pd.read_csv(folder / "items.csv.gz", dtype={"seed": str, "order": str})
+    keys = {"run_key": str, "run_id": str, "seed": str, "order": str}
+    runs = pd.read_csv(folder / "runs.csv", dtype=keys)
+    # as the MLflow path reads a stage's items: answers such as "None" or "NA" stay text
+    text = {"task": str, "generation": str, "target": str, "prompt": str}
+    items = pd.read_csv(folder / "items.csv.gz", dtype={**keys, **text}, keep_default_na=False)
+    items["score"] = pd.to_numeric(items["score"], errors="coerce")
     run_key, item_key = _key_column(runs, f"{folder}/runs.csv"), _key_column(items, f"{folder}/items.csv.gz")
     details = _read_details(folder)
+    without_items = []
     groups: dict[tuple[str, str], Group] = {}
     for row in runs.to_dict("records"):
         key = str(row[run_key])
         mine = items[items[item_key] == key]
-        if mine.empty:
+        found = _Details()
+        if details is not None:
+            _apply_details(found, details[details["run_key"] == key])
+        if mine.empty and not found.matrices:
+            without_items.append(key)
             continue
         overrides = str(row.get("overrides", row["group"]))
-        _, split = parse_overrides(overrides)
+        split = tuple(found.split) if details is not None else parse_overrides(overrides)[1]
         tasks = [t.strip() for t in str(row["tasks"]).split("->")]
-        params = dict(split)
-        if details is not None:
-            _apply_details(run_details := _Details(), details[details["run_key"] == key])
-            params.update(run_details.params)
-        extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
-        suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
-        means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
+        params = {k: v for k, v in split if v != "-"}  # "-": the run lacks a param its group is split by
+        params.update(found.params)
         stages = pd.Index(range(len(tasks) + 1), name="stage")
+        if found.matrices:
+            R, G, extra = (_matrix(found.matrices.get(name, {}), stages) for name in ("R", "G", "extra"))
+            R = R.reindex(columns=tasks)
+        else:
+            extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
+            suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
+            means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
+            R, G, extra = (
+                means.reindex(index=stages, columns=c).astype(float) for c in (tasks, suite, extras)
+            )
         run = RunResult(
             run_id=key,
             method=str(row["method"]),
@@ -89,27 +107,40 @@ def load_folder(folder: Path) -> list[Group]:
             seed=str(row["seed"]),
             model=str(row["model"]),
             params=params,
-            R=means.reindex(index=stages, columns=tasks).astype(float),
-            G=means.reindex(index=stages, columns=suite).astype(float),
-            extra=means.reindex(index=stages, columns=extras).astype(float),
+            R=R,
+            G=G,
+            extra=extra,
             order=str(row["order"]),
-            items=mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns]).reset_index(drop=True),
-            eval_sizes=mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
+            items=None
+            if mine.empty
+            else mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns]).reset_index(drop=True),
+            eval_sizes=found.eval_sizes
+            or mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
+            curves=found.curves,
+            in_context=found.in_context,
+            train=found.train,
+            pass_k=found.pass_k,
             key=key,
         )
-        if details is not None:
-            run.curves, run.in_context, run.train, run.pass_k = (
-                run_details.curves,
-                run_details.in_context,
-                run_details.train,
-                run_details.pass_k,
-            )
-        label = str(row["group"])
         group = groups.setdefault(
-            (run.stream, overrides), Group(run.stream, run.method, label, overrides=overrides, split=split)
+            (run.stream, overrides),
+            Group(run.stream, run.method, str(row["group"]), overrides=overrides, split=split),
         )
         group.runs.append(run)
+    if without_items:
+        raise ValueError(
+            f"{folder}: runs.csv names {len(without_items)} run(s) with no rows in items.csv.gz and no "
+            f"{DETAILS} to rebuild them from ({', '.join(without_items[:5])}); their scores are not in this folder"
+        )
     return list(groups.values())
+
+
+def _matrix(columns: dict[str, dict[int, float]], stages: pd.Index) -> pd.DataFrame:
+    """A stage x name frame from {name: {stage: value}} in the order the names were logged."""
+    frame = pd.DataFrame(
+        {name: [v.get(s, math.nan) for s in stages] for name, v in columns.items()}, index=stages
+    )
+    return frame.astype(float) if len(frame.columns) else pd.DataFrame(index=stages, dtype=float)
 
 
 def _extras(tasks: list[str]) -> set[str]:
@@ -123,12 +154,22 @@ def _extras(tasks: list[str]) -> set[str]:
 
 
 # ---- details.csv: what the matrices cannot give ------------------------------------------------------------
-def details_frame(runs: list[RunResult], train_keys: list[str]) -> pd.DataFrame:
-    """One row per value (run_key, stage, kind, key, step, value): `param` (the run's result-relevant settings),
+def details_frame(runs: list[tuple[RunResult, tuple]], train_keys: list[str]) -> pd.DataFrame:
+    """One row per value (run_key, stage, kind, key, step, value) of each (run, its group's split): `split`
+    (the params that set its group apart, in order), `matrix` (the logged R, G and extra scores: `R/<task>`,
+    step = the column's position), `eval_size`, `param` (the run's result-relevant settings),
     `curve` (per-step curves), `in_context`, `train` (the stage's `train_keys` only: diagnostics, not timings,
     so a rerun of the same experiment rewrites the same bytes) and `pass_k`."""
     rows: list[tuple] = []
-    for r in runs:
+    for r, split in runs:
+        rows += [(r.key, -1, "split", k, i, str(v)) for i, (k, v) in enumerate(split)]
+        for name, frame in (("R", r.R), ("G", r.G), ("extra", r.extra)):
+            rows += [
+                (r.key, int(stage), "matrix", f"{name}/{column}", i, frame.loc[stage, column])
+                for i, column in enumerate(frame.columns)
+                for stage in frame.index
+            ]
+        rows += [(r.key, 0, "eval_size", t, -1, n) for t, n in sorted(r.eval_sizes.items())]
         params = sorted((k, v) for k, v in r.params.items() if is_result_key(k))
         rows += [(r.key, -1, "param", k, -1, str(v)) for k, v in params]
         for stage, curves in sorted(r.curves.items()):
@@ -140,7 +181,7 @@ def details_frame(runs: list[RunResult], train_keys: list[str]) -> pd.DataFrame:
         for stage, values in sorted(r.pass_k.items()):
             rows += [(r.key, stage, "pass_k", k, -1, v) for k, v in sorted(values.items())]
     frame = pd.DataFrame(rows, columns=["run_key", "stage", "kind", "key", "step", "value"])
-    numeric = frame["kind"] != "param"
+    numeric = ~frame["kind"].isin(["param", "split"])
     frame["value"] = frame["value"].astype(object)
     frame.loc[numeric, "value"] = [_number(v) for v in frame.loc[numeric, "value"]]
     return frame
@@ -155,7 +196,12 @@ def _read_details(folder: Path) -> pd.DataFrame | None:
     path = folder / DETAILS
     if not path.is_file():
         return None
-    frame = pd.read_csv(path, dtype={"run_key": str, "value": str}, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype={"run_key": str, "key": str, "value": str}, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"{path} is empty; delete it to rebuild from runs.csv and items.csv.gz alone"
+        ) from None
     expected = {"run_key", "stage", "kind", "key", "step", "value"}
     if not expected <= set(frame.columns):
         raise ValueError(f"{path}: expected the columns {sorted(expected)}, found {list(frame.columns)}")
@@ -167,6 +213,11 @@ class _Details:
     """What details.csv holds for one run (the RunResult fields of the same names)."""
 
     params: dict[str, str] = field(default_factory=dict)
+    split: list[tuple[str, str]] = field(default_factory=list)
+    matrices: dict[str, dict[str, dict[int, float]]] = field(
+        default_factory=dict
+    )  # R/G/extra -> name -> stage
+    eval_sizes: dict[str, int] = field(default_factory=dict)
     curves: dict[int, dict[str, dict[int, float]]] = field(default_factory=dict)
     in_context: dict[int, float] = field(default_factory=dict)
     train: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -189,6 +240,13 @@ def _apply_details(run: _Details, rows: pd.DataFrame) -> None:
         stage, key, value = int(row.stage), str(row.key), str(row.value)
         if row.kind == "param":
             run.params[key] = value
+        elif row.kind == "split":
+            run.split.append((key, value))
+        elif row.kind == "matrix":
+            frame, _, name = key.partition("/")
+            run.matrices.setdefault(frame, {}).setdefault(name, {})[stage] = float(value)
+        elif row.kind == "eval_size":
+            run.eval_sizes[key] = int(float(value))
         elif row.kind == "curve":
             run.curves.setdefault(stage, {}).setdefault(key, {})[int(row.step)] = float(value)
         elif row.kind == "in_context":

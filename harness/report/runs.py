@@ -77,11 +77,13 @@ class Group:
         return list(self.runs[0].R.columns)
 
     def orders(self) -> dict[str, list[RunResult]]:
-        """Runs per task order (sorted by seed), in the order first seen."""
+        """Runs per task order (sorted by seed), orders sorted."""
         out: dict[str, list[RunResult]] = {}
         for r in self.runs:
             out.setdefault(r.order, []).append(r)
-        return {k: sorted(v, key=lambda r: seed_order(r.seed)) for k, v in out.items()}
+        # orders sorted (0, 1, 2, ..., then names), not as first seen: a report rebuilt from its folder
+        # meets the runs in another order than the store returned them
+        return {k: sorted(out[k], key=lambda r: seed_order(r.seed)) for k in sorted(out, key=seed_order)}
 
     def stack(self, attr: str) -> np.ndarray:
         """(n_runs, T+1, columns) array of one matrix over the group's seeds (one task order only)."""

@@ -72,7 +72,10 @@ def write_folder_report(
     groups = load_folder(folder)
     if not groups:
         raise ValueError(f"{folder}: runs.csv names no run that has items in items.csv.gz")
-    assign_labels(groups, labels, display)
+    # the labels the folder's report had (a config's `report.labels` among them) stay unless --label changes
+    # them; a folder from before readable labels has override strings there, which are not kept
+    kept = {g.overrides: g.label for g in groups if g.label != g.overrides}
+    assign_labels(groups, {**kept, **dict(labels or {})}, display)
     runs = [r for g in groups for r in g.runs]
     notes = (
         []
@@ -83,7 +86,7 @@ def write_folder_report(
             "not in it and are left out."
         ]
     )
-    _write_outputs(folder.name, runs, groups, 0, folder, notes, details=not notes)
+    _write_outputs(folder.resolve().name, runs, groups, 0, folder, notes, details=not notes)
     return folder
 
 
@@ -127,7 +130,7 @@ def _write_outputs(
     ).to_csv(out / "runs.csv", index=False)
     _write_items(runs, out)
     if details:
-        details_frame([r for _, r in ordered], [k for k, _, _ in TRAIN_COLUMNS]).to_csv(
+        details_frame([(r, g.split) for g, r in ordered], [k for k, _, _ in TRAIN_COLUMNS]).to_csv(
             out / DETAILS, index=False
         )
     (out / "summary.md").write_text(render.markdown(sections))
