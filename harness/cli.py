@@ -258,27 +258,11 @@ def _report(argv: list[str]) -> int:
 
 
 def _report_folder(argv: list[str]) -> int:
-    """`harness report --folder DIR [--label 'OVERRIDES=TEXT' ...]`: the report rewritten from a results folder."""
-    import argparse
-    import warnings
-
+    """`harness report --folder DIR [--label GROUP=TEXT ...]`: the report rewritten from a results folder."""
     from harness.methods import display_name  # lazy: per command
-    from harness.report.write import write_folder_report  # lazy: per command
+    from harness.report.write import folder_command  # lazy: per command
 
-    parser = argparse.ArgumentParser(prog="harness report", description=REPORT_HELP)
-    parser.add_argument("--folder", type=Path, required=True)
-    parser.add_argument("--label", action="append", default=[], metavar="GROUP=TEXT")
-    args = parser.parse_args(argv)
-    labels = {}
-    for given in args.label:
-        key, sep, text = given.rpartition("=")
-        if not sep or not key:
-            parser.error(f"--label {given!r}: expected GROUP=TEXT (GROUP: a method name or override string)")
-        labels[key] = text
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's empty-slice notes on absent curves
-        out = write_folder_report(args.folder, labels, display_name)
-    print(f"report written to {out}")
+    print(f"report written to {folder_command(argv, display_name, REPORT_HELP)}")
     return 0
 
 

@@ -86,42 +86,7 @@ def load_folder(folder: Path) -> list[Group]:
             continue
         overrides = str(row.get("overrides", row["group"]))
         split = tuple(found.split) if details is not None else parse_overrides(overrides)[1]
-        tasks = [t.strip() for t in str(row["tasks"]).split("->")]
-        params = {k: v for k, v in split if v != "-"}  # "-": the run lacks a param its group is split by
-        params.update(found.params)
-        stages = pd.Index(range(len(tasks) + 1), name="stage")
-        if found.matrices:
-            R, G, extra = (_matrix(found.matrices.get(name, {}), stages) for name in ("R", "G", "extra"))
-            R = R.reindex(columns=tasks)
-        else:
-            extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
-            suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
-            means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
-            R, G, extra = (
-                means.reindex(index=stages, columns=c).astype(float) for c in (tasks, suite, extras)
-            )
-        run = RunResult(
-            run_id=key,
-            method=str(row["method"]),
-            stream=str(row["stream"]),
-            seed=str(row["seed"]),
-            model=str(row["model"]),
-            params=params,
-            R=R,
-            G=G,
-            extra=extra,
-            order=str(row["order"]),
-            items=None
-            if mine.empty
-            else mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns]).reset_index(drop=True),
-            eval_sizes=found.eval_sizes
-            or mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
-            curves=found.curves,
-            in_context=found.in_context,
-            train=found.train,
-            pass_k=found.pass_k,
-            key=key,
-        )
+        run = _run_result(row, key, mine, found, split)
         group = groups.setdefault(
             (run.stream, overrides),
             Group(run.stream, run.method, str(row["group"]), overrides=overrides, split=split),
@@ -133,6 +98,42 @@ def load_folder(folder: Path) -> list[Group]:
             f"{DETAILS} to rebuild them from ({', '.join(without_items[:5])}); their scores are not in this folder"
         )
     return list(groups.values())
+
+
+def _run_result(row: dict, key: str, mine: pd.DataFrame, found: _Details, split: tuple) -> RunResult:
+    """One run: its logged matrices when details.csv has them, else the means of its items."""
+    tasks = [t.strip() for t in str(row["tasks"]).split("->")]
+    params = {k: v for k, v in split if v != "-"}  # "-": the run lacks a param its group is split by
+    params.update(found.params)
+    stages = pd.Index(range(len(tasks) + 1), name="stage")
+    if found.matrices:
+        R, G, extra = (_matrix(found.matrices.get(name, {}), stages) for name in ("R", "G", "extra"))
+        R = R.reindex(columns=tasks)
+    else:
+        extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
+        suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
+        means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
+        R, G, extra = (means.reindex(index=stages, columns=c).astype(float) for c in (tasks, suite, extras))
+    items = None if mine.empty else mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns])
+    return RunResult(
+        run_id=key,
+        method=str(row["method"]),
+        stream=str(row["stream"]),
+        seed=str(row["seed"]),
+        model=str(row["model"]),
+        params=params,
+        R=R,
+        G=G,
+        extra=extra,
+        order=str(row["order"]),
+        items=None if items is None else items.reset_index(drop=True),
+        eval_sizes=found.eval_sizes or mine[mine["stage"] == 0].groupby("task").size().astype(int).to_dict(),
+        curves=found.curves,
+        in_context=found.in_context,
+        train=found.train,
+        pass_k=found.pass_k,
+        key=key,
+    )
 
 
 def _matrix(columns: dict[str, dict[int, float]], stages: pd.Index) -> pd.DataFrame:

@@ -3,6 +3,8 @@ results folder (`harness report --folder DIR`)."""
 
 from __future__ import annotations
 
+import argparse
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -136,3 +138,20 @@ def _write_outputs(
     (out / "summary.md").write_text(render.markdown(sections))
     (out / "summary.tex").write_text(render.latex(sections))
     (out / "report.html").write_text(render.html_page(name, sections))
+
+
+def folder_command(argv: list[str], display: Display | None, description: str) -> Path:
+    """`--folder DIR [--label GROUP=TEXT ...]` parsed and carried out (argparse exits 2 on bad arguments)."""
+    parser = argparse.ArgumentParser(prog="harness report", description=description)
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--label", action="append", default=[], metavar="GROUP=TEXT")
+    args = parser.parse_args(argv)
+    labels = {}
+    for given in args.label:
+        key, sep, text = given.rpartition("=")
+        if not sep or not key:
+            parser.error(f"--label {given!r}: expected GROUP=TEXT (GROUP: a method name or override string)")
+        labels[key] = text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's empty-slice notes on absent curves
+        return write_folder_report(args.folder, labels, display)
