@@ -13,7 +13,6 @@ suite.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -73,14 +72,15 @@ def load_folder(folder: Path) -> list[Group]:
     items["score"] = pd.to_numeric(items["score"], errors="coerce")
     run_key, item_key = _key_column(runs, f"{folder}/runs.csv"), _key_column(items, f"{folder}/items.csv.gz")
     details = _read_details(folder)
+    per_run = dict(tuple(details.groupby("run_key", sort=False))) if details is not None else {}
     without_items = []
     groups: dict[tuple[str, str], Group] = {}
     for row in runs.to_dict("records"):
         key = str(row[run_key])
         mine = items[items[item_key] == key]
         found = _Details()
-        if details is not None:
-            _apply_details(found, details[details["run_key"] == key])
+        if key in per_run:
+            _apply_details(found, per_run[key])
         if mine.empty and not found.matrices:
             without_items.append(key)
             continue
@@ -111,7 +111,9 @@ def _run_result(row: dict, key: str, mine: pd.DataFrame, found: _Details, split:
         R = R.reindex(columns=tasks)
     else:
         extras = sorted((set(mine["task"]) - set(tasks)) & _extras(tasks))
-        suite = _suite(params, sorted(set(mine["task"]) - set(tasks) - set(extras)))
+        suite = sorted(
+            set(mine["task"]) - set(tasks) - set(extras)
+        )  # a folder without details: no logged order
         means = mine.groupby(["stage", "task"])["score"].mean().unstack("task")
         R, G, extra = (means.reindex(index=stages, columns=c).astype(float) for c in (tasks, suite, extras))
     items = None if mine.empty else mine.drop(columns=[c for c in _RUN_COLUMNS if c in mine.columns])
@@ -223,17 +225,6 @@ class _Details:
     in_context: dict[int, float] = field(default_factory=dict)
     train: dict[int, dict[str, float]] = field(default_factory=dict)
     pass_k: dict[int, dict[str, float]] = field(default_factory=dict)
-
-
-def _suite(params: dict[str, str], found: list[str]) -> list[str]:
-    """The general suite in the order the run logged it (`suite_tasks`), else sorted."""
-    try:
-        logged = json.loads(params.get("suite_tasks", "null"))
-    except json.JSONDecodeError:
-        logged = None
-    if isinstance(logged, list) and sorted(logged) == found:
-        return [str(t) for t in logged]
-    return found
 
 
 def _apply_details(run: _Details, rows: pd.DataFrame) -> None:
