@@ -13,6 +13,10 @@ Decoders: SDFT runs once per `--decoders` entry (harness.decoding: static KV cac
 `generate`); the headline ratios use the first. The decode step against its weight-streaming floor and
 greedy evaluation items per second are measured per decoder (harness/bench/decode.py).
 
+Compute floors: each SFT and SDFT row's teacher and student phases (and the whole step) against their
+matmul FLOPs, counted from the model's config and the batch's token counts, over the matmul throughput
+measured here at each precision (harness/bench/compute_floor.py, harness/bench/step_floor.py).
+
 Peak memory on CPU: glibc's mmap threshold is pinned at 64 KiB (mallopt), so every tensor buffer is its
 own mapping, returned to the OS when freed, and the resident set follows live tensors. The kernel's
 high-water mark (VmHWM) is reset (/proc/self/clear_refs) after the model is loaded; the figure is
@@ -42,6 +46,7 @@ from harness.bench.decode import decode_floor, eval_rate
 from harness.bench.fixed_batch import PROMPTS, TEMPLATE, items
 from harness.bench.lora_step import lora_label, lora_ratios, with_adapters
 from harness.bench.measure import PeakMemory, pin_malloc
+from harness.bench.step_floor import add_floors, matmul_rates
 from harness.bench.step_report import markdown, ratios
 from harness.bench.trl_step import run_trl
 from harness.config import DTYPE_NAMES, Config, ModelConfig
@@ -147,6 +152,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--decoders", default="static,hf", help="rollout/eval decoders; the first is headline"
     )
     parser.add_argument("--no-decode-floor", action="store_true", help="skip the decode-floor measurement")
+    parser.add_argument(
+        "--no-compute-floor",
+        action="store_true",
+        help="skip the teacher/student compute floors (matmul FLOPs)",
+    )
     parser.add_argument("--eval-task", default="tooluse", help="task whose eval items time greedy evaluation")
     parser.add_argument("--eval-items", type=at_least(0), default=32, help="0 skips the evaluation timing")
     parser.add_argument("--out", default="results/bench")
@@ -203,9 +213,11 @@ def _measure_precision(
     device: Any,
     rows: list[dict[str, Any]],
     floors: dict[str, dict[str, dict[str, float]]],
+    rates: dict[str, dict[str, float]],
 ) -> dict[str, dict[str, Any]]:
-    """Every measurement at one precision: the decode floor per decoder, greedy evaluation speed (default
-    precision only; returned), and each method's step rows (appended to `rows`)."""
+    """Every measurement at one precision: the decode floor per decoder, the matmul throughput the compute
+    floors divide by (`rates`), greedy evaluation speed (default precision only; returned), and each method's
+    step rows (appended to `rows`)."""
     rollouts, decoders, compute = args.rollouts, args.decoders, PRECISION_NAMES[prec]
     evals: dict[str, dict[str, Any]] = {}
     if not args.no_decode_floor:
@@ -213,6 +225,9 @@ def _measure_precision(
         floors[prec] = {d: decode_floor(timed, tok, PROMPTS, compute, d) for d in decoders}
         print(prec, "decode", json.dumps(floors[prec]), flush=True)
         del timed
+    if not args.no_compute_floor:  # before the rows: a quiet machine, no training state in memory
+        rates[prec] = matmul_rates(model, tok, compute, args.new_tokens)
+        print(prec, "matmul GFLOP/s", json.dumps({k: v / 1e9 for k, v in rates[prec].items()}), flush=True)
     if is_default and args.eval_items:
         for d in decoders:  # warm-up: the first decode of a process pays for allocations and page faults
             eval_rate(model, tok, args.eval_task, 1, d)
@@ -239,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, dict[str, float]]] = {}
     evals: dict[str, dict[str, Any]] = {}
+    rates: dict[str, dict[str, float]] = {}
     for prec in precisions:
-        evals = (
-            _measure_precision(args, prec, prec == default_name, model, tok, device, rows, floors) or evals
-        )
+        is_default = prec == default_name
+        evals = _measure_precision(args, prec, is_default, model, tok, device, rows, floors, rates) or evals
+    add_floors(rows, model, tok, rates)
     table = ratios(rows, precisions, rollouts, decoders)
     headline = table.get(f"{default_name}/r1", {})
     machine = (
@@ -264,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "lora_r": args.lora_r,
         "lora_ratios": lora_ratios(rows, args.lora_r) if args.lora_r else {},
         "decode_floor": floors,
+        "matmul_flops_per_s": rates,
         "eval": evals,
         "results": rows,
     }

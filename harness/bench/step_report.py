@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.bench.decode import decode_markdown
+from harness.bench.step_floor import floor_markdown
 
 
 def ratios(
@@ -86,4 +87,5 @@ def markdown(p: dict[str, Any]) -> str:
     for prec, entry in p.get("lora_ratios", {}).items():  # --lora-r: adapters vs full fine-tuning
         lines += [f"| {prec} (LoRA r={p['lora_r']}) | {key} | {value:.2f} |" for key, value in entry.items()]
     lines += decode_markdown(p["decode_floor"], p.get("eval", {}))
+    lines += floor_markdown(p["results"], p.get("matmul_flops_per_s", {}))
     return "\n".join(lines) + "\n"
