@@ -149,6 +149,9 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     limit: int | None = None  # items per eval task (None = all); reports state the sizes
+    # items per general-suite task (None = eval.limit): the stream tasks' forgetting needs many items, the
+    # suite's average is tight with few (results/study/power.md), and the suite is most of an evaluation
+    suite_limit: int | None = None
     batch_size: int = 16
     max_gen_toks: int | None = None  # None = each task YAML's own
     log_samples: int = 5  # sample generations kept per task per stage
@@ -314,6 +317,7 @@ RANGES: dict[str, Range] = {
     "trainer.adam_beta2": Range(0, 1, high_open=True),
     "trainer.max_train_items": COUNT,
     "eval.limit": COUNT,
+    "eval.suite_limit": COUNT,
     "eval.batch_size": COUNT,
     "eval.max_gen_toks": COUNT,
     "eval.log_samples": NON_NEGATIVE,

@@ -260,6 +260,11 @@ def facts(runs: list[RunResult], skipped: int) -> list[str]:
         + (f"; {skipped} incomplete runs ignored)" if skipped else ")"),
         f"Evaluation items per task (`eval.limit`; None = the full eval set): "
         f"{values(lambda r: r.params.get('eval.limit', 'not logged'))}"
+        + (
+            f"; general suite `eval.suite_limit`: {values(lambda r: r.params.get('eval.suite_limit', 'None'))}"
+            if any(r.params.get("eval.suite_limit", "None") != "None" for r in runs)
+            else ""
+        )
         + (f"; evaluated: {evaluated}" if evaluated else ""),
         f"Streams: {values(lambda r: r.stream + ' = ' + ' -> '.join(r.R.columns))}",
         "General suite: " + values(lambda r: ", ".join(r.G.columns) or "none"),

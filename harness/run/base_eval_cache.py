@@ -26,6 +26,7 @@ from harness.durable import write_bytes_durably
 FOLDER = "base_eval_cache"
 _EVAL_KEYS = (
     "limit",
+    "suite_limit",
     "batch_size",
     "max_gen_toks",
     "log_samples",

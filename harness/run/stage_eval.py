@@ -158,6 +158,54 @@ def _base_cache_key(model, plan: StreamPlan, cfg: Config, dist: Replicas) -> str
     )
 
 
+def limit_groups(
+    names: list[str], suite_tasks: list[str], limit: int | None, suite_limit: int | None
+) -> list[tuple[int | None, list[str]]]:
+    """The eval tasks cut into runs of lm-eval that share an item limit, in the tasks' order: the stream's
+    tasks at `limit`, the general suite's at `suite_limit` (None: `limit` too, one run). Always one group
+    at least (an empty task list still makes one call, whose empty result the merge expects)."""
+    suite_limit = limit if suite_limit is None else suite_limit
+    groups: list[tuple[int | None, list[str]]] = []
+    for name in names:
+        wanted = suite_limit if name in suite_tasks else limit
+        if groups and groups[-1][0] == wanted:
+            groups[-1][1].append(name)
+        else:
+            groups.append((wanted, [name]))
+    return groups or [(limit, [])]
+
+
+def _evaluate_tasks(
+    model,
+    tokenizer,
+    names: list[str],
+    limit: int | None,
+    plan: StreamPlan,
+    cfg: Config,
+    snapshot: Path | None,
+):
+    """One lm-eval run over `names` at `limit` items per task, with the run's eval settings."""
+    return evaluate(
+        model,
+        tokenizer,
+        names,
+        plan.include_paths,
+        builtin_index=cfg.suite.builtin_index,
+        limit=limit,
+        batch_size=cfg.eval.batch_size,
+        max_gen_toks=cfg.eval.max_gen_toks,
+        log_samples=cfg.eval.log_samples,
+        seed=cfg.seed,
+        backend=cfg.eval.backend,
+        vllm_gpu_memory=cfg.eval.vllm_gpu_memory,
+        vllm_snapshot=snapshot,
+        max_length=cfg.model.max_length,
+        allow_code_execution=cfg.eval.allow_code_execution,
+        auto_batch_size=cfg.eval.auto_batch_size,
+        decoder=cfg.eval.decoder,
+    )
+
+
 def _evaluate_stage(
     model, tokenizer, plan: StreamPlan, cfg: Config, dist: Replicas, snapshot: Path | None = None
 ) -> tuple[dict[str, float], Any] | tuple[None, None]:
@@ -168,25 +216,11 @@ def _evaluate_stage(
     share = _evaluators(dist)
     mine = shares.share(names, *share) if share is not None else []
     with third_party_output():  # lm-eval's own request bars: into the log file of a quiet console
-        result = evaluate(
-            model,
-            tokenizer,
-            mine,
-            plan.include_paths,
-            builtin_index=cfg.suite.builtin_index,
-            limit=cfg.eval.limit,
-            batch_size=cfg.eval.batch_size,
-            max_gen_toks=cfg.eval.max_gen_toks,
-            log_samples=cfg.eval.log_samples,
-            seed=cfg.seed,
-            backend=cfg.eval.backend,
-            vllm_gpu_memory=cfg.eval.vllm_gpu_memory,
-            vllm_snapshot=snapshot,
-            max_length=cfg.model.max_length,
-            allow_code_execution=cfg.eval.allow_code_execution,
-            auto_batch_size=cfg.eval.auto_batch_size,
-            decoder=cfg.eval.decoder,
-        )
+        parts = [
+            _evaluate_tasks(model, tokenizer, group, limit, plan, cfg, snapshot)
+            for limit, group in limit_groups(mine, plan.suite_tasks, cfg.eval.limit, cfg.eval.suite_limit)
+        ]
+    result = merge_results(parts) if len(parts) > 1 else parts[0]
     parts = dist.gather(result) if dist.eval_everywhere else [result]
     if not dist.is_main:
         return None, None
