@@ -55,6 +55,8 @@ def test_key_changes_with_what_changes_a_base_score_and_only_with_that(tmp_path)
     key = _key(cfg, [str(folder)])
     assert key == _key(compose([*FAST, "seed=5", "method=sdft", "trainer.lr=1e-3"]), [str(folder)])
     assert key != _key(compose([*FAST, "eval.limit=4"]), [str(folder)])
+    for other in ("eval.suite_limit=2", "eval.decoder=hf"):  # the decoder is the default `static` in FAST
+        assert key != _key(compose([*FAST, other]), [str(folder)]), other
     assert key != base_eval_cache.cache_key(
         dict(cfg.model), dict(cfg.eval), "bfloat16", ["tooluse"], [str(folder)], False
     )

@@ -216,14 +216,46 @@ def test_micro_batch_warning_for_single_prompt_micro_batches():
     assert micro_batch_warning(32, 4, 1) is None and micro_batch_warning(32, 1, 8) is None
 
 
-def test_adamw_is_fused_on_cuda_only():
+def test_adamw_is_fused_on_cuda_and_on_the_cpu():
     from types import SimpleNamespace
 
     from harness.methods.optim import implementation
 
     on_gpu = [SimpleNamespace(device=torch.device("cuda", 0))]
     assert implementation(on_gpu)["fused"] is True
-    assert "fused" not in implementation([torch.nn.Parameter(torch.zeros(2))])
+    assert implementation([torch.nn.Parameter(torch.zeros(2))])["fused"] is True
+    elsewhere = [SimpleNamespace(device=torch.device("meta"))]  # no fused kernel known there: torch's default
+    assert "fused" not in implementation(elsewhere)
+
+
+def test_fused_cpu_adamw_takes_the_textbook_step():
+    """Two steps of the optimizer the harness builds, against AdamW written out by hand (decoupled weight
+    decay, bias-corrected moments; Loshchilov & Hutter 2019), in float64 for the reference."""
+    from types import SimpleNamespace
+
+    from harness.methods.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    start = [p.detach().double().clone() for p in model.parameters()]
+    trainer = SimpleNamespace(lr=0.01, adam_beta1=0.9, adam_beta2=0.999, weight_decay=0.1)
+    optimizer = build_optimizer(model, trainer)
+    assert optimizer.defaults["fused"] is True
+    grads = [[torch.randn_like(p) for p in model.parameters()] for _ in range(2)]
+    for step_grads in grads:
+        for p, g in zip(model.parameters(), step_grads, strict=True):
+            p.grad = g.clone()
+        optimizer.step()
+    eps = optimizer.defaults["eps"]
+    for i, p in enumerate(model.parameters()):
+        w, m, v = start[i], torch.zeros_like(start[i]), torch.zeros_like(start[i])
+        for t in (1, 2):
+            g = grads[t - 1][i].double()
+            w = w * (1 - trainer.lr * trainer.weight_decay)
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            w = w - trainer.lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + eps)
+        torch.testing.assert_close(p.detach().double(), w, rtol=1e-6, atol=1e-7)
 
 
 # --- 5. eval.backend=vllm, against a stub of the vllm package --------------------------------------------

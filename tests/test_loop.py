@@ -67,9 +67,9 @@ def test_multirun_sweep_gives_one_parent_per_combination(tmp_path):
 
 
 def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
-    # stage 2 trains long enough to be killed inside it: 150 tiny-model steps take seconds, the kill
-    # follows stage 1's summary line within milliseconds
-    slow = ["trainer.max_steps=150"]
+    # stage 2 trains long enough to be killed inside it: 12 items x 10 epochs / batch 4 = 30 tiny-model
+    # steps per stage (seconds), and the kill follows stage 1's summary line within milliseconds
+    slow = ["trainer.epochs=10", "trainer.max_steps=30"]
     reference = subprocess.run(_cli(tmp_path / "ref", *slow), capture_output=True, text=True, timeout=600)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
@@ -79,7 +79,7 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     )
     deadline = time.time() + 300
     # Stage 1's summary line is printed after its checkpoint and child run are written; stage 2's training
-    # (400 steps) starts right after it. Kill at once: on an idle machine a sleep here let the run finish.
+    # (30 steps) starts right after it. Kill at once: on an idle machine a sleep here let the run finish.
     for line in proc.stdout:
         if line.startswith("[stage 1:") or time.time() > deadline:
             break
@@ -89,9 +89,10 @@ def test_sigkill_during_stage_2_then_rerun_resumes(tmp_path):
     killed = _parents(tmp_path / "run")
     assert len(killed) == 1
     assert "tags.harness.complete" not in killed or killed["tags.harness.complete"].isna().all()
-    stage1_before = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}").search_runs(
-        [killed["experiment_id"][0]], "tags.stage = '1'"
-    )[0]
+    before = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    stage1_before = before.search_runs([killed["experiment_id"][0]], "tags.stage = '1'")[0]
+    stage2_before = before.search_runs([killed["experiment_id"][0]], "tags.stage = '2'")
+    assert all(r.info.status != "FINISHED" for r in stage2_before), "the kill came after stage 2 ended"
 
     rerun = subprocess.run(_cli(tmp_path / "run", *slow), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

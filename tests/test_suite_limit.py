@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fast_config import FAST
 
 from harness.cli import compose
@@ -19,7 +20,7 @@ def test_limit_groups_keep_the_task_order_and_cut_only_where_the_limit_changes()
 
 
 def test_suite_tasks_are_evaluated_on_suite_limit_items(tmp_path):
-    from harness.run.loop import run_experiment
+    from harness.run.loop import run_experiment  # lazy: the loop loads torch and transformers
 
     overrides = [o for o in FAST if o != "suite=none"]
     cfg = compose([*overrides, "suite=general", "eval.suite_limit=2", f"results_dir={tmp_path}"])
@@ -37,3 +38,12 @@ def test_suite_tasks_are_evaluated_on_suite_limit_items(tmp_path):
         suite = [t for t in n if t.startswith("general_")]
         assert len(suite) == 3 and {n[t] for t in suite} == {2.0}, n  # eval.suite_limit
         assert "general/avg" in run.data.metrics
+
+
+def test_a_task_both_learned_and_in_the_suite_is_refused():
+    from harness.run.stream_plan import plan_stream  # lazy: reads the tasks' data files
+
+    suite = ["suite=general", "suite.tasks=[general_mc,dates]"]
+    cfg = compose([o for o in FAST if o != "suite=none"] + suite)
+    with pytest.raises(ValueError, match="suite 'general' holds dates, which stream 'pair' evaluates"):
+        plan_stream(cfg)

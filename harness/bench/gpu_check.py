@@ -115,9 +115,14 @@ def check_sft(c: Check) -> Line:
 
 
 def check_fused(c: Check) -> Line:
-    fused = bool(implementation(list(c.model.parameters())).get("fused"))
-    # fused on CUDA and on the CPU alike (harness.methods.optim.implementation)
-    return Line("fused AdamW", _ok(fused), "fused" if fused else "per-tensor loop")
+    """Fused on CUDA and on the CPU alike (harness.methods.optim.implementation), on the device the run
+    asked for: weights left on the CPU in a GPU run fail here."""
+    params = list(c.model.parameters())
+    fused = bool(implementation(params).get("fused"))
+    on_device = all((p.device.type == "cuda") == c.cuda for p in params)
+    where = "cuda" if c.cuda else "cpu"
+    figure = ("fused" if fused else "per-tensor loop") + f", weights on {where}: {on_device}"
+    return Line("fused AdamW", _ok(fused and on_device), figure)
 
 
 def check_sdft_ema(c: Check) -> Line:
@@ -212,25 +217,34 @@ def check_fsdp(c: Check) -> Line:
 
 
 def check_eval(c: Check) -> Line:
+    """lm-eval through both decoders: the run default (static, our HFLM subclass) and lm-eval's own HFLM
+    (`generate`); every item scored, and the same answers and scores from both."""
     from harness.eval.lmeval import evaluate  # lazy: lm-eval loads only for this check
 
-    t0 = time.perf_counter()
-    result = evaluate(
-        c.model,
-        c.tok,
-        ["tooluse"],
-        [str(TASKS_DIR)],
-        limit=c.args.eval_items,
-        batch_size=8,
-        max_gen_toks=16,
-        max_length=c.args.max_length,
-        auto_batch_size=True,
-    )
-    seconds = time.perf_counter() - t0
-    scored = result.n_items.get("tooluse", 0)
+    def scores(decoder: str) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        result = evaluate(
+            c.model,
+            c.tok,
+            ["tooluse"],
+            [str(TASKS_DIR)],
+            limit=c.args.eval_items,
+            batch_size=8,
+            max_gen_toks=16,
+            max_length=c.args.max_length,
+            auto_batch_size=True,
+            decoder=decoder,
+        )
+        return result, time.perf_counter() - t0
+
+    (static, seconds), (hf, _) = scores("static"), scores("hf")
+    scored = static.n_items.get("tooluse", 0)
+    same = [(i["doc_id"], i["generation"], i["scores"]) for i in static.items] == [
+        (i["doc_id"], i["generation"], i["scores"]) for i in hf.items
+    ]
     batch = "auto" if c.cuda else "8 (auto is CUDA only)"
-    figure = f"{scored} items greedy in {seconds:.1f} s, batch {batch}"
-    return Line("lm-eval HF backend, greedy", _ok(scored == c.args.eval_items), figure)
+    figure = f"{scored} items greedy in {seconds:.1f} s (static decoder), batch {batch}; same answers as generate: {same}"
+    return Line("lm-eval HF backend, greedy", _ok(scored == c.args.eval_items and same), figure)
 
 
 def check_bench(c: Check) -> Line:

@@ -23,7 +23,7 @@ from harness.config import Config, results_path
 from harness.console import third_party_output
 from harness.eval.lmeval import evaluate, stream_eval_names, write_snapshot
 from harness.eval.passk import pass_k_metrics
-from harness.eval.results import item_frame, merge_results, primary_metric
+from harness.eval.results import EvalResult, item_frame, merge_results, primary_metric
 from harness.eval.scoring import greedy_scores_share
 from harness.methods import needs_teacher_copy
 from harness.models import precision_of, precision_summary, resolve_device, set_precision
@@ -183,7 +183,7 @@ def _evaluate_tasks(
     plan: StreamPlan,
     cfg: Config,
     snapshot: Path | None,
-):
+) -> EvalResult:
     """One lm-eval run over `names` at `limit` items per task, with the run's eval settings."""
     return evaluate(
         model,
