@@ -216,11 +216,11 @@ def _evaluate_stage(
     share = _evaluators(dist)
     mine = shares.share(names, *share) if share is not None else []
     with third_party_output():  # lm-eval's own request bars: into the log file of a quiet console
-        parts = [
+        runs = [
             _evaluate_tasks(model, tokenizer, group, limit, plan, cfg, snapshot)
             for limit, group in limit_groups(mine, plan.suite_tasks, cfg.eval.limit, cfg.eval.suite_limit)
         ]
-    result = merge_results(parts) if len(parts) > 1 else parts[0]
+    result = merge_results(runs)
     parts = dist.gather(result) if dist.eval_everywhere else [result]
     if not dist.is_main:
         return None, None

@@ -73,12 +73,6 @@ def plan_stream(cfg: Config) -> StreamPlan:
     names = ordered_tasks(list(cfg.stream.tasks), cfg.stream.order)
     check_unique_tasks(cfg.stream.name, names)
     specs = [resolve_task(n) for n in names]
-    limit = cfg.trainer.max_train_items
-    train_items = [load_train_items(spec, limit) for spec in specs]
-    # lm-eval indexes include paths recursively: the built-in root covers built-in tasks; only a user's
-    # folders elsewhere are added (adding both would register each built-in task twice).
-    user_dirs = {str(s.path) for s in specs if TASKS_ROOT not in s.path.parents}
-    include = {str(TASKS_ROOT)} | user_dirs | {str(Path(p).resolve()) for p in cfg.suite.include_paths}
     # a task both learned and in the general suite would be evaluated twice per stage, under two item
     # counts (eval.limit, eval.suite_limit), and its score would stand in R and in G at once
     both = sorted({t for s in specs for t in s.eval_tasks} & set(cfg.suite.tasks))
@@ -87,6 +81,12 @@ def plan_stream(cfg: Config) -> StreamPlan:
             f"suite '{cfg.suite.name}' holds {', '.join(both)}, which stream '{cfg.stream.name}' evaluates "
             "as a task it learns: drop it from suite.tasks or from stream.tasks"
         )
+    limit = cfg.trainer.max_train_items
+    train_items = [load_train_items(spec, limit) for spec in specs]
+    # lm-eval indexes include paths recursively: the built-in root covers built-in tasks; only a user's
+    # folders elsewhere are added (adding both would register each built-in task twice).
+    user_dirs = {str(s.path) for s in specs if TASKS_ROOT not in s.path.parents}
+    include = {str(TASKS_ROOT)} | user_dirs | {str(Path(p).resolve()) for p in cfg.suite.include_paths}
     return StreamPlan(specs, train_items, list(cfg.suite.tasks), sorted(include))
 
 
