@@ -1,6 +1,13 @@
-"""How the step benchmark measures (harness.bench.step): process peak memory (RSS high-water mark, with
-glibc's allocator pinned so freed memory is returned) and the machine's memory bandwidth, from which
-harness.bench.step derives the decode floor (the time to stream the weights once per generated token)."""
+"""How the step benchmark measures (harness.bench.step): process peak memory (RSS high-water mark above a
+trimmed heap) and the machine's memory bandwidth, from which harness.bench.step derives the decode floor
+(the time to stream the weights once per generated token).
+
+The allocator runs as glibc configures it. An earlier version pinned glibc's mmap threshold at 64 KiB so
+that the resident set followed live tensors; that made every large temporary its own mapping, paid for in
+page faults on every use, and slowed the timed steps it measured (an SDFT step 1.6x, an SFT backward 2x:
+results/bench/profile/README.md). Instead, free heap memory is handed back to the OS (malloc_trim) where a
+memory window opens, so the window's baseline is what is live, and the peak includes the allocator's own
+slack, which a user's process pays too."""
 
 from __future__ import annotations
 
@@ -13,11 +20,11 @@ from typing import Any
 import torch
 
 
-def pin_malloc() -> None:
+def trim_heap() -> None:
+    """Return free heap memory to the OS (glibc's malloc_trim; nothing elsewhere)."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD; also disables its dynamic growth
-    except OSError:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
         pass
 
 
@@ -48,6 +55,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
+            trim_heap()  # what earlier work freed would otherwise be reused unseen by the window
             Path("/proc/self/clear_refs").write_text("5")
             self.base = _rss_kib() * 1024
         return self

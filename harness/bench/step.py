@@ -17,11 +17,11 @@ Compute floors: each SFT and SDFT row's teacher and student phases (and the whol
 matmul FLOPs, counted from the model's config and the batch's token counts, over the matmul throughput
 measured here at each precision (harness/bench/compute_floor.py, harness/bench/step_floor.py).
 
-Peak memory on CPU: glibc's mmap threshold is pinned at 64 KiB (mallopt), so every tensor buffer is its
-own mapping, returned to the OS when freed, and the resident set follows live tensors. The kernel's
-high-water mark (VmHWM) is reset (/proc/self/clear_refs) after the model is loaded; the figure is
-VmHWM after the run minus the resident set before it: everything the method adds on top of the loaded
-student (teacher copy, optimizer state, activations, logits, framework state). On CUDA:
+Peak memory on CPU: before each method runs, free heap memory is returned to the OS (malloc_trim) and the
+kernel's high-water mark (VmHWM) is reset (/proc/self/clear_refs); the figure is VmHWM after the run minus
+the resident set before it: everything the method adds on top of the loaded student (teacher copy,
+optimizer state, activations, logits, framework state, the allocator's slack). The allocator itself is
+left as glibc sets it: pinning its mmap threshold made the timed steps pay page faults (harness.bench.measure). On CUDA:
 torch.cuda.max_memory_allocated above the same baseline.
 """
 
@@ -45,7 +45,7 @@ from harness.arguments import OneLineParser, at_least, counts
 from harness.bench.decode import decode_floor, eval_rate
 from harness.bench.fixed_batch import PROMPTS, TEMPLATE, items
 from harness.bench.lora_step import lora_label, lora_ratios, with_adapters
-from harness.bench.measure import PeakMemory, pin_malloc
+from harness.bench.measure import PeakMemory
 from harness.bench.step_floor import add_floors, matmul_rates
 from harness.bench.step_report import markdown, ratios
 from harness.bench.trl_step import run_trl
@@ -244,7 +244,6 @@ def _measure_precision(
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     precisions, rollouts, decoders = args.precisions, args.rollouts, args.decoders
-    pin_malloc()
     torch.set_num_threads(args.threads)
 
     model, tok = load_model(ModelConfig())
