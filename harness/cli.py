@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+from harness.allocator import keep_freed_memory
 from harness.cli_help import BENCH_HELP, POWER_HELP, REPORT_HELP, RUN_HELP, TASKS_HELP, TOP_HELP
 from harness.config import CONF_DIR
 from harness.run.preflight import NOT_HYDRA_GROUPS, USER_ERRORS, check_config_name
@@ -369,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}; valid: {', '.join(COMMANDS)}\n\n{TOP_HELP}", file=sys.stderr)
         return 2
+    keep_freed_memory()  # pages faulted in once per process, not once per step (harness.allocator)
     try:
         with stop_on_signals():  # SIGTERM too: the runs are marked KILLED, not left RUNNING
             return COMMANDS[command](rest) or 0

@@ -16,6 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # threads spin-wait and slow everything down many times over). Under pytest-xdist every worker is one process
 # of its own on one core: one thread each.
 _THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the `harness` processes a test starts (CLI runs, kills, sweeps) inherit this: one thread each too,
+    # or they would run two OpenMP threads against the other worker on a 2-core machine
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(min(_THREADS, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
