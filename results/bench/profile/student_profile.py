@@ -1,6 +1,6 @@
 """Where SDFT's student pass spends its time, against an SFT step on the same prompts (issue #24, item 3).
 
-The step benchmark (`../floor/step.md`) puts the student pass (forward, fused LM head + divergence,
+The step benchmark as it was measured under a pinned allocator (`../floor/step.md`) put the student pass (forward, fused LM head + divergence,
 backward) at 4.5x its matmul floor and an SFT step at 3.4x. This script splits both into phases on the step
 benchmark's batch of 8 (float32, 64 forced rollout tokens, full-vocabulary forward KL):
 - decoder forward (no LM head), the fused head + loss (its own backward folded in), the decoder's backward,
@@ -89,7 +89,7 @@ def _run(method: str, model_source, steps: int) -> list[dict]:
 
 
 def _phase_table(method: str, steps: list[dict], reps: int) -> None:
-    keys = ("gen_s", "teacher_s", "student_s", "backward_s")
+    keys = ("step_s", "gen_s", "teacher_s", "student_s", "backward_s")
     print(f"\n{method}: medians of {reps} steps after 1 warm-up (seconds)")
     for key in keys:
         values = [s[key] for s in steps[1:] if key in s]
