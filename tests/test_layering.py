@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "harness"
 
 # lowest first; units on one line are siblings and must not import each other
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "arguments", "cli_help", "durable", "scorers", "timing", "config", "console"),
+    ("__init__", "allocator", "arguments", "cli_help", "durable", "scorers", "timing", "config", "console"),
     ("tasks", "parallel", "lora"),
     ("models", "batching"),
     ("decoding",),
