@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from harness.allocator import keep_freed_memory
+
 # Tests never reach for the network: our tasks read local files, the model is embedded.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +23,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # or they would run two OpenMP threads against the other worker on a 2-core machine
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(min(_THREADS, os.cpu_count() or 1, int(os.environ.get("OMP_NUM_THREADS", "2"))))
+# the tests that train in this process run as `harness` does: freed memory stays in the process
+keep_freed_memory()
 
 
 def pytest_configure(config: pytest.Config) -> None:
