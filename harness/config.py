@@ -163,8 +163,9 @@ class EvalConfig:
     backend: str = "hf"
     # greedy generation of the hf backend, the in-context score and the within-stage curve: static
     # (preallocated KV cache, harness.decoding; loglikelihood stays on lm-eval's path; it falls back to hf
-    # where it cannot run) | hf (generate). static is the default: the same greedy answers, item for item,
-    # at 1.60x the items per second on an idle CPU (results/bench/step.md)
+    # where it cannot run) | hf (generate). static is the default: the same greedy answers, item for item;
+    # on this CPU no faster than generate once the benchmark stopped pinning the allocator (1.04x, 1.60x
+    # before; results/bench/README.md)
     decoder: str = "static"
     vllm_gpu_memory: float = 0.3
     # tasks that execute the model's generated code (lm-eval marks them unsafe_code, e.g. HumanEval in
