@@ -2,7 +2,7 @@
 trimmed heap) and the machine's memory bandwidth, from which harness.bench.step derives the decode floor
 (the time to stream the weights once per generated token).
 
-The allocator runs as glibc configures it. An earlier version pinned glibc's mmap threshold at 64 KiB so
+The allocator is not pinned here (the `harness` command sets it as harness.allocator says). An earlier version pinned glibc's mmap threshold at 64 KiB so
 that the resident set followed live tensors; that made every large temporary its own mapping, paid for in
 page faults on every use, and slowed the timed steps it measured (an SDFT step 1.6x, an SFT backward 2x:
 results/bench/profile/README.md). Instead, free heap memory is handed back to the OS (malloc_trim) where a

@@ -21,7 +21,7 @@ Peak memory on CPU: before each method runs, free heap memory is returned to the
 kernel's high-water mark (VmHWM) is reset (/proc/self/clear_refs); the figure is VmHWM after the run minus
 the resident set before it: everything the method adds on top of the loaded student (teacher copy,
 optimizer state, activations, logits, framework state, the allocator's slack). The allocator itself is
-left as glibc sets it: pinning its mmap threshold made the timed steps pay page faults (harness.bench.measure). On CUDA:
+left as the `harness` command sets it (harness.allocator): pinning its mmap threshold made the timed steps pay page faults (harness.bench.measure). On CUDA:
 torch.cuda.max_memory_allocated above the same baseline.
 """
 
