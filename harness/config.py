@@ -74,11 +74,12 @@ class DistillConfig:
     num_rollouts: int = 1
     temperature: float = 1.0  # of both distributions in the loss, and of sampling unless sample_temperature
     top_p: float = 1.0
-    # rollout decoder: hf (Hugging Face generate) | static (preallocated KV cache, harness.decoding; it falls
-    # back to hf where it cannot run, and the start-up line says so). hf is the default: on an idle CPU the
-    # static decoder measured no faster (108.9 vs 117.1 ms/token, reps overlapping; results/bench/README.md)
-    # and its sampled draws differ from generate's after the first ended row is gathered out
-    decoder: str = "hf"
+    # rollout decoder: static (preallocated KV cache on weights packed for oneDNN, harness.decoding; it falls
+    # back to hf where it cannot run, and the start-up line says so) | hf (Hugging Face generate). static
+    # decodes 2.2-2.7x faster per token on this CPU (27 vs 61-73 ms at batch 8, results/bench/README.md);
+    # its draws follow generate's distribution (tests/test_decoder_real.py), but not its random stream once
+    # ended rows are gathered out, so a run's rollouts differ from an hf run's with the same seed
+    decoder: str = "static"
     loss_chunk_size: int = 128  # positions per chunk of the full-vocabulary divergence
     # --- diagnostics (harness.distill.probe, harness.distill.diagnostics); they change no result ---
     # train items teacher-forced at the start of each stage: log-probability of the demonstration and of the

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from harness.batching import chat_prompt_ids, pad
 from harness.config import Config
+from harness.decoding.packed import packing_unavailable, unpacked
 from harness.decoding.static import StaticDecoder, decode
 from harness.decoding.warpers import Sampling, filtered_logits
 from harness.distill.rollout import eos_ids
@@ -110,6 +111,37 @@ def test_sampled_distribution_and_draws_match_generate(real_model) -> None:
             logits = dec.step(drawn[:, t])
 
 
+# largest |logit difference| between the packed oneDNN products and F.linear on the same tokens; the kernels
+# sum in another order (measured below 1e-4 on the embedded model in float32)
+PACKED_LOGIT_TOLERANCE = 1e-3
+
+
+def test_packed_products_give_the_logits_of_the_models_own_modules(real_model) -> None:
+    """Teacher-forced on generate's greedy tokens, 16 steps of 16 prompts: the packed decode's logits are
+    F.linear's within PACKED_LOGIT_TOLERANCE (a greedy token can flip only where the top two are that close)."""
+    model, tok = real_model
+    model.eval()
+    assert packing_unavailable(model) is None
+    ids, mask = pad(_prompts(tok, 16), tok.pad_token_id, "left")
+    with torch.no_grad():
+        tokens = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=16,
+            min_new_tokens=16,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )[:, ids.shape[1] :]
+        packed = StaticDecoder(model, ids, mask, 16)
+        with unpacked():
+            plain = StaticDecoder(model, ids, mask, 16)
+        assert packed.head is not model.lm_head and plain.head is model.lm_head  # the two paths ran
+        worst = float((packed.first_logits - plain.first_logits).abs().max())
+        for t in range(15):
+            worst = max(worst, float((packed.step(tokens[:, t]) - plain.step(tokens[:, t])).abs().max()))
+    assert 0 < worst < PACKED_LOGIT_TOLERANCE, worst
+
+
 def _stage(model, tok, decoder: str) -> tuple[list[list[int]], list[float]]:
     """One SDFT stage (2 steps of 2 items) with greedy rollouts (top_k=1), recording every rollout."""
     from harness.methods import StageContext, sdft, train_stage
@@ -140,8 +172,11 @@ LOSS_TOLERANCE = 1e-6
 
 
 def test_sdft_stage_same_rollouts_and_losses_with_either_decoder(real_model) -> None:
+    """The static decoder's loop on the model's own modules (no packing: the kernels are `generate`'s, so
+    greedy rollouts must match exactly; the packed products are checked against them above)."""
     model, tok = real_model
-    rollouts_static, losses_static = _stage(model, tok, "static")
+    with unpacked():
+        rollouts_static, losses_static = _stage(model, tok, "static")
     rollouts_hf, losses_hf = _stage(model, tok, "hf")
     assert rollouts_static == rollouts_hf and len(rollouts_static) == 4
     for a, b in zip(losses_static, losses_hf, strict=True):

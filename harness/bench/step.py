@@ -9,8 +9,9 @@ method in it (ours: model.dtype = that compute dtype, float32 master weights; TR
 autocast over float32 weights, the same scheme). Each method runs `--warmup + --reps` optimizer steps on a
 fresh copy of the model; the median of the timed steps is reported.
 
-Decoders: SDFT runs once per `--decoders` entry (harness.decoding: static KV cache, or Hugging Face
-`generate`); the headline ratios use the first. The decode step against its weight-streaming floor and
+Decoders: SDFT runs once per `--decoders` entry (harness.decoding: static KV cache, `static-unpacked` the
+same loop on `F.linear` instead of the packed oneDNN products, or Hugging Face `generate`); the headline
+ratios use the first. The decode step against its weight-streaming floor and
 greedy evaluation items per second are measured per decoder (harness/bench/decode.py).
 
 Compute floors: each SFT and SDFT row's teacher and student phases (and the whole step) against their
@@ -28,6 +29,7 @@ torch.cuda.max_memory_allocated above the same baseline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -50,6 +52,7 @@ from harness.bench.step_floor import add_floors, matmul_rates
 from harness.bench.step_report import markdown, ratios
 from harness.bench.trl_step import run_trl
 from harness.config import DTYPE_NAMES, Config, ModelConfig
+from harness.decoding.packed import unpacked
 from harness.methods import StageContext, train_stage
 from harness.models import Precision, load_model, precision_of, set_precision
 
@@ -166,9 +169,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--precisions: {unknown} not known; valid: {', '.join(PRECISION_NAMES)}")
     args.decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
-    if not args.decoders or set(args.decoders) - {"static", "hf"}:
-        parser.error(f"--decoders: {args.decoders} not known; valid: static, hf")
+    if not args.decoders or set(args.decoders) - set(BENCH_DECODERS):
+        parser.error(f"--decoders: {args.decoders} not known; valid: {', '.join(BENCH_DECODERS)}")
     return args
+
+
+BENCH_DECODERS = ("static", "static-unpacked", "hf")
+
+
+def _decoding(name: str) -> tuple[str, contextlib.AbstractContextManager]:
+    """A benchmark decoder name -> (the run's decoder setting, the context it runs in)."""
+    if name == "static-unpacked":
+        return "static", unpacked()
+    return name, contextlib.nullcontext()
 
 
 def _method_row(name: str, prec: str, n: int, decoder: str, model, tok, args, device) -> dict[str, Any]:
@@ -182,7 +195,9 @@ def _method_row(name: str, prec: str, n: int, decoder: str, model, tok, args, de
     else:
         base, _, with_lora = name.partition("+")
         r = args.lora_r if with_lora else 0
-        res = run_ours(base, model, tok, steps, args.new_tokens, device, compute, n, decoder, r)
+        setting, context = _decoding(decoder)
+        with context:
+            res = run_ours(base, model, tok, steps, args.new_tokens, device, compute, n, setting, r)
     row = {
         "method": lora_label(base, args.lora_r) if with_lora else name,
         "precision": prec,
@@ -222,7 +237,10 @@ def _measure_precision(
     evals: dict[str, dict[str, Any]] = {}
     if not args.no_decode_floor:
         timed = _with_precision(model, compute)
-        floors[prec] = {d: decode_floor(timed, tok, PROMPTS, compute, d) for d in decoders}
+        for d in decoders:
+            setting, context = _decoding(d)
+            with context:
+                floors.setdefault(prec, {})[d] = decode_floor(timed, tok, PROMPTS, compute, setting)
         print(prec, "decode", json.dumps(floors[prec]), flush=True)
         del timed
     if not args.no_compute_floor:  # before the rows: a quiet machine, no training state in memory
@@ -230,8 +248,13 @@ def _measure_precision(
         print(prec, "matmul GFLOP/s", json.dumps({k: v / 1e9 for k, v in rates[prec].items()}), flush=True)
     if is_default and args.eval_items:
         for d in decoders:  # warm-up: the first decode of a process pays for allocations and page faults
-            eval_rate(model, tok, args.eval_task, 1, d)
-        evals = {d: eval_rate(model, tok, args.eval_task, args.eval_items, d) for d in decoders}
+            setting, context = _decoding(d)
+            with context:
+                eval_rate(model, tok, args.eval_task, 1, setting)
+        for d in decoders:
+            setting, context = _decoding(d)
+            with context:
+                evals[d] = eval_rate(model, tok, args.eval_task, args.eval_items, setting)
         print("eval", json.dumps({d: e["items_per_s"] for d, e in evals.items()}), flush=True)
     lora = [f"{m}+lora" for m in ("sft", "sdft") if args.lora_r and m in args.methods.split(",")]
     for name in args.methods.split(",") + lora:

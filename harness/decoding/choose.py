@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.decoding.packed import packing_unavailable
 from harness.decoding.static import unsupported
 from harness.parallel import sharding
 
@@ -22,4 +23,7 @@ def pick(model: Any, requested: str) -> tuple[str, str]:
     reason = unsupported(model)
     if reason is not None:
         return "hf", f"Hugging Face generate (fallback: {reason})"
-    return "static", "static KV cache, eager (no torch.compile)"
+    why_not = packing_unavailable(model)
+    if why_not is None:
+        return "static", "static KV cache, weights packed for oneDNN (no torch.compile)"
+    return "static", f"static KV cache on F.linear (no packing: {why_not}; no torch.compile)"
