@@ -4,9 +4,9 @@ Why: a decode step multiplies a few rows (one token per sequence) by every weigh
 it is bound by how fast the kernels stream the weights. `F.linear` on the CPU hands such a skinny product
 to a GEMM that re-packs the weight on every call; on this 2-core machine at 8 rows it read the weights at
 10-23 GB/s (the 49152 x 576 LM head at 9.5), oneDNN on a weight reordered once at 24-74 GB/s (LM head 41;
-results/bench/profile/packed_linear.txt). The weights change only between optimizer steps, so a decode
-packs them once (about 2 ms per 1.8M parameters) and later decodes reuse the pack while every weight
-keeps its version (an optimizer step or a `load_state_dict` bumps it).
+results/bench/profile/packed_linear.txt). A decode packs the weights once (about 2 ms per 1.8M parameters,
+more while the pack's pages are first touched); the batches of one evaluation share one pack
+(`reusing_pack`), a rollout packs the weights of its own optimizer step.
 
 Fusing q/k/v into one product and gate/up into another gives fewer, larger calls; each output element
 is still one row of a weight times the input. The kernels sum in another order than `F.linear`: logits
@@ -126,37 +126,41 @@ class LayerProducts:
         return self.down(self.act(gate) * up)
 
 
-# model -> (dtype and weight versions, layers, LM head): a pack lives as long as its model, in one dtype,
-# while its weights keep their versions
-_PACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# models inside `reusing_pack`: model -> its pack (dtype, layers, LM head), or None until the first decode
+_REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _versions(model: Any) -> tuple[tuple[int, int], ...]:
-    return tuple((id(p), p._version) for p in model.parameters())
+@contextlib.contextmanager
+def reusing_pack(model: Any) -> Iterator[None]:
+    """Decodes of `model` inside the block share one pack (evaluation: many batches, fixed weights). The
+    caller promises that the weights do not change inside; outside, every decode packs the weights it
+    sees (a rollout: the next optimizer step makes any pack stale). An explicit scope rather than a
+    staleness check: weights written through `.data` or by a checkpoint load keep their version counter."""
+    outer = model in _REUSED
+    if not outer:
+        _REUSED[model] = None
+    try:
+        yield
+    finally:
+        if not outer:
+            _REUSED.pop(model, None)
 
 
 def layer_products(
     model: Any, rows: int
 ) -> tuple[list[LayerProducts], Callable[[torch.Tensor], torch.Tensor]]:
     """Per-layer projections and the LM head for a decode of `rows` rows: packed when the model allows it
-    (reused while its weights are unchanged), else the model's own modules."""
+    (shared by the decodes of a `reusing_pack` block), else the model's own modules."""
     base = getattr(model, model.base_model_prefix)
     if packing_unavailable(model) is not None:
         return [LayerProducts(layer, None) for layer in base.layers], model.lm_head
     dtype = compute_dtype(model)
-    versions = (dtype, _versions(model))
-    cached = _PACKS.get(model)
-    if cached is not None and cached[0] == versions:
-        return cached[1], cached[2]
-    _PACKS.pop(model, None)  # free the stale pack before building the new one
+    kept = _REUSED.get(model)
+    if kept is not None and kept[0] == dtype:
+        return kept[1], kept[2]
     layers = [LayerProducts(layer, rows, dtype) for layer in base.layers]
     head = model.lm_head
     packed_head = Product([head.weight], [head.bias], rows, dtype)
-    _PACKS[model] = (versions, layers, packed_head)
+    if model in _REUSED:
+        _REUSED[model] = (dtype, layers, packed_head)
     return layers, packed_head
-
-
-def release(model: Any) -> None:
-    """Free `model`'s pack (a rollout's: the next optimizer step makes it stale, and it holds a copy of
-    every weight through the backward pass)."""
-    _PACKS.pop(model, None)

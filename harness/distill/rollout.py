@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from harness.batching import _output_cache, pad, position_ids
-from harness.decoding import packed
 from harness.decoding.choose import pick
 from harness.decoding.static import decode
 from harness.decoding.warpers import Sampling
@@ -115,7 +114,6 @@ def sample(
                     min_new_tokens=model.generation_config.min_new_tokens or 0,
                     share_prefill=share_prefill,
                 )
-                packed.release(model)
             else:
                 completion = _generate(
                     model,

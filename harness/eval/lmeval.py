@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from harness.decoding import packed
 from harness.decoding.choose import pick
 from harness.eval.results import EvalResult, from_lm_eval
 from harness.eval.static_lm import static_hflm_class
@@ -86,8 +87,9 @@ def evaluate(
         decoder,
     )
     try:
-        # the model's compute dtype for the whole run: autocast casts each weight once, not once per batch
-        with _as_single_process(), autocast(model):
+        # the model's compute dtype for the whole run: autocast casts each weight once, not once per batch;
+        # the static decoder packs the weights once for the whole run too
+        with _as_single_process(), autocast(model), packed.reusing_pack(model):
             out = _simple_evaluate(
                 lm, task_names, include_paths, builtin_index, limit, max_gen_toks, seed, allow_code_execution
             )

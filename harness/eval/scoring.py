@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import yaml
 
+from harness.decoding import packed
 from harness.decoding.choose import pick
 from harness.decoding.static import decode
 from harness.decoding.warpers import StopStrings, declared_eos
@@ -172,7 +173,8 @@ def greedy_generate_share(
     out: dict[int, str] = {}
     static = pick(model, decoder)[0] == "static"
     try:
-        with autocast(model):  # the model's compute dtype (harness.models.Precision)
+        # the model's compute dtype (harness.models.Precision); one weight pack for every batch
+        with autocast(model), packed.reusing_pack(model):
             for index in shares.share(greedy_batches(tokenizer, texts, batch_size), *share):
                 enc = tokenizer(
                     [texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False
