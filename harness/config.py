@@ -76,9 +76,9 @@ class DistillConfig:
     top_p: float = 1.0
     # rollout decoder: static (preallocated KV cache on weights packed for oneDNN, harness.decoding; it falls
     # back to hf where it cannot run, and the start-up line says so) | hf (Hugging Face generate). static
-    # decodes 2.2-2.7x faster per token on this CPU (27 vs 61-73 ms at batch 8, results/bench/README.md);
-    # its draws follow generate's distribution (tests/test_decoder_real.py), but not its random stream once
-    # ended rows are gathered out, so a run's rollouts differ from an hf run's with the same seed
+    # decodes faster on this CPU (results/bench/README.md); its draws follow generate's distribution
+    # (tests/test_decoder_real.py) but not its random stream (one uniform per row instead of
+    # torch.multinomial), so a run's rollouts differ from an hf run's with the same seed
     decoder: str = "static"
     loss_chunk_size: int = 128  # positions per chunk of the full-vocabulary divergence
     # --- diagnostics (harness.distill.probe, harness.distill.diagnostics); they change no result ---

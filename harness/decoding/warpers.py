@@ -2,7 +2,8 @@
 
 The filters run in the order `generate` applies its warpers (temperature, top-k, top-p, min-p) and drop
 tokens by setting their logit to -inf, so that a row sampled here and a row sampled by `generate` from the
-same logits and the same random state draw the same token.
+same logits draw from the same distribution. The draw itself (`draw`) uses one uniform number per row, not
+`generate`'s `torch.multinomial`: the same distribution, a different random stream.
 """
 
 from __future__ import annotations
@@ -56,8 +57,19 @@ def next_tokens(logits: torch.Tensor, how: Sampling | None) -> torch.Tensor:
     """[B, V] -> [B]: argmax when `how` is None, else one draw per row from the global torch RNG."""
     if how is None:
         return logits.argmax(-1)
-    probs = filtered_logits(logits, how).softmax(-1)
-    return torch.multinomial(probs, num_samples=1).squeeze(1)
+    return draw(filtered_logits(logits, how).softmax(-1))
+
+
+def draw(probs: torch.Tensor) -> torch.Tensor:
+    """[B, V] probabilities -> [B]: one token per row by inverse transform sampling, one uniform number per
+    row against the row's cumulative sums (float64: a 49k-term float32 sum drifts by ~1e-5).
+
+    The same distribution as `torch.multinomial(probs, 1)`, which draws one exponential variate per
+    vocabulary entry: at [8, 49152] on this 2-core CPU 7.1 ms per token against 0.5 ms here, 4x more with
+    4 rollouts per prompt. A token of probability 0 is never drawn (its cumulative sum does not rise)."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
 
 class StopStrings:
