@@ -163,10 +163,10 @@ class EvalConfig:
     # the stage's weights (GPU, the `vllm` extra); the engine takes this share of the GPU's memory.
     backend: str = "hf"
     # greedy generation of the hf backend, the in-context score and the within-stage curve: static
-    # (preallocated KV cache, harness.decoding; loglikelihood stays on lm-eval's path; it falls back to hf
-    # where it cannot run) | hf (generate). static is the default: the same greedy answers, item for item;
-    # on this CPU no faster than generate once the benchmark stopped pinning the allocator (1.04x, 1.60x
-    # before; results/bench/README.md)
+    # (preallocated KV cache on weights packed once per evaluation, harness.decoding; loglikelihood stays on
+    # lm-eval's path; it falls back to hf where it cannot run) | hf (generate). static is the default: the
+    # same greedy answers, item for item; 1.83x generate's items per second on this CPU
+    # (results/bench/README.md)
     decoder: str = "static"
     vllm_gpu_memory: float = 0.3
     # tasks that execute the model's generated code (lm-eval marks them unsafe_code, e.g. HumanEval in

@@ -45,6 +45,9 @@ COMMON = [
     "trainer.lr=1e-3",
     "trainer.warmup_steps=0",
     "checkpoints=all",
+    # generate's rollouts on every side: FSDP-sharded models fall back to it (harness.decoding.choose), and
+    # the one-process reference must draw the same rollouts (the static decoder's random stream differs)
+    "method.distill.decoder=hf",
 ]
 
 

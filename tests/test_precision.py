@@ -194,7 +194,10 @@ def test_mixed_precision_stages_agree_with_float32_on_the_real_model(real_model,
         monkeypatch.setattr(sdft, "sample", sample)
         for method in ("sft", "sdft"):
             model = _mixed(base_model, compute)
-            cfg = _cfg(max_new_tokens=12, skip_tokens=0)
+            # generate's rollouts: the tolerances below were measured on its seed-0 draws; the static
+            # decoder's draws (another random stream) gave 2.6% and 6.7% on SDFT's two steps, since the
+            # relative error of a small KL depends on the tokens it is taken over
+            cfg = _cfg(max_new_tokens=12, skip_tokens=0, decoder="hf")
             cfg.method.name = method
             cfg.trainer.lr = 1e-5
             torch.manual_seed(0)
